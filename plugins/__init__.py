@@ -1,0 +1,1 @@
+"""Built-in scoutfs-collect plugins, one module each, registered through entry points."""

@@ -1,0 +1,1 @@
+"""Built-in profiles (YAML files beside this module)."""

@@ -1,0 +1,22 @@
+"""Errors the CLI turns into one line on stderr and an exit status."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PLUGIN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_ARCHIVE = 3
+
+
+class UsageError(Exception):
+    """Bad input (argument, profile, plugin file) or failed preflight: exit 2, nothing written.
+
+    The message is complete and names its place, e.g.
+    ``custom.yaml:7:5: collectors.tcpdump: unknown option 'file_cout'
+    (did you mean 'file_count'?)``.
+    """
+
+
+def where(path: str, line: int, column: int) -> str:
+    """``path:line:column`` with 1-based line and column."""
+    return f"{path}:{line}:{column}"
