@@ -1,0 +1,39 @@
+"""``--events-file``: one JSON line per lifecycle event, for scripts and cluster coordination.
+
+Every line has ``event`` and ``time`` (epoch seconds); events: ``started``, ``armed``,
+``triggered`` (``trigger``, ``type``, ``reason``), ``stopped``, ``durable``, ``finalized``,
+``archive`` (``path``), ``error`` (``plugin``, ``message``), ``finished``
+(``exit_status``). Lines are flushed as they are written.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+
+class EventLog:
+    """Appends events to a file (or does nothing when no path was given)."""
+
+    def __init__(self, path: Optional[Path]) -> None:
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8") if path else None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self._file is None:
+            return
+        record = {"event": event, "time": time.time(), **fields}
+        with self._lock:
+            try:
+                self._file.write(json.dumps(record, default=str) + "\n")
+                self._file.flush()
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
