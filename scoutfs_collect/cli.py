@@ -180,8 +180,9 @@ def cmd_run(ns, argv, console) -> int:
     from .lock import LockBusy
     from .runner import Runner
 
-    runner = Runner(_request(ns, argv, console), console)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a lost terminal must not end a capture
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C: nothing changed yet
+    runner = Runner(_request(ns, argv, console), console)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: runner.handle_signal(signum))
     fatal = _print_problems(console, runner.preflight())

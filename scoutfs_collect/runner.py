@@ -213,12 +213,13 @@ class Runner:
             inst.ctx.on_failure = self._on_plugin_failure
             if inst.spec.kind == "collector":
                 inst.ctx.workdir.mkdir(mode=0o700)
+        self._write_manifest()  # from here on, 'scoutfs-collect pack' can finish a killed run
         self.state = "running"
         self._start_collectors()
         self._arm_triggers()
         self.times["armed"] = time.time()
-        self.events.emit("armed", triggers=[t.name for t in self.triggers])
         self._write_manifest()
+        self.events.emit("armed", triggers=[t.name for t in self.triggers])
         self._notify("scoutfs_collect_run_started", run=self._run_info())
         log.info("armed: %s; waiting (Ctrl-C to stop and pack)",
                  ", ".join(t.name for t in self.triggers) or "no triggers, Ctrl-C only")

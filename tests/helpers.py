@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -37,3 +39,12 @@ def kmsg_write(text: str, level: int = 6) -> None:
         os.write(fd, f"<{level}>{text}\n".encode())
     finally:
         os.close(fd)
+
+
+def extract(archive, dest) -> Path:
+    """Unpack an archive with the system tar (as support would); the top directory."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-xaf", str(archive), "-C", str(dest)], check=True)
+    (top,) = list(dest.iterdir())
+    return top
