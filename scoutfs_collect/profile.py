@@ -33,6 +33,7 @@ KeyPath = Tuple[str, ...]
 TOP_LEVEL_KEYS = ("description", "extends", "settings", "collectors", "triggers")
 RESERVED_INSTANCE_KEYS = ("type", "timeout")
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 BUILTIN_DIR = Path(_builtin_profiles.__file__).resolve().parent
 
 
@@ -106,6 +107,9 @@ def _parse(text: str, source: str) -> _Document:
         node = loader.get_single_node()
 
         def convert(n: Any, path: KeyPath) -> Any:
+            if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in PLAIN_TAGS:
+                raise UsageError(f"{_position(source, n.start_mark)}: "
+                                 f"{'.'.join(path) or 'profile'}: YAML tag {n.tag} is not allowed")
             if isinstance(n, yaml.MappingNode):
                 loader.flatten_mapping(n)
                 out: Dict[str, Any] = {}
