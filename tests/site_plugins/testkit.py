@@ -7,6 +7,8 @@ done with a real collector; they use only the public plugin API, like a site plu
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import threading
 import time
 from typing import List
@@ -75,6 +77,28 @@ class Never(Trigger):
 
     def arm(self, fire) -> None:
         pass
+
+
+def _hook_log(record: dict) -> None:
+    path = os.environ.get("SCOUTFS_COLLECT_TEST_HOOKLOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+
+
+@hookimpl
+def scoutfs_collect_run_started(run):
+    _hook_log({"hook": "run_started", "run": run})
+
+
+@hookimpl
+def scoutfs_collect_triggered(run, trigger):
+    _hook_log({"hook": "triggered", "trigger": trigger})
+
+
+@hookimpl
+def scoutfs_collect_archive_written(run, path):
+    _hook_log({"hook": "archive_written", "path": str(path)})
 
 
 @hookimpl

@@ -1,0 +1,157 @@
+"""Plugin loading: built-ins through entry points, site plugins from a directory, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+
+from scoutfs_collect import hookspecs, registry
+from tests.conftest import finish
+from tests.helpers import extract
+
+SITE_PLUGIN = textwrap.dedent('''\
+    """A site plugin as the README shows it."""
+    import dataclasses
+    from pathlib import Path
+    from scoutfs_collect import Collector, hookimpl, option
+
+    class MultipathState(Collector):
+        """Copies a site file at start and at stop."""
+        type_name = "site-file"
+
+        @dataclasses.dataclass
+        class Options:
+            path: str = option("/proc/loadavg", "File to copy.")
+
+        def start(self):
+            self.first = Path(self.options.path).read_text()
+
+        def finalize(self):
+            (self.ctx.workdir / "start.txt").write_text(self.first)
+            (self.ctx.workdir / "stop.txt").write_text(Path(self.options.path).read_text())
+
+    @hookimpl
+    def scoutfs_collect_register(register):
+        register.add_collector(MultipathState)
+''')
+
+
+def site_dir(tmp_path, files):
+    d = tmp_path / "plugins.d"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    for name, text in files.items():
+        (d / name).write_text(text)
+        os.chmod(d / name, 0o644)
+    return d
+
+
+def test_builtins_register_through_entry_points():
+    reg = registry.load()
+    assert not reg.load_errors
+    expected = {"sysinfo", "dmesg", "ftrace", "tcpdump", "scoutfs-counters", "scoutfs-sim"}
+    assert expected <= {t.type_name for t in reg.of_kind("collector")}
+    assert {"kmsg", "timer", "file", "journal", "scoutfs-fence", "counter"} <= {
+        t.type_name for t in reg.of_kind("trigger")}
+    for t in reg.types.values():
+        assert t.plugin.startswith("scoutfs-collect (built-in)")
+        assert t.cls.__doc__ and len(t.doc) > 40, t.type_name
+        for o in t.options:
+            assert o.doc, f"{t.type_name}.{o.name} has no doc"
+
+
+def test_site_plugin_from_a_directory_runs_and_lands_in_the_archive(cli, tmp_path):
+    d = site_dir(tmp_path, {"site_file.py": SITE_PLUGIN})
+    listed = cli.run("plugins", "--json", "--plugin-dir", str(d))
+    assert listed.returncode == 0, listed.stderr
+    entry = next(p for p in json.loads(listed.stdout) if p["type"] == "site-file")
+    assert entry["kind"] == "collector" and entry["plugin"] == str(d / "site_file.py")
+    assert entry["options"][0]["name"] == "path" and entry["options"][0]["doc"] == "File to copy."
+
+    profile = cli.profile("collectors:\n  mp: {type: site-file, path: /proc/version}\n"
+                          "triggers:\n  never: {type: test-never}\n")
+    proc = cli.start("--plugin-dir", str(d), "--plugin-dir", str(cli.plugin_dir()),
+                     "--profile", str(profile), "--output-dir", str(cli.out),
+                     "--events-file", str(cli.events), "127.0.0.1", "7002")
+    cli.wait_event("armed", proc)
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    top = extract(out.split("archive: ")[-1].strip(), tmp_path / "x")
+    assert (top / "mp" / "stop.txt").read_text().startswith("Linux version")
+
+
+def test_world_writable_plugin_dir_is_refused(cli, tmp_path):
+    d = site_dir(tmp_path, {"site_file.py": SITE_PLUGIN})
+    os.chmod(d, 0o777)
+    result = cli.run("plugins", "--plugin-dir", str(d))
+    assert result.returncode == 2
+    assert f"{d}: refused: writable by group or others (chmod go-w {d})" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plugin_file_not_owned_by_root_is_refused(cli, tmp_path):
+    d = site_dir(tmp_path, {"site_file.py": SITE_PLUGIN})
+    os.chown(d / "site_file.py", 1000, 1000)
+    result = cli.run("plugins", "--plugin-dir", str(d))
+    assert result.returncode == 2
+    assert "site_file.py: refused: owned by uid 1000, not root" in result.stderr
+
+
+def test_broken_plugin_is_reported_by_name_and_the_rest_load(cli, tmp_path):
+    d = site_dir(tmp_path, {"broken.py": "import not_a_module_anywhere\n",
+                            "site_file.py": SITE_PLUGIN})
+    result = cli.run("plugins", "--json", "--plugin-dir", str(d))
+    assert result.returncode == 0
+    assert f"plugin {d / 'broken.py'} not loaded: import failed: ModuleNotFoundError" in result.stderr
+    types = {p["type"] for p in json.loads(result.stdout)}
+    assert {"site-file", "tcpdump", "ftrace"} <= types
+
+
+def test_duplicate_type_name_names_both_plugins(cli, tmp_path):
+    dup = SITE_PLUGIN.replace('type_name = "site-file"', 'type_name = "tcpdump"')
+    d = site_dir(tmp_path, {"mydump.py": dup})
+    result = cli.run("plugins", "--plugin-dir", str(d))
+    assert result.returncode == 2
+    assert "plugin type 'tcpdump' is registered twice: by scoutfs-collect (built-in)" in result.stderr
+    assert str(d / "mydump.py") in result.stderr
+
+
+def test_system_plugin_dir_is_loaded(cli, tmp_path):
+    etc = cli.tmp / "etc" / "plugins.d"
+    etc.mkdir(parents=True, mode=0o755)
+    (etc / "site_file.py").write_text(SITE_PLUGIN)
+    os.chmod(etc, 0o755)
+    os.chmod(etc / "site_file.py", 0o644)
+    result = cli.run("plugins")
+    assert result.returncode == 0
+    assert "site-file (collector, from" in result.stdout
+
+
+def test_plugins_text_shows_docs_and_options(cli):
+    result = cli.run("plugins")
+    assert result.returncode == 0
+    assert "tcpdump (collector, from scoutfs-collect (built-in)" in result.stdout
+    assert "file_count (int, default 2)" in result.stdout
+
+
+def test_every_hookspec_is_documented_and_called_in_a_real_run(cli, tmp_path):
+    names = {n for n in dir(hookspecs) if n.startswith("scoutfs_collect_")}
+    assert names == {"scoutfs_collect_register", "scoutfs_collect_run_started",
+                     "scoutfs_collect_triggered", "scoutfs_collect_archive_written"}
+    for name in names:
+        assert getattr(hookspecs, name).__doc__
+    hooklog = tmp_path / "hooks.jsonl"
+    cli.env["SCOUTFS_COLLECT_TEST_HOOKLOG"] = str(hooklog)
+    profile = cli.profile("collectors:\n  m: {type: test-marker}\n"
+                          "triggers:\n  t: {type: timer, after: 0.2}\n")
+    result = cli.run("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
+                     "--output-dir", str(cli.out), "127.0.0.1", "7003")
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in hooklog.read_text().splitlines()]
+    assert [c["hook"] for c in calls] == ["run_started", "triggered", "archive_written"]
+    assert calls[0]["run"]["target"] == {"ip": "127.0.0.1", "port": 7003}
+    assert calls[1]["trigger"]["name"] == "t" and calls[1]["trigger"]["type"] == "timer"
+    assert result.stdout.strip().endswith(calls[2]["path"])
