@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import textwrap
+from pathlib import Path
 
 from scoutfs_collect import hookspecs, registry
 from tests.conftest import finish
@@ -155,3 +156,27 @@ def test_every_hookspec_is_documented_and_called_in_a_real_run(cli, tmp_path):
     assert calls[0]["run"]["target"] == {"ip": "127.0.0.1", "port": 7003}
     assert calls[1]["trigger"]["name"] == "t" and calls[1]["trigger"]["type"] == "timer"
     assert result.stdout.strip().endswith(calls[2]["path"])
+
+
+def readme_plugin() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Writing a site plugin", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_site_plugin_example_works(cli, tmp_path):
+    d = site_dir(tmp_path, {"multipath.py": readme_plugin()})
+    profile = cli.profile("collectors:\n  multipath: {command: echo}\n"
+                          "triggers:\n  t: {type: timer, after: 0.2}\n")
+    result = cli.run("--plugin-dir", str(d), "--profile", str(profile),
+                     "--output-dir", str(cli.out), "127.0.0.1", "7004")
+    assert result.returncode == 0, result.stderr
+    top = extract(result.stdout.split("archive: ")[-1].strip(), tmp_path / "x")
+    assert (top / "multipath" / "multipath-start.txt").read_text() == "-ll\n"
+    assert (top / "multipath" / "multipath-stop.txt").read_text() == "-ll\n"
+    missing = cli.profile("collectors:\n  multipath: {command: no-such-multipath}\n", "m.yaml")
+    check = cli.run("check", "--plugin-dir", str(d), "--profile", str(missing),
+                    "--output-dir", str(cli.out), "127.0.0.1", "7004")
+    assert check.returncode == 2
+    assert "multipath is not installed" in check.stderr
+    assert "fix: dnf install device-mapper-multipath" in check.stderr
