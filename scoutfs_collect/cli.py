@@ -19,7 +19,7 @@ from typing import List, NoReturn, Optional, Sequence
 
 from . import __version__
 from .api import Target
-from .console import Console, ConsoleHandler
+from .console import Console, ConsoleHandler, detach_stream, stdout_line
 from .errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_USAGE, UsageError
 
 COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "pack", "stop")
@@ -130,6 +130,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     finally:
         log.removeHandler(handler)
+        if not console.alive:
+            detach_stream("stderr")
 
 
 def _registry(plugin_dirs: Sequence[str], console: Console):
@@ -197,34 +199,27 @@ def cmd_run(ns, argv, console) -> int:
         raise UsageError(f"{exc}; end it with 'scoutfs-collect stop'") from None
     path = getattr(runner, "archive_path", None)
     if path is not None:
-        _stdout(f"archive: {path}")
+        stdout_line(f"archive: {path}")
     elif status == EXIT_NO_ARCHIVE:
         console.line(f"no archive written; work dir kept: {runner.workdir}")
     return status
-
-
-def _stdout(text: str) -> None:
-    try:
-        print(text, flush=True)
-    except OSError:  # stdout closed (ssh dropped): the archive is still there
-        pass
 
 
 def cmd_plugins(ns, argv, console) -> int:
     reg = _registry(ns.plugin_dir, console)
     types = reg.of_kind("collector") + reg.of_kind("trigger")
     if ns.json:
-        _stdout(json.dumps([t.as_dict() for t in types], indent=2, default=str))
+        stdout_line(json.dumps([t.as_dict() for t in types], indent=2, default=str))
         return EXIT_OK
     for t in types:
-        _stdout(f"{t.type_name} ({t.kind}, from {t.plugin})")
-        _stdout("    " + t.doc.replace("\n", "\n    "))
+        stdout_line(f"{t.type_name} ({t.kind}, from {t.plugin})")
+        stdout_line("    " + t.doc.replace("\n", "\n    "))
         if t.options:
-            _stdout("    options:")
+            stdout_line("    options:")
         for o in t.options:
             choices = f" one of {', '.join(map(str, o.choices))};" if o.choices else ""
-            _stdout(f"      {o.name} ({o.type_name}, default {o.default!r}):{choices} {o.doc}")
-        _stdout("")
+            stdout_line(f"      {o.name} ({o.type_name}, default {o.default!r}):{choices} {o.doc}")
+        stdout_line("")
     return EXIT_OK
 
 
@@ -233,8 +228,8 @@ def cmd_profiles(ns, argv, console) -> int:
 
     if ns.name:
         prof = profiles.load(ns.name, ns.overrides, _registry(ns.plugin_dir, console))
-        _stdout(f"# {prof.name} ({prof.source})")
-        _stdout(profiles.dump(prof).rstrip())
+        stdout_line(f"# {prof.name} ({prof.source})")
+        stdout_line(profiles.dump(prof).rstrip())
         return EXIT_OK
     for name in sorted(set(profiles.site_profiles()) | set(profiles.builtin_profiles())):
         path = profiles.locate(name)
@@ -243,7 +238,7 @@ def cmd_profiles(ns, argv, console) -> int:
             desc = prof.description.strip().splitlines()[0] if prof.description else ""
         except UsageError as exc:
             desc = f"(invalid: {exc})"
-        _stdout(f"{name:<16} {desc}  [{path}]")
+        stdout_line(f"{name:<16} {desc}  [{path}]")
     return EXIT_OK
 
 
@@ -251,7 +246,7 @@ def cmd_validate(ns, argv, console) -> int:
     from . import profile as profiles
 
     prof = profiles.load(ns.profile, ns.overrides, _registry(ns.plugin_dir, console))
-    _stdout(f"{prof.source}: ok ({len(prof.collectors)} collectors, {len(prof.triggers)} triggers)")
+    stdout_line(f"{prof.source}: ok ({len(prof.collectors)} collectors, {len(prof.triggers)} triggers)")
     return EXIT_OK
 
 
@@ -264,7 +259,7 @@ def cmd_inspect(ns, argv, console) -> int:
         data = inspect_archive.read_manifest(ns.archive)
     except ValueError as exc:
         raise UsageError(f"inspect: {exc}") from None
-    _stdout(json.dumps(data, indent=2) if ns.json else inspect_archive.render(data))
+    stdout_line(json.dumps(data, indent=2) if ns.json else inspect_archive.render(data))
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ every write here swallows OSError and turns the console off.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Optional, TextIO
@@ -100,3 +101,19 @@ def human_seconds(s: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def stdout_line(text: str) -> None:
+    """A result line on stdout (``archive: PATH``); a closed stdout is survived."""
+    try:
+        print(text, flush=True)
+    except OSError:  # stdout closed (ssh dropped): the archive is still there
+        detach_stream("stdout")
+
+
+def detach_stream(name: str) -> None:
+    """Point a broken sys.stdout/stderr at /dev/null, so the exit flush cannot fail."""
+    try:
+        setattr(sys, name, open(os.devnull, "w"))
+    except OSError:
+        pass

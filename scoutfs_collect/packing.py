@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import archive, manifest
-from .console import Console
+from .console import Console, stdout_line
 from .errors import EXIT_NO_ARCHIVE, EXIT_OK, UsageError
 from .lock import HostLock
 from .paths import fsync_tree
@@ -55,5 +55,5 @@ def pack_workdir(workdir: Path, console: Console) -> int:
         return EXIT_NO_ARCHIVE
     console.end_status()
     console.line(f"packed; the work dir {workdir} is kept (remove it when the archive is safe)")
-    print(f"archive: {path}", flush=True)
+    stdout_line(f"archive: {path}")
     return EXIT_OK
