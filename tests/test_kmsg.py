@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from scoutfs_collect.plugins.kmsg import KmsgTrigger
 
 from scoutfs_collect import PluginContext, Target, Wakeup
 from scoutfs_collect.kmsg import (
@@ -24,6 +23,7 @@ from scoutfs_collect.kmsg import (
     unescape,
 )
 from scoutfs_collect.options import build
+from scoutfs_collect.plugins.kmsg import KmsgTrigger
 from tests.helpers import kmsg_write, unique, wait_for
 
 # --- parsing -----------------------------------------------------------------------------

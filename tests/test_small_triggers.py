@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import List
 
 import pytest
+
+from scoutfs_collect import PluginContext, Target
+from scoutfs_collect.options import OptionError, build
 from scoutfs_collect.plugins import journal as journal_plugin
 from scoutfs_collect.plugins.file import FileTrigger
 from scoutfs_collect.plugins.journal import JournalTrigger
 from scoutfs_collect.plugins.timer import TimerTrigger
-
-from scoutfs_collect import PluginContext, Target
-from scoutfs_collect.options import OptionError, build
 from scoutfs_collect.registry import load
 
 
