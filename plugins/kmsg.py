@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from scoutfs_collect import Problem, ThreadedTrigger, Wakeup, hookimpl, option
 from scoutfs_collect.api import FireCallback
-from scoutfs_collect.kmsg import DEVICE, KmsgReader, KmsgRecord, follow
+from scoutfs_collect.kmsg import DEVICE, EpochClock, KmsgReader, KmsgRecord, follow
 
 DEFAULT_PATTERN = r"client .* reconnect timed out, fencing|server closing"
 
@@ -75,13 +75,14 @@ class KmsgTrigger(ThreadedTrigger):
         self._regex = re.compile(self.options.pattern)
         # Opened (at the end of the log) before arm() returns: every later line is seen.
         self._reader = KmsgReader(self.options.device, from_end=True)
+        self._clock = EpochClock.measure()
         super().arm(fire)
 
     def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
         def check(records: List[KmsgRecord]) -> bool:
             for record in records:
                 if record.level <= self.options.level_max and self._regex.search(record.text):
-                    self.ctx.details["matched"] = record.as_dict()
+                    self.ctx.details["matched"] = record.as_dict(self._clock)
                     fire(record.text)
                     return True
             return False
