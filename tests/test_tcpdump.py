@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -145,6 +146,25 @@ def send_tcp(e: Endpoint, chunks: List[bytes]) -> bytes:
     return got
 
 
+@contextlib.contextmanager
+def heartbeats(port: int) -> Iterator[None]:
+    """A thread sending a UDP 'heartbeat' to 127.0.0.1:port every 10 ms while inside."""
+    done = threading.Event()
+
+    def beat() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not done.wait(0.01):  # pacing the sender, not waiting for a condition
+                s.sendto(b"hb", ("127.0.0.1", port))
+
+    sender = threading.Thread(target=beat, daemon=True)
+    sender.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sender.join()
+
+
 def parse(frame: bytes) -> Tuple[str, str, int, bytes]:
     """(proto, dst ip, dst port, payload) of an Ethernet (lo) IPv4/IPv6 UDP/TCP frame."""
     ethertype = struct.unpack("!H", frame[12:14])[0]
@@ -255,6 +275,21 @@ def test_ipv6_target_and_extra_filter(make):
     assert c.ctx.details["filter"].endswith(" and (greater 100)")
 
 
+def test_default_interface_any_captures_each_packet_once(make, ep):
+    c = make(ep.port, interface="any", heartbeat_timeout=2)
+    with heartbeats(ep.port):
+        assert c.preflight() == []
+    c.start()
+    send_udp("127.0.0.1", ep.port, [b"any-%02d" % i for i in range(30)])
+    c.stop()
+    c.finalize()
+    reader = PcapReader(c.ctx.workdir / "tcpdump.pcap0", with_data=True)
+    payloads = [r.data[-6:] for r in reader]
+    assert reader.linktype == 276  # LINUX_SLL2, the cooked header of 'any'
+    assert [p for p in payloads if b"any-" in p] == [b"any-%02d" % i for i in range(30)]
+    assert c.ctx.details["packets_in_files"] == c.ctx.details["packets_captured"] == 30
+
+
 def test_ring_rotation_keeps_two_files_oldest_first(make, ep):
     c = make(ep.port, file_size_mb=1, file_count=2)
     c.start()
@@ -292,22 +327,10 @@ def test_heartbeat_missing_is_a_problem_with_the_fix(make, ep):
 
 def test_heartbeat_passes_when_udp_heartbeats_flow(make, ep):
     c = make(ep.port, heartbeat_timeout=5, dry_run=True)
-    done = threading.Event()
-
-    def beat() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            while not done.wait(0.01):  # a heartbeat every 10 ms
-                s.sendto(b"hb", ("127.0.0.1", ep.port))
-
-    sender = threading.Thread(target=beat, daemon=True)
-    sender.start()
-    try:
+    with heartbeats(ep.port):
         began = time.monotonic()
         assert c.preflight() == []
         assert time.monotonic() - began < 3
-    finally:
-        done.set()
-        sender.join()
 
 
 @pytest.mark.parametrize(
