@@ -37,7 +37,7 @@ def _ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value.strip("[]")))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"IP '{value}' is not an IPv4 or IPv6 address") from None
+        raise argparse.ArgumentTypeError(f"IP {value!r} is not an IPv4 or IPv6 address") from None
 
 
 def _port(value: str) -> int:
@@ -46,7 +46,7 @@ def _port(value: str) -> int:
     except ValueError:
         port = -1
     if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"PORT '{value}' is not a port number from 1 to 65535")
+        raise argparse.ArgumentTypeError(f"PORT {value!r} is not a port number from 1 to 65535")
     return port
 
 

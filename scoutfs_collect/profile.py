@@ -101,8 +101,15 @@ def _position(source: str, mark: Any) -> str:
 
 
 def _parse(text: str, source: str) -> _Document:
-    loader = yaml.SafeLoader(text)
     positions: Dict[KeyPath, str] = {}
+    bad = re.search("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]",
+                    text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise UsageError(f"{source}:{line}:{column}: YAML syntax error: "
+                         f"character U+{ord(bad.group()):04X} is not allowed")
+    loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
 
@@ -139,7 +146,8 @@ def _parse(text: str, source: str) -> _Document:
         place = _position(source, mark) if mark else source
         raise UsageError(f"{place}: YAML syntax error: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{source}: YAML error: {exc}") from None
+        message = " ".join(str(exc).split())
+        raise UsageError(f"{source}: YAML error: {message}") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -234,7 +242,8 @@ def parse_override(text: str) -> Tuple[KeyPath, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise UsageError(f"--set {text}: value is not valid YAML: {exc}") from None
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"--set {text}: value is not valid YAML: {reason}") from None
     return path, value
 
 
