@@ -17,11 +17,12 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, TextIO, Tuple
 
 from . import proc
 
 DEFAULT_ROOT = Path("/sys/kernel/tracing")
+EPOCH_CLOCKS = (("boot", time.CLOCK_BOOTTIME), ("mono", time.CLOCK_MONOTONIC))
 _TS = re.compile(r"\s(\d+\.\d{6,9}):\s")
 
 
@@ -33,8 +34,8 @@ def find_root(mounts_text: Optional[str] = None) -> Optional[Path]:
     """Where tracefs is mounted (``/sys/kernel/tracing`` preferred), or None."""
     if mounts_text is None:
         mounts_text = Path("/proc/self/mounts").read_text()
-    found = [Path(f[1]) for f in (ln.split() for ln in mounts_text.splitlines())
-             if len(f) > 2 and f[2] == "tracefs"]
+    fields = (line.split() for line in mounts_text.splitlines())
+    found = [Path(f[1]) for f in fields if len(f) > 2 and f[2] == "tracefs"]
     if DEFAULT_ROOT in found:
         return DEFAULT_ROOT
     return found[0] if found else None
@@ -85,11 +86,6 @@ def event_exists(events_dir: Path, spec: str) -> bool:
     return path.is_dir()
 
 
-def missing_events(specs: List[str], root: Path = DEFAULT_ROOT) -> List[str]:
-    """Requested events (``SYS:*`` / ``SYS:EVENT``) the running kernel does not have."""
-    return [s for s in specs if not event_exists(root / "events", s)]
-
-
 @dataclasses.dataclass
 class CpuStats:
     """One CPU's line of ``per_cpu/cpuN/stats``: what the ring holds and what it lost."""
@@ -130,6 +126,22 @@ class TraceSpan:
     first: Optional[float] = None
     last: Optional[float] = None
     lines: int = 0
+
+
+def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSpan:
+    """First/last timestamp of a text trace (tracefs ``trace`` or ``trace-cmd report``
+    output, both in time order), optionally copying the lines."""
+    span = TraceSpan()
+    for line in lines:
+        if copy_to is not None:
+            copy_to.write(line)
+        m = None if line.startswith("#") else _TS.search(line)
+        if m:
+            ts = float(m.group(1))
+            span.first = ts if span.first is None else span.first
+            span.last = ts
+            span.lines += 1
+    return span
 
 
 class Instance:
@@ -221,6 +233,17 @@ class Instance:
     def set_trace_clock(self, clock: str) -> None:
         self.write("trace_clock", clock)
 
+    def use_epoch_clock(self) -> Tuple[str, Optional[float]]:
+        """Switch to a trace clock user space can read too (``boot``, else ``mono``);
+        (clock name, seconds to add to its timestamps for epoch time). The offset is
+        None when neither exists and the clock is left as it is."""
+        available, current = self.trace_clocks()
+        for name, clock_id in EPOCH_CLOCKS:
+            if name in available:
+                self.set_trace_clock(name)
+                return name, clock_offset(clock_id)
+        return current, None
+
     def set_option(self, option: str, on: bool) -> None:
         self.write(f"options/{option}", "1" if on else "0")
 
@@ -282,25 +305,13 @@ class Instance:
 
     def read_trace(self, dest: Optional[Path] = None) -> TraceSpan:
         """Copy the text ``trace`` (not consuming) to ``dest``; first/last timestamps."""
-        span = TraceSpan()
         out = open(dest, "w") if dest is not None else None
         try:
             with open(self._file("trace"), errors="replace") as src:
-                for line in src:
-                    if out is not None:
-                        out.write(line)
-                    if line.startswith("#"):
-                        continue
-                    m = _TS.search(line)
-                    if m:
-                        ts = float(m.group(1))
-                        span.first = ts if span.first is None else span.first
-                        span.last = ts
-                        span.lines += 1
+                return text_span(src, out)
         finally:
             if out is not None:
                 out.close()
-        return span
 
     def subbuf_size(self) -> int:
         """Bytes per ring-buffer page as ``trace_pipe_raw`` hands them out."""
@@ -316,8 +327,7 @@ class Instance:
         size = self.subbuf_size()
         written: Dict[int, int] = {}
         for cpu in cpu_ids(self.root):
-            fd = os.open(self._file(f"per_cpu/cpu{cpu}/trace_pipe_raw"),
-                         os.O_RDONLY | os.O_NONBLOCK)
+            fd = os.open(self._file(f"per_cpu/cpu{cpu}/trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK)
             total = 0
             try:
                 with open(dest_dir / f"cpu{cpu}", "wb") as out:
@@ -341,18 +351,16 @@ class Instance:
         printk formats and comm names, the instance's clock and page size. Relative
         paths copied."""
         copied: List[str] = []
-        wanted = ["events/header_page", "events/header_event", "printk_formats",
-                  "saved_cmdlines", "saved_tgids"]
+        wanted = "events/header_page events/header_event printk_formats saved_cmdlines saved_tgids".split()
         parsed = [split_event(spec) for spec in events]
         whole = {"ftrace"} | {system for system, event in parsed if event == "*"}
         for system in sorted(whole):
-            wanted += [str(p.relative_to(self.root))
-                       for p in sorted((self.root / "events" / system).glob("*/format"))]
+            formats = sorted((self.root / "events" / system).glob("*/format"))
+            wanted += [str(p.relative_to(self.root)) for p in formats]
         wanted += [f"events/{s}/{e}/format" for s, e in parsed if s not in whole]
         for rel in dict.fromkeys(wanted):
-            src = self.root / rel
             try:
-                data = src.read_bytes()
+                data = (self.root / rel).read_bytes()
             except OSError:
                 continue
             (dest_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -364,7 +372,27 @@ class Instance:
                 copied.append(f"instance.{rel}")
             except OSError:
                 continue
-        return copied
+        (dest_dir / "RESTORE").write_text(RESTORE_NOTE)
+        return copied + ["RESTORE"]
+
+
+RESTORE_NOTE = """\
+cpuN are the instance's per-CPU ring pages (trace_pipe_raw); events/ holds the formats.
+With trace-cmd on any machine: trace-cmd restore -i partial.dat -o trace.dat cpu0 cpu1 ...
+(partial.dat is written only where trace-cmd was installed; otherwise make one with
+`trace-cmd restore -c -o partial.dat` on a machine running the same kernel).
+"""
+
+
+def clock_offset(clock_id: int) -> float:
+    """Seconds to add to a ``clock_id`` reading to get epoch time (best of 5 samples)."""
+    best = (float("inf"), 0.0)
+    for _ in range(5):
+        a = time.clock_gettime(clock_id)
+        now = time.time()
+        b = time.clock_gettime(clock_id)
+        best = min(best, (b - a, now - (a + b) / 2))
+    return best[1]
 
 
 def trace_cmd() -> Optional[str]:
