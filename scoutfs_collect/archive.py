@@ -73,20 +73,15 @@ def walk(root: Path) -> List[Entry]:
         with os.scandir(directory) as it:
             children = sorted(it, key=lambda e: e.name)
         for child in children:
-            rel = prefix + child.name
-            cst = child.stat(follow_symlinks=False)
-            if stat.S_ISDIR(cst.st_mode):
-                entries.append(
-                    Entry(rel, child.path, True, 0, stat.S_IMODE(cst.st_mode), cst.st_mtime)
-                )
-                visit(child.path, rel + "/")
-            elif stat.S_ISREG(cst.st_mode):
-                entries.append(
-                    Entry(rel, child.path, False, cst.st_size, stat.S_IMODE(cst.st_mode),
-                          cst.st_mtime)
-                )
-            else:
+            rel, cst = prefix + child.name, child.stat(follow_symlinks=False)
+            is_dir, is_reg = stat.S_ISDIR(cst.st_mode), stat.S_ISREG(cst.st_mode)
+            if not (is_dir or is_reg):
                 log.warning("not archived (not a regular file or directory): %s", child.path)
+                continue
+            entries.append(Entry(rel, child.path, is_dir, cst.st_size if is_reg else 0,
+                                 stat.S_IMODE(cst.st_mode), cst.st_mtime))
+            if is_dir:
+                visit(child.path, rel + "/")
 
     visit(str(root), "")
     return entries
@@ -94,11 +89,8 @@ def walk(root: Path) -> List[Entry]:
 
 def available_compressors() -> Dict[str, bool]:
     """Which compressions can be used here (zstd needs the ``zstd`` program)."""
-    return {
-        "zstd": shutil.which("zstd") is not None,
-        "xz": shutil.which("xz") is not None or lzma is not None,
-        "gz": True,
-    }
+    xz = shutil.which("xz") is not None or lzma is not None
+    return {"zstd": shutil.which("zstd") is not None, "xz": xz, "gz": True}
 
 
 def compression_problem(compression: str) -> Optional[str]:
@@ -115,28 +107,9 @@ def compression_problem(compression: str) -> Optional[str]:
             "(dnf install xz / apt-get install xz-utils) or use --set settings.compression=gz")
 
 
-class _Reader:
-    """Feeds one input file to tarfile, counting bytes and reporting progress.
-
-    Reads exactly the size stat'ed before packing: a file that grew is cut there, a
-    file that shrank is padded with zeros (both logged), so a collector that is still
-    writing never makes the archive fail.
-    """
-
-    def __init__(self, f: IO[bytes], entry: Entry, meter: _Meter) -> None:
-        self.f, self.entry, self.meter = f, entry, meter
-        self.padded = 0
-
-    def read(self, n: int) -> bytes:
-        data = self.f.read(n)
-        if len(data) < n:
-            self.padded += n - len(data)
-            data += bytes(n - len(data))
-        self.meter.add(len(data))
-        return data
-
-
 class _Meter:
+    """Counts input bytes consumed; calls progress at most every PROGRESS_INTERVAL s."""
+
     def __init__(self, total: int, progress: Optional[Progress]) -> None:
         self.total, self.done, self.progress = total, 0, progress
         self.last = time.monotonic()
@@ -149,27 +122,40 @@ class _Meter:
 
 
 class _PipeSink:
-    """An external compressor (zstd, xz) reading the tar stream and writing into ``fd``."""
+    """An external compressor (zstd, xz) reading the tar stream and writing into ``fd``.
+
+    File data goes to its stdin with sendfile(): no copy through Python.
+    """
 
     def __init__(self, argv: List[str], fd: int) -> None:
         self.errors = tempfile.TemporaryFile()
         # A short-lived pipe, not a long-lived child: proc.py owns those.
         # Own session: a Ctrl-C reaches only the runner, which decides what to kill.
         self.popen = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=fd, stderr=self.errors,
+            argv, stdin=subprocess.PIPE, stdout=fd, stderr=self.errors, bufsize=0,
             start_new_session=True, close_fds=True,
         )
         assert self.popen.stdin is not None
-        self.stdin = self.popen.stdin
-        self.aborted = False
+        self.fd = self.popen.stdin.fileno()
 
-    def write(self, data: bytes) -> int:
-        if self.aborted:  # tarfile's late flush when it is garbage-collected
-            return len(data)
+    def _broken(self) -> OSError:
+        self.popen.wait()
+        return OSError(f"{self.popen.args[0]} exited early: {self._stderr()}")
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
         try:
-            return self.stdin.write(data)
+            while view:
+                view = view[os.write(self.fd, view):]
         except BrokenPipeError:
-            raise OSError(f"{self.popen.args[0]} exited early: {self._stderr()}") from None
+            raise self._broken() from None
+
+    def copy(self, src: int, offset: int, count: int) -> int:
+        """Up to ``count`` bytes of file ``src`` from ``offset``; 0 at its end."""
+        try:
+            return os.sendfile(self.fd, src, offset, count)
+        except BrokenPipeError:
+            raise self._broken() from None
 
     def _stderr(self) -> str:
         self.errors.seek(0)
@@ -178,7 +164,7 @@ class _PipeSink:
 
     def finish(self) -> None:
         try:
-            self.stdin.close()
+            self.popen.stdin.close()  # type: ignore[union-attr]
         except BrokenPipeError:
             pass
         code = self.popen.wait()
@@ -187,7 +173,6 @@ class _PipeSink:
         self.errors.close()
 
     def abort(self) -> None:
-        self.aborted = True
         if self.popen.poll() is None:
             try:
                 self.popen.send_signal(signal.SIGKILL)
@@ -195,7 +180,7 @@ class _PipeSink:
                 pass
         self.popen.wait()
         try:
-            self.stdin.close()
+            self.popen.stdin.close()  # type: ignore[union-attr]
         except OSError:
             pass
         self.errors.close()
@@ -212,19 +197,22 @@ class _PySink:
             )
         else:
             self.comp = lzma.LZMAFile(self.raw, "wb", format=lzma.FORMAT_XZ, preset=level)
-        self.aborted = False
+        self.buf = bytearray(CHUNK)
 
-    def write(self, data: bytes) -> int:
-        if self.aborted:  # tarfile's late flush when it is garbage-collected
-            return len(data)
-        return self.comp.write(data)
+    def write(self, data: bytes) -> None:
+        self.comp.write(data)
+
+    def copy(self, src: int, offset: int, count: int) -> int:
+        view = memoryview(self.buf)[:count]
+        n = os.preadv(src, [view], offset)
+        self.comp.write(view[:n])
+        return n
 
     def finish(self) -> None:
         self.comp.close()
         self.raw.close()
 
     def abort(self) -> None:
-        self.aborted = True
         for f in (self.comp, self.raw):
             try:
                 f.close()
@@ -235,7 +223,7 @@ class _PySink:
 def _sink(compression: str, level: int, fd: int):
     if compression == "zstd":
         return _PipeSink(["zstd", "-T0", "-q", f"-{level}", "-c"], fd)
-    if compression == "xz" and shutil.which("xz"):  # multi-threaded: ~2x python lzma here
+    if compression == "xz" and shutil.which("xz"):  # multi-threaded: ~1.5x python lzma here
         return _PipeSink(["xz", "-T0", "-q", f"-{level}", "-c"], fd)
     return _PySink(compression, level, fd)
 
@@ -251,33 +239,58 @@ def _tarinfo(name: str, entry: Entry) -> tarfile.TarInfo:
     return info
 
 
-def _write_tar(sink, top: str, entries: List[Entry], meter: _Meter) -> None:
-    tar = tarfile.open(mode="w|", fileobj=sink, bufsize=CHUNK, format=tarfile.PAX_FORMAT)
-    tar.copybufsize = CHUNK
-    for entry in entries:
-        name = f"{top}/{entry.rel}" if entry.rel else top
-        if entry.is_dir:
-            tar.addfile(_tarinfo(name, entry))
-            continue
-        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with open(fd, "rb", buffering=0) as f:
-            reader = _Reader(f, entry, meter)
-            tar.addfile(_tarinfo(name, entry), reader)  # type: ignore[arg-type]
-            if reader.padded:
+def _copy_file(sink, entry: Entry, meter: _Meter) -> None:
+    """Exactly ``entry.size`` bytes of the file, as stat'ed before packing.
+
+    A file that grew is cut there, one that shrank is padded with zeros (both logged):
+    a collector still writing never makes the archive fail.
+    """
+    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        offset = 0
+        while offset < entry.size:
+            n = sink.copy(fd, offset, min(CHUNK, entry.size - offset))
+            if n == 0:
                 log.warning("%s shrank while packing: padded with %d zero bytes",
-                            entry.path, reader.padded)
-            elif f.read(1):
+                            entry.path, entry.size - offset)
+                while offset < entry.size:
+                    n = min(CHUNK, entry.size - offset)
+                    sink.write(bytes(n))
+                    offset += n
+                    meter.add(n)
+                break
+            offset += n
+            meter.add(n)
+        else:
+            if os.pread(fd, 1, entry.size):
                 log.warning("%s grew while packing: archived its first %d bytes",
                             entry.path, entry.size)
-    tar.close()
+    finally:
+        os.close(fd)
+
+
+def _write_tar(sink, top: str, entries: List[Entry], meter: _Meter) -> None:
+    """The tar stream (POSIX pax format), written straight to ``sink``."""
+    written = 0
+    for entry in entries:
+        name = f"{top}/{entry.rel}" if entry.rel else top
+        header = _tarinfo(name, entry).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING,
+                                             "surrogateescape")
+        sink.write(header)
+        written += len(header)
+        if not entry.is_dir:
+            _copy_file(sink, entry, meter)
+            pad = -entry.size % tarfile.BLOCKSIZE
+            sink.write(bytes(pad))
+            written += entry.size + pad
+    end = 2 * tarfile.BLOCKSIZE
+    end += -(written + end) % tarfile.RECORDSIZE
+    sink.write(bytes(end))
 
 
 def _rename_noreplace(src: str, dst: str) -> None:
     """rename() that fails with FileExistsError rather than replace ``dst``."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except AttributeError:  # glibc < 2.28 or another libc
-        renameat2 = None
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
     if renameat2 is not None:
         at_fdcwd, rename_noreplace = -100, 1
         if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
@@ -368,17 +381,14 @@ def pack(
 
 
 def _sha256(path: str) -> Dict[str, object]:
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    size = 0
+    digest, buf, size = hashlib.sha256(), bytearray(CHUNK), 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with open(fd, "rb", buffering=0) as f:
         while True:
             n = f.readinto(buf)
             if not n:
                 break
-            digest.update(view[:n])
+            digest.update(memoryview(buf)[:n])
             size += n
     return {"size": size, "sha256": digest.hexdigest()}
 

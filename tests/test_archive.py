@@ -334,3 +334,25 @@ def test_memory_stays_bounded_on_a_300mb_file(tmp_path: Path):
     assert (tmp_path / (TOP + ".tar.zst")).stat().st_size > 1 << 20
     assert packed_kb < 150 * 1024 and hashed_kb < 150 * 1024
     assert usage.ru_maxrss < 150 * 1024, f"peak RSS {usage.ru_maxrss} KiB (python or zstd)"
+
+
+def test_python_xz_when_the_xz_program_is_missing(workdir: Path, tmp_path: Path, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(tmp_path))  # neither xz nor zstd here: python's lzma packs
+        assert archive.available_compressors() == {"zstd": False, "xz": True, "gz": True}
+        path = archive.pack(workdir, tmp_path / "out", "xz", level=0)
+    assert _tar(["-tf"], path).splitlines()[0] == f"{TOP}/manifest.json"
+    assert inspect_archive.read_manifest(path) == MANIFEST
+
+
+def test_rename_without_replace(tmp_path: Path):
+    """The publish path for filesystems without hard links (renameat2 RENAME_NOREPLACE)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("new")
+    dst.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError):
+        archive._rename_noreplace(str(src), str(dst))
+    assert dst.is_symlink() and src.read_text() == "new"
+    dst.unlink()
+    archive._rename_noreplace(str(src), str(dst))
+    assert dst.read_text() == "new" and not src.exists()
