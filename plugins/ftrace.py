@@ -295,6 +295,7 @@ class Ftrace(Collector):
             if res.returncode != 0:
                 det["trace_dat"] = f"failed: trace-cmd restore: {res.stderr.strip()[-300:]}"
                 return
+        partial.unlink()  # 7+ MiB of symbols and formats, all inside trace.dat too
         det["trace_dat"] = "written"
 
     def _text_from_trace_dat(self) -> None:

@@ -378,9 +378,9 @@ class Instance:
 
 RESTORE_NOTE = """\
 cpuN are the instance's per-CPU ring pages (trace_pipe_raw); events/ holds the formats.
-With trace-cmd on any machine: trace-cmd restore -i partial.dat -o trace.dat cpu0 cpu1 ...
-(partial.dat is written only where trace-cmd was installed; otherwise make one with
-`trace-cmd restore -c -o partial.dat` on a machine running the same kernel).
+With trace-cmd: trace-cmd restore -i partial.dat -o trace.dat cpu0 cpu1 ... where
+partial.dat comes from `trace-cmd restore -c -o partial.dat` on a machine running the
+same kernel (it is kept here only if building trace.dat failed).
 """
 
 

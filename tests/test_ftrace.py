@@ -122,7 +122,7 @@ def test_in_kernel_freeze_end_to_end(make):
         ["trace-cmd", "report", str(wd / "trace.dat")], check=True, capture_output=True, text=True
     ).stdout
     assert "before-2" in report and "after-0" not in report and glob in report
-    assert det["trace_dat"] == "written"
+    assert det["trace_dat"] == "written" and not (wd / "raw/partial.dat").exists()
     assert (wd / "raw/events/header_page").stat().st_size > 0
     assert (wd / "raw/events/sched/sched_switch/format").exists()
     assert sorted(p.name for p in (wd / "raw").glob("cpu*")) == [f"cpu{n}" for n in tracefs.cpu_ids()]
