@@ -20,11 +20,14 @@ import difflib
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .errors import one_line
+
 
 class OptionError(ValueError):
     """One bad option value or name; ``key`` is the option name it concerns."""
 
     def __init__(self, key: str, message: str) -> None:
+        message = one_line(message)
         super().__init__(message)
         self.key = key
         self.message = message
