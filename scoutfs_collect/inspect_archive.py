@@ -17,6 +17,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 WIDTH = 100
 MANIFEST_MAX = 64 << 20
+GROUP_ABOVE = 8  # a plugin subdirectory with more files shows its small ones as one line
+BIG = 64 << 10
 _MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gz"}
 
 
@@ -204,7 +206,10 @@ def _times(m: Dict[str, Any]) -> List[str]:
         rel = f"  +{t - started:.3f} s" if t is not None and started is not None else ""
         out.append(f"  {key:<10}{utc(t)}{rel}")
     for key, value in sorted(_d(times.get("clocks")).items()):
-        out += _wrap(f"{key}: {value}", "  clock ")
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.6f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in value.items())
+        out += _wrap(f"clocks at {key}: {value}", "  ", "    ")
     return out
 
 
@@ -257,11 +262,33 @@ def _files(m: Dict[str, Any]) -> List[str]:
             if isinstance(f, dict):
                 rows.append((f"{name}/{f.get('path', '?')}", _num(f.get("size"))))
     out = ["", f"Files ({_count(len(rows), 'file')}, {human_size(sum(s or 0 for _, s in rows))})"]
+    groups: Dict[str, List[float]] = {}  # plugin/subdir -> sizes of its small files
     for path, size in rows:
-        if len(path) > WIDTH - 16:
-            path = "..." + path[-(WIDTH - 19):]
-        out.append(f"  {path:<{WIDTH - 16}}{human_size(size):>12}")
+        groups.setdefault(_group(path), []).append(size or 0)
+    folded: Dict[str, Tuple[int, List[float]]] = {}  # group -> (its line's index, sizes)
+    for path, size in rows:
+        group = _group(path)
+        if group and len(groups[group]) > GROUP_ABOVE and (size or 0) < BIG:
+            folded.setdefault(group, (len(out), []))[1].append(size or 0)
+            if len(folded[group][1]) == 1:
+                out.append("")  # filled in below, where the group's first small file was
+            continue
+        out.append(_file_line(path, size))
+    for group, (index, sizes) in folded.items():
+        out[index] = _file_line(f"{group}/... ({len(sizes)} small files)", sum(sizes))
     return out
+
+
+def _group(path: str) -> str:
+    """``plugin/subdir`` for a file in a plugin's subdirectory, else ``""``."""
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else ""
+
+
+def _file_line(path: str, size: Optional[float]) -> str:
+    if len(path) > WIDTH - 16:
+        path = "..." + path[-(WIDTH - 19):]
+    return f"  {path:<{WIDTH - 16}}{human_size(size):>12}"
 
 
 def render(manifest: Dict[str, Any]) -> str:

@@ -356,3 +356,15 @@ def test_rename_without_replace(tmp_path: Path):
     dst.unlink()
     archive._rename_noreplace(str(src), str(dst))
     assert dst.read_text() == "new" and not src.exists()
+
+
+def test_render_folds_many_small_files_of_a_subdirectory():
+    files = [{"path": f"raw/events/e{i}/format", "size": 500} for i in range(20)]
+    files += [{"path": "raw/cpu0", "size": 5 << 20}, {"path": "trace.dat", "size": 1 << 30}]
+    text = inspect_archive.render({"format": 1, "plugins": {"ftrace": {"files": files}}})
+    lines = text.splitlines()
+    assert "Files (22 files, 1.0 GiB)" in lines
+    assert any(ln.split() == ["ftrace/raw/...", "(20", "small", "files)", "9.8", "KiB"]
+               for ln in lines)
+    assert any(ln.split() == ["ftrace/raw/cpu0", "5.0", "MiB"] for ln in lines)
+    assert not any("e3/format" in ln for ln in lines)
