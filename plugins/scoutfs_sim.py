@@ -216,17 +216,24 @@ class ScoutfsSim(Collector):
         if self._thread is not None:
             self._thread.join()
 
+    def _remove_tree(self) -> bool:
+        self._halt()  # in case stop() was never called
+        if self._mounts and (self.root / MARKER).exists():
+            fixture.remove_tree(self.root)
+            return not self.root.exists()
+        return False
+
+    def cleanup(self) -> None:
+        """Remove the simulated tree even when the run ended before finalize."""
+        self._remove_tree()
+
     def stop(self) -> None:
         self._halt()
         first = (self.ctx.window or {}).get("first")
         self.ctx.set_window(first, time.time())
 
     def finalize(self) -> None:
-        self._halt()  # in case stop() was never called
-        removed = False
-        if self._mounts and (self.root / MARKER).exists():
-            fixture.remove_tree(self.root)
-            removed = not self.root.exists()
+        removed = self._remove_tree()
         self.ctx.details.update(
             {
                 "sysfs_root": str(self.root),

@@ -415,6 +415,11 @@ class Tcpdump(Collector):
         for path in self.ring_files():
             fsync_path(path)
 
+    def cleanup(self) -> None:
+        """Never leave tcpdump running: stop it if it still is."""
+        if self._child is not None and self._child.returncode is None:
+            self.stop()
+
     def finalize(self) -> None:
         if self._child is not None and self._child.returncode is None:
             self.stop()  # never leave tcpdump running, even if stop() was skipped

@@ -12,6 +12,9 @@ A *collector* records one kind of data. The runner drives each configured instan
     Called the moment a trigger fires: freeze the data at once, keep it. Be fast.
 ``finalize()``
     Turn what was recorded into the files support reads, inside ``ctx.workdir``.
+``cleanup()``
+    Give back what is still held on the system; runs on every exit path, even when
+    the run was aborted before ``start()`` or ``finalize()``.
 
 A *trigger* decides when the run ends: ``preflight()`` → ``arm(fire)`` → ``disarm()``.
 It calls ``fire(reason)`` once, from any thread, when its condition holds.
@@ -137,6 +140,11 @@ class Collector(_PluginBase):
 
     def finalize(self) -> None:
         """Write the output files into ``self.ctx.workdir``."""
+
+    def cleanup(self) -> None:
+        """Give back whatever this instance still holds on the system (a child process,
+        a tracefs instance, a temporary tree). Called on every exit path once preflight
+        has run, after finalize or instead of it; must be safe to call any time, twice."""
 
     def bytes_written(self) -> int:
         """Bytes recorded so far, for the live status line."""

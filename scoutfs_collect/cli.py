@@ -187,8 +187,13 @@ def cmd_run(ns, argv, console) -> int:
     runner = Runner(_request(ns, argv, console), console)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: runner.handle_signal(signum))
-    fatal = _print_problems(console, runner.preflight())
+    try:
+        fatal = _print_problems(console, runner.preflight())
+    except BaseException:
+        runner.cleanup()
+        raise
     if fatal:
+        runner.cleanup()
         runner.events.emit("error", plugin="core", message=f"preflight: {fatal} problem(s)")
         runner.events.close()
         console.line(f"error: preflight found {fatal} problem(s); nothing was started")

@@ -186,13 +186,32 @@ class Runner:
 
     def run(self) -> int:
         """The whole run after a clean preflight; returns the exit status."""
-        self.stale = self.lock.acquire()
+        try:
+            self.stale = self.lock.acquire()
+        except BaseException:
+            self.cleanup()
+            raise
         try:
             return self._run_locked()
         finally:
-            proc.kill_all()
+            self.cleanup()
             self.lock.release(finished=True)
             self.events.close()
+
+    def cleanup(self) -> None:
+        """Disarm what is armed, let every collector give back what it holds, end children.
+
+        Runs on every exit path after preflight (also when preflight failed: a plugin
+        may have prepared something for a later one)."""
+        for inst in self.triggers:
+            if "arm" in inst.record.phases and "disarm" not in inst.record.phases:
+                inst.run_phase("disarm", phases.call(inst.plugin.disarm, inst.timeout,
+                                                     f"disarm-{inst.name}"))
+        for inst in self.collectors:
+            outcome = phases.call(inst.plugin.cleanup, inst.timeout, f"cleanup-{inst.name}")
+            if not outcome.ok:
+                log.error("%s: cleanup %s", inst.name, outcome.error)
+        proc.kill_all()
 
     def _run_locked(self) -> int:
         started = time.time()
