@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -60,7 +62,8 @@ class ScoutfsSim(Collector):
     paths under /sys, /proc, /dev, /run, /etc, /boot, /usr and any existing directory it
     did not make (its own leftovers, marked by a .scoutfs-sim file, are replaced).
 
-    OVERHEAD: a few small file writes every `interval` seconds.
+    OVERHEAD: a few small file writes every `interval` seconds (and one UDP datagram to a
+    loopback target with `heartbeat`).
 
     REQUIREMENTS: none.
     """
@@ -79,6 +82,11 @@ class ScoutfsSim(Collector):
         )
         fence_ipv4: str = option("127.0.0.2", "The address named in the fence request.")
         counters: List[str] = option(DEFAULT_COUNTERS, "Counters raised while running.")
+        heartbeat: bool = option(
+            False,
+            "Also send a small UDP datagram to the target IP:PORT every interval, like scoutfs "
+            "heartbeats, so a packet capture has traffic (loopback targets only).",
+        )
 
     def __init__(self, ctx: Any, options: Any) -> None:
         super().__init__(ctx, options)
@@ -92,6 +100,10 @@ class ScoutfsSim(Collector):
     def preflight(self) -> List[Problem]:
         opts = self.options
         problems = self._option_problems()
+        if opts.heartbeat and not ipaddress.ip_address(self.ctx.target.ip).is_loopback:
+            problems.append(Problem(
+                f"heartbeat: the simulation only sends to loopback, not {self.ctx.target}",
+                "use target 127.0.0.1 (or ::1) for the demo, or set heartbeat: false"))
         if any(p.fatal for p in problems):
             return problems
         if self.ctx.dry_run:
@@ -181,6 +193,8 @@ class ScoutfsSim(Collector):
             if self._stop_event.wait(timeout):
                 return
             try:
+                if opts.heartbeat:
+                    self._send_heartbeat()
                 if (
                     opts.fence_after > 0
                     and self._fence is None
@@ -195,6 +209,12 @@ class ScoutfsSim(Collector):
                 if not failed:
                     self.log.warning("%s: cannot update %s: %s", self.ctx.name, self.root, exc)
                     failed = True
+
+    def _send_heartbeat(self) -> None:
+        target = self.ctx.target
+        family = socket.AF_INET6 if target.is_ipv6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.sendto(f"scoutfs-sim heartbeat {self._bumps}".encode(), (target.ip, target.port))
 
     def _publish_fence(self, rng: random.Random) -> None:
         leader = self._mounts[0]
