@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from scoutfs_collect import scoutfs_fixture as fixture
-from scoutfs_collect.plugins.tcpdump import PcapReader
+from scoutfs_collect.pcap import PcapReader
 from tests.conftest import finish
 from tests.helpers import extract, kmsg_write, unique
 

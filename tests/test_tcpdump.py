@@ -20,7 +20,8 @@ import pytest
 import scoutfs_collect.plugins.tcpdump as tcpdump_plugin
 from scoutfs_collect.api import PluginContext, Target
 from scoutfs_collect.options import build, check_declaration, specs
-from scoutfs_collect.plugins.tcpdump import PcapError, PcapReader, Tcpdump, parse_stats, summarize
+from scoutfs_collect.pcap import PcapError, PcapReader, summarize
+from scoutfs_collect.plugins.tcpdump import Tcpdump, parse_stats
 from scoutfs_collect.registry import load
 from tests.helpers import wait_for
 
