@@ -1,17 +1,19 @@
-"""Test-only plugins loaded with --plugin-dir: a marker collector and a faulty collector.
+"""Test-only plugins loaded with --plugin-dir: a marker, faulty collectors and triggers, a writer.
 
-They exist because fault injection (raise, hang, slow in a chosen phase) cannot be
-done with a real collector; they use only the public plugin API, like a site plugin.
+They exist because fault injection (raise, hang, slow in a chosen phase) and filling a
+disk at a known rate cannot be done with a real collector; they use only the public
+plugin API, like a site plugin.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import threading
 import time
-from typing import List
+from typing import List, Optional
 
 from scoutfs_collect import Collector, Problem, Trigger, hookimpl, option
 
@@ -48,8 +50,10 @@ class Faulty(Collector):
         hang_in: List[str] = option([], "Phases that block for 'hang_seconds'.")
         hang_seconds: float = option(3600.0, "How long a hanging phase blocks.")
         problem: str = option("", "A fatal preflight problem to report.")
+        entered_file: str = option("", "File that gets one line 'NAME PHASE' as each phase begins.")
 
     def _phase(self, name: str) -> None:
+        _entered(self.options.entered_file, self.ctx.name, name)
         if name in self.options.raise_in:
             raise RuntimeError(f"injected failure in {name}")
         if name in self.options.hang_in:
@@ -70,6 +74,87 @@ class Faulty(Collector):
         self._phase("finalize")
 
 
+class FaultyTrigger(Trigger):
+    """A trigger that never fires and raises, hangs or runs slowly in the phase named."""
+
+    type_name = "test-faulty-trigger"
+    Options = Faulty.Options
+
+    _phase = Faulty._phase
+
+    def preflight(self) -> List[Problem]:
+        self._phase("preflight")
+        return [Problem(self.options.problem, "remove the problem option")] if self.options.problem else []
+
+    def arm(self, fire) -> None:
+        self._phase("arm")
+
+    def disarm(self) -> None:
+        self._phase("disarm")
+
+
+class Writer(Collector):
+    """Writes fill.bin at rate_mb MiB/s while recording and blob.bin (finalize_mb MiB) at finalize.
+
+    Details: bytes written, whether it ever got ENOSPC, the least free space (MiB) it
+    saw in its work dir after each write.
+    """
+
+    type_name = "test-writer"
+
+    @dataclasses.dataclass
+    class Options:
+        rate_mb: float = option(0.0, "MiB per second appended to fill.bin while recording.")
+        chunk_kb: int = option(256, "Size of one write while recording.")
+        finalize_mb: int = option(0, "MiB written to blob.bin at finalize.")
+        random: bool = option(False, "Incompressible data (else zeros).")
+
+    _thread: Optional[threading.Thread] = None
+
+    def _data(self, size: int) -> bytes:
+        return os.urandom(size) if self.options.random else bytes(size)
+
+    def _note_free(self) -> None:
+        st = os.statvfs(self.ctx.workdir)
+        free = st.f_bavail * st.f_frsize / (1 << 20)
+        old = self.ctx.details.get("min_free_mb")
+        self.ctx.details["min_free_mb"] = free if old is None else min(old, free)
+
+    def start(self) -> None:
+        self.ctx.details.update(bytes=0, enospc=False)
+        self._stop = threading.Event()
+        if self.options.rate_mb > 0:
+            self._thread = threading.Thread(target=self._fill, daemon=True, name="test-writer")
+            self._thread.start()
+
+    def _fill(self) -> None:
+        chunk = self.options.chunk_kb * 1024
+        interval = chunk / (self.options.rate_mb * (1 << 20))
+        with open(self.ctx.workdir / "fill.bin", "ab") as f:
+            while not self._stop.wait(interval):  # pacing the writer, not waiting for a condition
+                try:
+                    f.write(self._data(chunk))
+                    f.flush()
+                except OSError as exc:
+                    self.ctx.details["enospc"] = exc.errno == errno.ENOSPC
+                    self.ctx.fail(f"write failed: {exc}")
+                    return
+                self.ctx.details["bytes"] += chunk
+                self._note_free()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.ctx.details["stopped_at"] = time.time()
+
+    def finalize(self) -> None:
+        with open(self.ctx.workdir / "blob.bin", "wb") as f:
+            for _ in range(self.options.finalize_mb):
+                f.write(self._data(1 << 20))
+        self._note_free()
+
+
 class Never(Trigger):
     """A trigger that never fires (the run ends by signal or another trigger)."""
 
@@ -77,6 +162,12 @@ class Never(Trigger):
 
     def arm(self, fire) -> None:
         pass
+
+
+def _entered(path: str, name: str, phase: str) -> None:
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{name} {phase}\n")
 
 
 def _hook_log(record: dict) -> None:
@@ -105,4 +196,6 @@ def scoutfs_collect_archive_written(run, path):
 def scoutfs_collect_register(register):
     register.add_collector(Marker)
     register.add_collector(Faulty)
+    register.add_collector(Writer)
+    register.add_trigger(FaultyTrigger)
     register.add_trigger(Never)
