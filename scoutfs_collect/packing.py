@@ -34,9 +34,14 @@ def pack_workdir(workdir: Path, console: Console) -> int:
         if plugin_dir.is_dir():
             record["files"] = archive.sha256_files(plugin_dir)
     result = data.setdefault("result", {})
-    result.update(complete=False, packed_by="scoutfs-collect pack", packed_at=time.time())
-    result.setdefault("notes", []).append(
-        "the run did not finish: collectors may not have been stopped or finalized")
+    if result.get("complete") and result.get("exit_status") is not None:
+        # The runner wrote its final manifest: only packing was interrupted.
+        note = "packing was interrupted; the run was packed later by scoutfs-collect pack"
+    else:
+        result["complete"] = False
+        note = "the run did not finish: collectors may not have been stopped or finalized"
+    result.update(packed_by="scoutfs-collect pack", packed_at=time.time())
+    result.setdefault("notes", []).append(note)
     manifest.write(workdir, data)
     fsync_tree(workdir)
     compression = (data.get("profile") or {}).get("settings", {}).get("compression", "zstd")
