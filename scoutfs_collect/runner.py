@@ -174,7 +174,7 @@ class Runner:
         name = signal.Signals(signum).name
         if self.state == "preflight":
             raise KeyboardInterrupt(name)
-        if self.state == "running":
+        if self.state in ("starting", "running"):  # past preflight: always an archive
             self.fire("operator", "operator", f"{name} from the operator")
         elif self.state == "packing":
             raise KeyboardInterrupt(name)
@@ -186,6 +186,7 @@ class Runner:
 
     def run(self) -> int:
         """The whole run after a clean preflight; returns the exit status."""
+        self.state = "starting"
         try:
             self.stale = self.lock.acquire()
         except BaseException:
