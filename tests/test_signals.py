@@ -14,6 +14,7 @@ import os
 import pty
 import signal
 import subprocess
+import sys
 import termios
 import time
 from pathlib import Path
@@ -212,3 +213,33 @@ def test_sighup_and_closed_stdout_stderr_do_not_end_the_capture(cli, nohup):
     assert [e["event"] for e in cli.event_list()][-2:] == ["archive", "finished"]
     archive = next(e["path"] for e in cli.event_list() if e["event"] == "archive")
     assert inspect(cli, archive)["plugins"]["marker"]["status"] == "ok"
+
+
+WRAPPER = """\
+import os, signal, sys
+import scoutfs_collect.runner as runner
+made = runner.make_workdir
+def make_workdir(*args, **kwargs):
+    path = made(*args, **kwargs)
+    os.kill(os.getpid(), signal.{sig})  # the signal lands the instant the work dir exists
+    return path
+runner.make_workdir = make_workdir
+from scoutfs_collect.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_signal_right_after_the_work_dir_is_made_still_gives_an_archive(cli, tmp_path, sig):
+    """Between preflight and 'armed' there is no 'nothing changed' any more: the run
+    goes on to an archive with trigger type operator, and leaves no stray work dir."""
+    script = tmp_path / "wrapper.py"
+    script.write_text(WRAPPER.format(sig=sig.name))
+    done = subprocess.run([sys.executable, str(script), *run_args(cli, cli.profile(NEVER))],
+                          env=cli.env, cwd=cli.tmp, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    archive = archive_of(done.stdout)
+    assert [p.name for p in cli.out.iterdir()] == [os.path.basename(archive)]
+    m = inspect(cli, archive)
+    assert m["trigger"]["type"] == "operator" and sig.name in m["trigger"]["reason"]
+    assert m["plugins"]["marker"]["status"] == "ok"
