@@ -182,6 +182,7 @@ def cmd_run(ns, argv, console) -> int:
     from .lock import LockBusy
     from .runner import Runner
 
+    os.umask(0o077)  # every file of the run (ours, plugins', children's) private to root
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a lost terminal must not end a capture
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C: nothing changed yet
     runner = Runner(_request(ns, argv, console), console)
