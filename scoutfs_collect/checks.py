@@ -21,6 +21,9 @@ def check_root() -> List[Problem]:
 
 
 def check_lock(lock: HostLock) -> List[Problem]:
+    if lock.path.is_symlink():  # never followed (O_NOFOLLOW); say so instead of crashing
+        return [Problem(f"the host lock {lock.path} is a symlink: refusing to follow it",
+                        f"find out who planted it, then remove it: rm {lock.path}")]
     try:
         holder = lock.probe()
     except OSError as exc:
