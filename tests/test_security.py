@@ -133,8 +133,8 @@ def canary(tmp_path: Path) -> Iterator[Path]:
     ("collectors.tcpdump.interface='$(touch {c})'", "is not a valid interface name"),
     ("collectors.tcpdump.extra_filter='udp; touch {c}'", "tcpdump refuses the capture filter"),
     ("collectors.tcpdump.extra_filter='`touch {c}`'", "tcpdump refuses the capture filter"),
-    ("collectors.ftrace.instance='x; touch {c}'", "instance"),
-    ("collectors.ftrace.events=['sched:$(touch {c})']", "sched:$(touch"),
+    ("collectors.ftrace.instance='x; touch {c}'", "bad tracefs instance name 'x; touch"),
+    ("collectors.ftrace.events=['sched:$(touch {c})']", "bad event 'sched:$(touch"),
 ])
 def test_shell_syntax_in_profile_values_is_refused_never_run(cli, canary, setting, needle):
     profile = cli.profile("collectors:\n  tcpdump: {interface: lo, heartbeat_timeout: 0}\n"
@@ -145,6 +145,18 @@ def test_shell_syntax_in_profile_values_is_refused_never_run(cli, canary, settin
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr
     assert list(cli.out.iterdir()) == []
+
+
+def test_filter_with_shell_operators_reaches_tcpdump_as_one_argument(cli):
+    # Valid pcap syntax that a shell would split at '&&' and run the rest: accepted, so
+    # tcpdump -d compiled it whole.
+    profile = cli.profile("collectors:\n  tcpdump: {interface: lo, heartbeat_timeout: 0}\n"
+                          "triggers:\n  end: {type: timer, after: 1}\n")
+    done = cli.run("check", "--profile", str(profile), "--output-dir", str(cli.out), "--set",
+                   "collectors.tcpdump.extra_filter='udp && !(udp port 9) || (tcp && tcp)'",
+                   "127.0.0.1", "7001")
+    assert done.returncode == 0, done.stderr
+    assert "check: ready to run" in done.stderr
 
 
 @pytest.mark.parametrize("how", ["profile", "set"])
