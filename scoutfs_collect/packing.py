@@ -3,18 +3,72 @@
 The runner writes ``manifest.json`` into the work dir as soon as collectors are
 armed, so an interrupted or killed run leaves enough to build a valid archive: the
 manifest is completed with the files found (sizes, sha256) and marked incomplete.
+
+A packer killed mid-write leaves its temporary ``.scoutfs-collect-*.partial`` file
+(never the final name); :func:`remove_stale_partials` removes those at the next run
+and at ``pack``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import List, Set
 
 from . import archive, manifest
 from .console import Console, stdout_line
 from .errors import EXIT_NO_ARCHIVE, EXIT_OK, UsageError
 from .lock import HostLock
 from .paths import fsync_tree
+
+PARTIAL_GLOB = ".scoutfs-collect-*.partial"  # archive.pack's temporary names
+STALE_AFTER = 10.0  # seconds without a write before a partial no process holds is stale
+
+
+def _open_files() -> Set[str]:
+    """Paths of the files every process has open (readlink only: never touches them)."""
+    out: Set[str] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+    return out
+
+
+def remove_stale_partials(directory: Path) -> List[str]:
+    """Remove partial archives in ``directory`` left by a killed packer; one note each.
+
+    Only files no process has open and nobody wrote to for STALE_AFTER seconds: a
+    packer at work (even another ``scoutfs-collect pack``) is never disturbed.
+    """
+    try:
+        found = [p for p in Path(directory).glob(PARTIAL_GLOB) if not p.is_symlink() and p.is_file()]
+        now = time.time()
+        found = [p for p in found if now - p.lstat().st_mtime >= STALE_AFTER]
+    except OSError:
+        return []
+    held = _open_files() if found else set()
+    notes = []
+    for path in found:
+        if os.path.realpath(path) in held:
+            continue
+        try:
+            size = path.lstat().st_size
+            path.unlink()
+        except OSError:
+            continue
+        notes.append(f"removed {path} ({size / (1 << 20):.1f} MiB), a partial archive "
+                     "left by an interrupted packing")
+    return notes
 
 
 def pack_workdir(workdir: Path, console: Console) -> int:
@@ -44,6 +98,8 @@ def pack_workdir(workdir: Path, console: Console) -> int:
     result.setdefault("notes", []).append(note)
     manifest.write(workdir, data)
     fsync_tree(workdir)
+    for note in remove_stale_partials(workdir.parent):
+        console.line(f"note: {note}")
     compression = (data.get("profile") or {}).get("settings", {}).get("compression", "zstd")
     if archive.compression_problem(compression):
         compression = "xz"

@@ -26,6 +26,7 @@ from .events import EventLog
 from .lock import Holder, HostLock
 from .manifest import PluginRecord, TriggerRecord
 from .options import build
+from .packing import remove_stale_partials
 from .paths import fsync_tree, make_workdir, run_stem
 from .profile import InstanceSpec, Profile
 from .registry import PluginType, Registry
@@ -222,6 +223,9 @@ class Runner:
                 f"an earlier run (pid {self.stale.pid}) did not finish; its work dir "
                 f"{self.stale.workdir} can be packed with: scoutfs-collect pack {self.stale.workdir}")
             log.warning(self.notes[-1])
+        for note in remove_stale_partials(self.req.output_dir):
+            self.notes.append(note)
+            log.warning(note)
         self.workdir = make_workdir(self.req.output_dir, run_stem(started))
         self.lock.write(Holder(pid=os.getpid(), workdir=str(self.workdir), started=started))
         self._attach_run_log()
