@@ -229,6 +229,9 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     assert tcpdumps(port) == []
     assert Instance(instance).exists()  # kernel state outlives the process: the next run's job
     old = started["workdir"]
+    leftover = cli.out / ".scoutfs-collect-killed.partial"  # as a runner killed while packing leaves
+    leftover.write_bytes(b"\0" * 4096)
+    os.utime(leftover, (time.time() - 60, time.time() - 60))
 
     second = start_capture(cli, profile, port)
     cli.wait_event("armed", second, nth=2)
@@ -239,6 +242,7 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     assert stale_note in err
     assert f"an earlier run (pid {first.pid}) did not finish" in err
     assert f"scoutfs-collect pack {old}" in err
+    assert f"removed {leftover}" in err and not leftover.exists()
     assert not Instance(instance).exists()
     assert tcpdumps(port) == []
     m = inspect(cli, archive_of(out))
@@ -303,3 +307,41 @@ triggers:
     (line,) = [ln for ln in text.splitlines() if f"{nonce} bad utf-8" in ln]
     assert line.endswith("[31m escape")
     assert f"{nonce} impossible level" in text and f"no level at all {nonce}" in text
+
+
+def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial(cli, tmp_path):
+    profile = cli.profile("""\
+settings: {compression: xz, min_free_mb: 1}
+collectors:
+  marker: {type: test-marker}
+  blob: {type: test-writer, finalize_mb: 3, random: true}
+triggers:
+  end: {type: timer, after: 0.1}
+""")
+    proc = start(cli, profile)
+    workdir = Path(cli.wait_event("started", proc)["workdir"])
+    (partial,) = wait_for(lambda: [p for p in cli.out.iterdir() if p.name.endswith(".partial")],
+                          30, "packing to begin")
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert [p.name() for p in children] == ["xz"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    wait_for(lambda: not any(alive(p) for p in children), 10, "the compressor to end")
+    assert not os.path.lexists(cli.out / (workdir.name + ".tar.xz"))
+    assert partial.exists()  # what the killed run was writing: never under the final name
+    # Later (as the next run would be), with two partials that must be left alone: one
+    # still open (a packer at work), one written to a moment ago.
+    a_minute_ago = time.time() - 60
+    os.utime(partial, (a_minute_ago, a_minute_ago))
+    busy = cli.out / ".scoutfs-collect-busy.partial"
+    fresh = cli.out / ".scoutfs-collect-fresh.partial"
+    fresh.write_bytes(b"x")
+    with open(busy, "wb") as held:
+        os.utime(busy, (a_minute_ago, a_minute_ago))
+        packed = cli.run("pack", str(workdir))
+    assert packed.returncode == 0, packed.stderr
+    assert f"removed {partial}" in packed.stderr
+    assert not partial.exists() and busy.exists() and fresh.exists()
+    assert held.closed
+    top = extract(archive_of(packed.stdout), tmp_path / "x")
+    assert (top / "blob" / "blob.bin").stat().st_size == 3 << 20
