@@ -110,15 +110,30 @@ def compression_problem(compression: str) -> Optional[str]:
 class _Meter:
     """Counts input bytes consumed; calls progress at most every PROGRESS_INTERVAL s."""
 
-    def __init__(self, total: int, progress: Optional[Progress]) -> None:
-        self.total, self.done, self.progress = total, 0, progress
+    def __init__(self, total: int, progress: Optional[Progress],
+                 space: Optional[Callable[[], None]] = None) -> None:
+        self.total, self.done, self.progress, self.space = total, 0, progress, space
         self.last = time.monotonic()
 
     def add(self, n: int) -> None:
         self.done += n
+        if self.space is not None:  # every chunk: a statvfs is ~1 us, a chunk 1 MiB
+            self.space()
         if self.progress is not None and time.monotonic() - self.last >= PROGRESS_INTERVAL:
             self.last = time.monotonic()
             self.progress(self.done, self.total)
+
+
+def _free_space_guard(output_dir: Path, floor: int) -> Callable[[], None]:
+    """Raises ENOSPC once free space in ``output_dir`` is below ``floor`` bytes, so a
+    pack that cannot fit stops before the disk is full rather than at 100 %."""
+    def check() -> None:
+        st = os.statvfs(output_dir)
+        free = st.f_bavail * st.f_frsize
+        if free < floor:
+            raise OSError(errno.ENOSPC, f"stopped packing: {free // 2**20} MiB free, below the "
+                                        f"floor of {floor // 2**20} MiB", str(output_dir))
+    return check
 
 
 class _PipeSink:
@@ -328,11 +343,13 @@ def pack(
     compression: str = "zstd",
     progress: Optional[Progress] = None,
     level: Optional[int] = None,
+    min_free_bytes: int = 0,
 ) -> Path:
     """Pack ``workdir`` into ``output_dir``; return the archive's path.
 
     ``progress(done, total)`` gets the input bytes consumed and the total input size,
-    at most ten times a second and once at the end. Raises FileExistsError if the
+    at most ten times a second and once at the end. With ``min_free_bytes``, packing
+    stops (OSError ENOSPC) when free space in ``output_dir`` falls below it. Raises FileExistsError if the
     archive name is taken (even by a symlink), ValueError for a compression or level
     that cannot be used; the temporary file is removed whatever goes wrong.
     """
@@ -351,7 +368,8 @@ def pack(
     entries = walk(workdir)
     first = [e for e in entries if e.rel == MANIFEST and not e.is_dir]
     entries = first + [e for e in entries if e not in first]
-    meter = _Meter(sum(e.size for e in entries), progress)
+    guard = _free_space_guard(output_dir, min_free_bytes) if min_free_bytes > 0 else None
+    meter = _Meter(sum(e.size for e in entries), progress, guard)
 
     fd, tmp = tempfile.mkstemp(prefix=".scoutfs-collect-", suffix=".partial", dir=output_dir)
     sink = None

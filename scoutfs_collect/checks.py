@@ -70,3 +70,10 @@ def check_output_dir(output_dir: Path, needed_bytes: int, min_free_mb: int) -> L
 def free_mb(path: Path) -> float:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize / MIB
+
+
+def packing_floor(min_free_mb: int) -> int:
+    """Bytes that must stay free while packing: a quarter of the run's floor (at least
+    1 MiB). The data may already have pushed free space under min_free_mb (that is what
+    the disk-space trigger reacts to), so packing gets the rest but never the last bytes."""
+    return max(MIB, min_free_mb * MIB // 4)

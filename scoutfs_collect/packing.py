@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import List, Set
 
 from . import archive, manifest
+from .checks import packing_floor
 from .console import Console, stdout_line
 from .errors import EXIT_NO_ARCHIVE, EXIT_OK, UsageError
 from .lock import HostLock
 from .paths import fsync_tree
+from .profile import Settings
 
 PARTIAL_GLOB = ".scoutfs-collect-*.partial"  # archive.pack's temporary names
 STALE_AFTER = 10.0  # seconds without a write before a partial no process holds is stale
@@ -100,12 +102,15 @@ def pack_workdir(workdir: Path, console: Console) -> int:
     fsync_tree(workdir)
     for note in remove_stale_partials(workdir.parent):
         console.line(f"note: {note}")
-    compression = (data.get("profile") or {}).get("settings", {}).get("compression", "zstd")
+    settings = (data.get("profile") or {}).get("settings", {})
+    compression = settings.get("compression", "zstd")
+    floor = packing_floor(int(settings.get("min_free_mb", Settings.min_free_mb)))
     if archive.compression_problem(compression):
         compression = "xz"
     try:
         path = archive.pack(workdir, workdir.parent, compression,
-                            progress=lambda d, t: console.progress("packing", d, t))
+                            progress=lambda d, t: console.progress("packing", d, t),
+                            min_free_bytes=floor)
     except FileExistsError as exc:
         console.end_status()
         raise UsageError(f"pack: {exc}") from None

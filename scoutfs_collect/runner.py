@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import archive, manifest, phases, proc
 from .api import PluginContext, Problem, Target
-from .checks import check_lock, check_output_dir, check_root, free_mb
+from .checks import check_lock, check_output_dir, check_root, free_mb, packing_floor
 from .console import Console, human_bytes, human_seconds
 from .errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from .events import EventLog
@@ -391,7 +391,8 @@ class Runner:
         self.state = "packing"
         try:
             path = archive.pack(self.workdir, self.req.output_dir, self.settings.compression,
-                                progress=lambda d, t: self.console.progress("packing", d, t))
+                                progress=lambda d, t: self.console.progress("packing", d, t),
+                                min_free_bytes=packing_floor(self.settings.min_free_mb))
         except KeyboardInterrupt:
             self.console.end_status()
             log.error("packing interrupted; the work dir is kept: %s", self.workdir)
