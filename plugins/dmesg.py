@@ -189,7 +189,9 @@ class DmesgCollector(Collector):
         return gaps
 
     def _line(self, r: KmsgRecord) -> str:
-        text = r.text.replace("\n", "\n    ")
+        # Kernel text may hold escape sequences: show them, never send them to a terminal.
+        text = "".join(c if c.isprintable() or c in "\t\n" else f"\\x{ord(c):02x}"
+                       for c in r.text).replace("\n", "\n    ")
         head = f"[{r.usec // 1000000:5d}.{r.usec % 1000000:06d}] {utc(self.clock.epoch(r.usec))}"
         line = f"{head} <{r.facility_name}.{r.level_name}> {text}\n"
         return line + "".join(f"    {k}={v}\n" for k, v in r.fields.items())

@@ -279,7 +279,10 @@ def cmd_stop(ns, argv, console) -> int:
     from .lock import HostLock
 
     lock = HostLock()
-    holder = lock.probe()
+    try:
+        holder = lock.probe()
+    except OSError as exc:
+        raise UsageError(f"stop: cannot read the host lock {lock.path}: {exc.strerror}") from None
     if holder is None or holder.pid <= 0:
         raise UsageError("stop: no scoutfs-collect is running on this host")
     os.kill(holder.pid, signal.SIGTERM)

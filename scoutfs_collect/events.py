@@ -1,7 +1,8 @@
 """``--events-file``: one JSON line per lifecycle event, for scripts and cluster coordination.
 
 Every line has ``event`` and ``time`` (epoch seconds); events: ``started``, ``armed``,
-``triggered`` (``trigger``, ``type``, ``reason``), ``stopped``, ``durable``, ``finalized``,
+``triggered`` (``trigger``, ``type``, ``reason``), ``post_trigger`` (``seconds``: recording
+goes on that long before the stop), ``stopped``, ``durable``, ``finalized``,
 ``archive`` (``path``), ``error`` (``plugin``, ``message``), ``finished``
 (``exit_status``). Lines are flushed as they are written.
 """

@@ -67,9 +67,10 @@ class HostLock:
 
     def probe(self) -> Optional[Holder]:
         """The live holder, or None if the lock is free. Changes nothing."""
-        if not self.path.exists():
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
             return None
-        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

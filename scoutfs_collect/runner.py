@@ -157,14 +157,15 @@ class Runner:
     # -- the run ---------------------------------------------------------------------
 
     def fire(self, name: str, type_name: str, reason: str) -> None:
-        """Record the first trigger and wake the main thread; later ones are logged only."""
+        """Record the first trigger and wake the main thread; later ones are logged only
+        (but still wake it: a Ctrl-C during post_trigger_seconds stops at once)."""
         now = time.time()
         with self._trigger_lock:
             if self.trigger is not None:
                 log.info("also fired: %s (%s): %s", name, type_name, reason)
-                return
-            self.trigger = TriggerRecord(name=name, type=type_name, reason=reason, time=now)
-            self.times["clocks_at_trigger"] = manifest.clocks()
+            else:
+                self.trigger = TriggerRecord(name=name, type=type_name, reason=reason, time=now)
+                self.times["clocks_at_trigger"] = manifest.clocks()
         self.triggered.set()
 
     def _fire_callback(self, inst: Instance):
@@ -332,8 +333,10 @@ class Runner:
         log.info("triggered by %s (%s): %s", t.name, t.type, t.reason)
         self.times["triggered"] = t.time
         if self.settings.post_trigger_seconds > 0 and t.type != "disk-space":
-            log.info("recording %.1f s more (settings.post_trigger_seconds)",
+            log.info("recording %.1f s more (settings.post_trigger_seconds; Ctrl-C stops now)",
                      self.settings.post_trigger_seconds)
+            self.events.emit("post_trigger", seconds=self.settings.post_trigger_seconds,
+                             trigger=t.name)
             self.state = "running"
             self.triggered.clear()
             self.triggered.wait(self.settings.post_trigger_seconds)

@@ -243,3 +243,37 @@ def test_signal_right_after_the_work_dir_is_made_still_gives_an_archive(cli, tmp
     m = inspect(cli, archive)
     assert m["trigger"]["type"] == "operator" and sig.name in m["trigger"]["reason"]
     assert m["plugins"]["marker"]["status"] == "ok"
+
+
+def test_ctrl_c_during_post_trigger_recording_stops_at_once(cli):
+    profile = cli.profile("""\
+settings: {post_trigger_seconds: 60}
+collectors:
+  marker: {type: test-marker}
+triggers:
+  t: {type: timer, after: 0.1}
+""", "post.yaml")
+    began = time.monotonic()
+    proc = cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
+                     "--output-dir", str(cli.out), "--events-file", str(cli.events),
+                     "127.0.0.1", "7020")
+    extra = cli.wait_event("post_trigger", proc)
+    assert extra["seconds"] == 60 and extra["trigger"] == "t"
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert time.monotonic() - began < 30  # not the 60 s of extra recording
+    triggered = cli.wait_event("triggered")
+    assert triggered["trigger"] == "t" and triggered["type"] == "timer"  # the first one counts
+
+
+def test_stop_with_a_symlink_at_the_lock_path_is_a_clear_error(cli):
+    run = cli.tmp / "run"
+    run.mkdir(mode=0o700)
+    target = cli.tmp / "elsewhere"
+    target.write_text("{}")
+    (run / "lock").symlink_to(target)
+    result = cli.run("stop")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "stop: cannot read the host lock" in result.stderr

@@ -83,6 +83,24 @@ def test_dmesg_records_ring_run_and_trigger_line(tmp_path, collectors):
     assert stop_s < 0.5
 
 
+def test_dmesg_txt_shows_terminal_escapes_instead_of_sending_them(tmp_path, collectors):
+    nonce = unique("escape")
+    c = make(DmesgCollector, tmp_path)
+    c.start()
+    collectors.append(c)
+    kmsg_write(f"{nonce} \x1b[2J\x1b]0;owned\x07 red")
+    wait_for(lambda: nonce.encode() in (c.ctx.workdir / "kmsg-follow.raw").read_bytes(), 2,
+             "line followed")
+    c.stop()
+    c.finalize()
+    text = (c.ctx.workdir / "dmesg.txt").read_text()
+    line = next(x for x in text.splitlines() if nonce in x)
+    assert "\x1b" not in line and "\x07" not in line
+    assert f"{nonce} \\x1b[2J\\x1b]0;owned\\x07 red" in line
+    row = next(r for r in jsonl(c.ctx.workdir / "kmsg.jsonl") if nonce in r["text"])
+    assert row["text"] == f"{nonce} \x1b[2J\x1b]0;owned\x07 red"  # exact text kept in JSON
+
+
 def test_dmesg_size_cap_drops_oldest_and_marks_the_gap(tmp_path, collectors, monkeypatch):
     monkeypatch.setattr(dmesg_plugin, "MB", 1024)  # max_mb=1 -> 1 KiB: rotates every ~512 B
     nonce = unique("dmesgcap")
