@@ -82,6 +82,32 @@ def tool() -> Dict[str, str]:
     return {"name": "scoutfs-collect", "version": __version__, "python": platform.python_version()}
 
 
+def assemble(*, argv: List[str], profile: Any, target: Any, times: Dict[str, Any],
+             trigger: Optional[TriggerRecord], plugins: Dict[str, PluginRecord],
+             exit_status: Optional[int], notes: List[str]) -> Dict[str, Any]:
+    """The manifest document of a run (``exit_status`` None while the run goes on)."""
+    profile_doc = dict(profile.document)
+    profile_doc.update(name=profile.name, source=profile.source,
+                       settings=dataclasses.asdict(profile.settings))
+    when = {k: times.get(k) for k in
+            ("started", "armed", "triggered", "stopped", "durable", "finished")}
+    when["clocks"] = {"start": times.get("clocks_at_start"),
+                      "trigger": times.get("clocks_at_trigger")}
+    return {
+        "format": FORMAT,
+        "tool": tool(),
+        "host": host(),
+        "argv": argv,
+        "profile": profile_doc,
+        "target": dataclasses.asdict(target),
+        "times": when,
+        "trigger": dataclasses.asdict(trigger) if trigger else None,
+        "plugins": {name: dataclasses.asdict(record) for name, record in plugins.items()},
+        "result": {"exit_status": exit_status, "complete": exit_status is not None,
+                   "notes": notes},
+    }
+
+
 def write(workdir: Path, manifest: Dict[str, Any]) -> Path:
     """Write ``manifest.json`` atomically (temp file, fsync, rename)."""
     path = workdir / FILENAME
@@ -103,6 +129,3 @@ def read(workdir: Path) -> Dict[str, Any]:
     except (OSError, ValueError):
         return {}
 
-
-def as_dict(record: Any) -> Dict[str, Any]:
-    return dataclasses.asdict(record)

@@ -430,37 +430,17 @@ class Runner:
         except Exception as exc:
             log.error("plugin hook %s failed: %s", hook, exc)
 
-    def manifest_dict(self, exit_status: Optional[int] = None) -> Dict[str, Any]:
-        times = {k: self.times.get(k) for k in
-                 ("started", "armed", "triggered", "stopped", "durable", "finished")}
-        times["clocks"] = {"start": self.times.get("clocks_at_start"),
-                           "trigger": self.times.get("clocks_at_trigger")}
-        plugins = {}
+    def _write_manifest(self, exit_status: Optional[int] = None) -> None:
+        assert self.workdir is not None
         for inst in self.instances:
             inst.record.details = dict(inst.ctx.details)
             inst.record.window = inst.ctx.window
-            plugins[inst.name] = manifest.as_dict(inst.record)
-        profile_doc = dict(self.req.profile.document)
-        profile_doc["name"] = self.req.profile.name
-        profile_doc["source"] = self.req.profile.source
-        profile_doc["settings"] = dataclasses.asdict(self.settings)
-        return {
-            "format": manifest.FORMAT,
-            "tool": manifest.tool(),
-            "host": manifest.host(),
-            "argv": self.req.argv,
-            "profile": profile_doc,
-            "target": dataclasses.asdict(self.req.target),
-            "times": times,
-            "trigger": dataclasses.asdict(self.trigger) if self.trigger else None,
-            "plugins": plugins,
-            "result": {"exit_status": exit_status, "complete": exit_status is not None,
-                       "notes": self.notes},
-        }
-
-    def _write_manifest(self, exit_status: Optional[int] = None) -> None:
-        assert self.workdir is not None
-        manifest.write(self.workdir, self.manifest_dict(exit_status))
+        doc = manifest.assemble(
+            argv=self.req.argv, profile=self.req.profile, target=self.req.target,
+            times=self.times, trigger=self.trigger,
+            plugins={inst.name: inst.record for inst in self.instances},
+            exit_status=exit_status, notes=self.notes)
+        manifest.write(self.workdir, doc)
 
 
 def remove_tree(path: Path) -> None:
