@@ -93,7 +93,8 @@ def missing(load: c.UdpLoad, pcaps: List[Path], capture_start: float, t0: float)
     """Steady-traffic packets sent while the capture ran, before T0, that are not in the
     pcap files (0.1 s margin after the start, where tcpdump may still be setting up)."""
     first, pkts = capture_start + 0.1, c.pcap_times(pcaps, max_len=1000)
-    return load.sent_between(first, t0) - sum(1 for t in pkts if first < t <= t0)
+    # max(0, ...): a packet the kernel stamped just before T0 may be send-timed just after it
+    return max(0, load.sent_between(first, t0) - sum(1 for t in pkts if first < t <= t0))
 
 
 def ms(a: Optional[float], b: Optional[float]) -> Optional[float]:
