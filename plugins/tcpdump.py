@@ -83,7 +83,7 @@ def _wait_drained(pid: int, timeout: float) -> None:
 class Tcpdump(Collector):
     """Records the scoutfs network traffic of the target IP:PORT into a ring of pcap files.
 
-    Runs ``tcpdump -p -i INTERFACE --immediate-mode -w tcpdump.pcap -C file_size_mb
+    Runs ``tcpdump -p -i INTERFACE --immediate-mode -U -w tcpdump.pcap -C file_size_mb
     -W file_count -Z root`` with the filter ``host IP and (tcp port PORT or udp port
     PORT)`` (plus ``and (extra_filter)``). The ring keeps the newest file_count files
     (tcpdump.pcap0..N-1, reused in rotation); the manifest lists them oldest first
@@ -98,9 +98,12 @@ class Tcpdump(Collector):
     mode (-p); while it runs, tcpdump holds a packet socket with an in-kernel filter
     (other traffic is never copied to user space) and a kernel capture buffer of
     buffer_mb MiB (-B; tcpdump's 2 MiB default drops bursts of large packets).
-    Overhead: one copy per matching packet, handed over at once (--immediate-mode);
-    at stop it waits (at most 0.2 s) until tcpdump has read every queued packet, then
-    SIGINT: ~20 ms. Disk: at most file_size_mb x file_count MB.
+    Overhead: one copy per matching packet, handed over at once (--immediate-mode)
+    and written to the file at once (-U: nothing waits in a stdio buffer, so a killed
+    runner loses nothing). At stop it waits (at most 0.2 s) until tcpdump has read every
+    queued packet, then SIGINT; the capture counts as stopped when tcpdump prints its
+    packet counts (~1 ms), before it has closed its socket and exited (~20 ms more).
+    Disk: at most file_size_mb x file_count MB.
     Requirements: tcpdump (dnf install tcpdump / apt-get install tcpdump), root (or
     CAP_NET_RAW). Where AppArmor confines tcpdump, the file names (*.pcap0..) are ones
     its profile allows.
@@ -144,7 +147,7 @@ class Tcpdump(Collector):
 
     def argv(self, tcpdump: str = "tcpdump") -> List[str]:
         o = self.options
-        out = [tcpdump, "-p", "-i", o.interface, "--immediate-mode"]
+        out = [tcpdump, "-p", "-i", o.interface, "--immediate-mode", "-U"]
         if o.snaplen > 0:
             out += ["-s", str(o.snaplen)]
         if o.buffer_mb > 0:
@@ -323,20 +326,43 @@ class Tcpdump(Collector):
         began = time.monotonic()
         if child.pid is not None and child.returncode is None:
             _wait_drained(child.pid, DRAIN_TIMEOUT)
-        code = child.stop(signal.SIGINT, grace=STOP_GRACE)
-        self.ctx.details["exit_status"] = code if self._exit_code is None else self._exit_code
+        child.send_signal(signal.SIGINT)
+        self.ctx.details["capture_ended"] = self._wait_capture_ended(child, STOP_GRACE)
         self.ctx.details["stop_seconds"] = round(time.monotonic() - began, 4)
-        for path in self.ring_files():
-            fsync_path(path)
+        # The runner fsyncs the ring right after every collector has stopped.
+
+    def _wait_capture_ended(self, child: ChildProcess, timeout: float) -> str:
+        """Until tcpdump printed its counts (its capture loop is over and, with -U, every
+        packet is in the file) or exited: "counts", "exited" or "timeout"."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.wait(0.001) is not None:  # an event wait: wakes at once on exit
+                return "exited"
+            if parse_stats(self._stderr_text()):
+                return "counts"
+        return "timeout"
+
+    def _reap(self) -> None:
+        """Wait for tcpdump to exit (escalating after STOP_GRACE) and record its status."""
+        child = self._child
+        if child is None or child.popen is None:
+            return
+        code = child.wait(STOP_GRACE)
+        if code is None:
+            code = child.stop(signal.SIGTERM, grace=2.0)
+        self.ctx.details["exit_status"] = code if self._exit_code is None else self._exit_code
 
     def cleanup(self) -> None:
         """Never leave tcpdump running: stop it if it still is."""
         if self._child is not None and self._child.returncode is None:
             self.stop()
+            self._reap()
 
     def finalize(self) -> None:
-        if self._child is not None and self._child.returncode is None:
-            self.stop()  # never leave tcpdump running, even if stop() was skipped
+        self.stop()  # no-op when the runner already stopped it
+        self._reap()  # never leave tcpdump running
+        for path in self.ring_files():
+            fsync_path(path)
         details = self.ctx.details
         if self._argv:
             details["command"], details["filter"] = self._argv, self._argv[-1]

@@ -68,6 +68,7 @@ class ChildProcess:
         self.stopping = False
         self.started_at: Optional[float] = None
         self._waiter: Optional[threading.Thread] = None
+        self._exited = threading.Event()  # set by the waiter thread the moment it reaps
 
     @property
     def pid(self) -> Optional[int]:
@@ -112,6 +113,7 @@ class ChildProcess:
     def _wait(self) -> None:
         assert self.popen is not None
         code = self.popen.wait()
+        self._exited.set()
         with _live_lock:
             _live.discard(self)
         log.debug("pid %s exited with %s", self.pid, code)
@@ -131,10 +133,11 @@ class ChildProcess:
         """Wait up to ``timeout`` seconds for the exit; the return code or None."""
         if self.popen is None:
             return None
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        # The waiter thread blocks in waitpid(); its event wakes us the moment the child
+        # is reaped (Popen.wait(timeout) would poll with growing sleeps instead).
+        if self._exited.wait(timeout):
+            return self.popen.returncode
+        return None
 
     def stop(self, sig: int = signal.SIGINT, grace: float = 5.0) -> Optional[int]:
         """Send ``sig``, wait ``grace`` seconds, then SIGTERM, then SIGKILL. The return code."""
