@@ -29,7 +29,7 @@ class ScoutfsFence(ThreadedTrigger):
 
     OVERHEAD: sysfs gives no inotify events for directories the kernel creates, so this
     polls: every `interval` seconds one listdir of the sysfs root and one of each
-    mount's fence/ directory (a few microseconds each; at the default 0.25 s, about 8
+    mount's fence/ directory (a few microseconds each; at the default 0.5 s, about 4
     listdir calls per second per mount). A request is noticed at most `interval`
     seconds after it appears; the userspace fencing daemon polls every 1-2 s.
 
@@ -41,23 +41,26 @@ class ScoutfsFence(ThreadedTrigger):
     @dataclasses.dataclass
     class Options:
         sysfs_root: str = option(sysfs.DEFAULT_ROOT, "Where the scoutfs sysfs tree is.")
-        interval: float = option(0.25, "Seconds between two looks at the fence directories.")
+        interval: float = option(0.5, "Seconds between two looks at the fence directories.")
 
     def preflight(self) -> List[Problem]:
         root = self.options.sysfs_root
         problems = []
         if self.options.interval <= 0:
             problems.append(
-                Problem(f"interval must be more than 0, not {self.options.interval}", "set interval: 0.25")
+                Problem(f"interval must be more than 0, not {self.options.interval}", "set interval: 0.5")
             )
         problems.extend(sysfs.root_problems(root, mounts_required=False))
         return problems
 
     def scan(self) -> Dict[Key, str]:
         """(mount, rid) -> mount directory for every pending fence request now."""
+        return self._scan(sysfs.list_mounts(self.options.sysfs_root))
+
+    def _scan(self, mounts: List[str]) -> Dict[Key, str]:
         root = self.options.sysfs_root
         found: Dict[Key, str] = {}
-        for mount in sysfs.list_mounts(root):
+        for mount in mounts:
             mount_dir = os.path.join(root, mount)
             for rid in sysfs.list_fence_requests(mount_dir):
                 found[(mount, rid)] = mount_dir
@@ -83,10 +86,10 @@ class ScoutfsFence(ThreadedTrigger):
 
     def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
         while not wakeup.wait(self.options.interval):
-            now = self.scan()
+            mounts = sysfs.list_mounts(self.options.sysfs_root)
+            now = self._scan(mounts)
             self.scans += 1
-            self._watched.update(m for m, _ in now)
-            self._watched.update(sysfs.list_mounts(self.options.sysfs_root))
+            self._watched.update(mounts)
             new = sorted(set(now) - self._known)
             if new:
                 mount, rid = new[0]
