@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="summarise an archive")
     p.add_argument("archive", type=Path, metavar="ARCHIVE")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--members", action="store_true",
+                   help="list every member of the archive with its size (reads it all)")
     p = sub.add_parser("pack", help="turn the work dir of an interrupted run into an archive")
     p.add_argument("workdir", type=Path, metavar="WORKDIR")
     p = sub.add_parser("stop", help="ask the running instance to stop and pack (as Ctrl-C)")
@@ -266,6 +268,9 @@ def cmd_inspect(ns, argv, console) -> int:
     except ValueError as exc:
         raise UsageError(f"inspect: {exc}") from None
     stdout_line(json.dumps(data, indent=2) if ns.json else inspect_archive.render(data))
+    if ns.members:
+        for name, size in inspect_archive.list_members(ns.archive):
+            stdout_line(f"{size:>14}  {name}")
     return EXIT_OK
 
 

@@ -23,8 +23,3 @@ class UsageError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(message))
-
-
-def where(path: str, line: int, column: int) -> str:
-    """``path:line:column`` with 1-based line and column."""
-    return f"{path}:{line}:{column}"

@@ -26,7 +26,6 @@ from .scoutfs_sysfs import list_mounts
 PathLike = Union[str, Path]
 COUNTER_NAMES_FILE = "scoutfs-counter-names.txt"
 TMP_DIR = ".fixture-tmp"
-FENCE_REASONS = ("client_recovery", "client_reconnect", "quorum_block_leader")
 
 _bump_lock = threading.Lock()
 

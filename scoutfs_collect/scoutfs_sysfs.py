@@ -29,7 +29,6 @@ from typing import Any, Dict, List, Optional, Union
 from .api import Problem
 
 DEFAULT_ROOT = "/sys/fs/scoutfs"
-MOUNT_PATTERN = "f.*.r.*"
 _MOUNT_RE = re.compile(r"^f\.[0-9a-fA-F]+\.r\.[0-9a-fA-F]+$")
 _READ_CHUNK = 65536
 

@@ -368,3 +368,20 @@ def test_render_folds_many_small_files_of_a_subdirectory():
                for ln in lines)
     assert any(ln.split() == ["ftrace/raw/cpu0", "5.0", "MiB"] for ln in lines)
     assert not any("e3/format" in ln for ln in lines)
+
+
+def test_inspect_members_lists_every_file_with_its_size(cli):
+    profile = cli.profile("collectors:\n  m: {type: test-marker, text: members}\n"
+                          "triggers:\n  t: {type: timer, after: 0.1}\n")
+    run = cli.run("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
+                  "--output-dir", str(cli.out), "127.0.0.1", "7030")
+    assert run.returncode == 0, run.stderr
+    archive = run.stdout.strip().splitlines()[-1].split(": ", 1)[1]
+    result = cli.run("inspect", "--members", archive)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[-1]: int(line.split()[0])
+            for line in result.stdout.splitlines() if line[:14].strip().isdigit()}
+    top = Path(archive).name[: -len(".tar.zst")]
+    marker = f"{top}/m/marker.txt"
+    assert rows[marker] == len("members\n127.0.0.1:7030\nstart stop finalize\n")
+    assert f"{top}/manifest.json" in rows
