@@ -1,4 +1,5 @@
-"""Fixtures shared by the CLI tests: an isolated runtime/etc dir and CLI runners."""
+"""Shared fixtures: the CLI runner with its own runtime/etc dirs, the guard on global
+tracefs settings, armed triggers and started collectors that never outlive a test."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from tests.helpers import wait_for
+from scoutfs_collect import tracefs
+from tests.helpers import Fired, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -97,3 +99,97 @@ def finish(proc: subprocess.Popen, timeout: float = 120):
     """Wait for a background run; its (returncode, stdout, stderr)."""
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+# --- system-wide state and plugins run outside the runner --------------------------------
+
+#: Global (top-level) tracefs files the ftrace code must never change.
+TRACEFS_GLOBAL_FILES = [
+    "tracing_on",
+    "current_tracer",
+    "trace_clock",
+    "buffer_size_kb",
+    "set_event",
+    "tracing_cpumask",
+    "events/enable",
+    "events/sched/sched_switch/enable",
+    "events/printk/console/enable",
+    "events/printk/console/trigger",
+    "options/overwrite",
+]
+
+
+def tracefs_global_state() -> Dict[str, str]:
+    return {f: (tracefs.DEFAULT_ROOT / f).read_text() for f in TRACEFS_GLOBAL_FILES}
+
+
+@pytest.fixture
+def tracefs_untouched():
+    """Fails the test when a global tracefs setting differs afterwards (use it with
+    ``pytestmark = pytest.mark.usefixtures("tracefs_untouched")``)."""
+    before = tracefs_global_state()
+    yield
+    assert tracefs_global_state() == before
+
+
+@pytest.fixture
+def armed():
+    """``armed(trigger)`` arms it with a new :class:`tests.helpers.Fired` and returns that.
+    Every trigger armed here is disarmed at the end, even when the test fails, and its
+    watcher thread (when it has one) must be gone by then."""
+    triggers: list = []
+
+    def arm(trigger) -> Fired:
+        fired = Fired()
+        trigger.arm(fired)
+        triggers.append(trigger)
+        return fired
+
+    yield arm
+    for trigger in triggers:
+        trigger.disarm()
+    for trigger in triggers:
+        thread = getattr(trigger, "_thread", None)
+        assert thread is None or not thread.is_alive(), f"{trigger.ctx.name}: watcher still running"
+
+
+class Started(list):
+    """Collectors a test has started (``collectors.append(c)`` after ``c.start()``).
+
+    ``append`` notes when the test calls ``c.stop()`` itself, so that the end of the test
+    stops only the ones it did not stop (it failed first): a second stop() is not safe for
+    every collector (scoutfs-counters would write to its closed series file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: List[int] = []
+
+    def append(self, collector) -> None:
+        stop = collector.stop
+
+        def stop_and_note() -> None:
+            self.stopped.append(id(collector))
+            stop()
+
+        collector.stop = stop_and_note
+        super().append(collector)
+
+    def stop_the_rest(self) -> None:
+        errors = []
+        for collector in self:
+            if id(collector) not in self.stopped:
+                try:
+                    collector.stop()
+                except Exception as exc:  # stop the others all the same, then report it
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def collectors():
+    """Started collectors are stopped at the end even if the test fails: no reader or
+    sampler thread outlives a test."""
+    started = Started()
+    yield started
+    started.stop_the_rest()

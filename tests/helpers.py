@@ -1,15 +1,25 @@
-"""Shared test helpers: waiting on conditions (never a bare sleep), kernel log lines, names."""
+"""Shared test helpers: waiting on conditions (never a bare sleep), kernel log lines, names,
+plugins built outside the runner, a recording fire callback, archives of CLI runs."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
+
+from scoutfs_collect import PluginContext, Target, options
+from scoutfs_collect import scoutfs_fixture as fixture
+from scoutfs_collect.tracefs import Instance, TracefsError
 
 T = TypeVar("T")
+
+SHARED_COUNTER_NAMES = Path("/work/shared/reference/scoutfs-counter-names.txt")
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
@@ -48,3 +58,76 @@ def extract(archive, dest) -> Path:
     subprocess.run(["tar", "-xaf", str(archive), "-C", str(dest)], check=True)
     (top,) = list(dest.iterdir())
     return top
+
+
+def counter_names() -> List[str]:
+    """The scoutfs counter names measured on a real system (the shared reference list),
+    or the fixture's built-in list where that file is missing."""
+    if SHARED_COUNTER_NAMES.exists():
+        return fixture.load_counter_names(SHARED_COUNTER_NAMES)
+    return fixture.default_counter_names()
+
+
+def write_marker_if_on(inst: Instance, text: str) -> None:
+    """Write a trace marker; once the instance is off the kernel refuses it (EBADF), and
+    then nothing is recorded either way."""
+    try:
+        inst.write_marker(text)
+    except TracefsError:
+        pass
+
+
+def make_plugin(cls, workdir: Path, target: Target = Target("127.0.0.1", 5000),
+                name: Optional[str] = None, dry_run: bool = False, **values: Any):
+    """``cls(ctx, options)`` as the runner builds it: ``values`` validated into ``cls.Options``,
+    ``ctx.workdir`` created (parents too). ``name`` defaults to the type name."""
+    name = name or cls.type_name
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = PluginContext(name=name, type_name=cls.type_name, target=target, workdir=workdir,
+                        dry_run=dry_run, log=logging.getLogger(name))
+    return cls(ctx, options.build(cls.Options, values))
+
+
+class Fired:
+    """A trigger's fire callback that records each call: ``reasons``, their ``at``
+    (time.monotonic()) and ``event``, set on the first call. A second call shows up as a
+    second reason, which the tests that compare ``reasons`` catch."""
+
+    def __init__(self) -> None:
+        self.reasons: List[str] = []
+        self.at: List[float] = []
+        self.event = threading.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.at.append(time.monotonic())
+        self.reasons.append(reason)
+        self.event.set()
+
+
+def archive_of(out: str) -> str:
+    """The archive path from the last line of a run's (or pack's) stdout."""
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("archive: "), out
+    return last.split(": ", 1)[1]
+
+
+def inspect(cli, archive: str) -> Dict:
+    """The manifest of an archive, through ``scoutfs-collect inspect --json``."""
+    result = cli.run("inspect", "--json", archive)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def slow_pack_profile(trigger: str) -> str:
+    """A profile whose packing is slow enough to interrupt: 3 MiB of random data
+    (blob/blob.bin, from the test-writer plugin) through xz takes ~1.5 s here.
+    ``trigger`` is one line below ``triggers:``, e.g. ``"never: {type: test-never}"``."""
+    return (
+        "settings: {compression: xz, min_free_mb: 1}\n"
+        "collectors:\n"
+        "  marker: {type: test-marker}\n"
+        "  blob: {type: test-writer, finalize_mb: 3, random: true}\n"
+        "triggers:\n"
+        f"  {trigger}\n"
+    )

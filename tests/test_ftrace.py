@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import time
@@ -15,31 +14,12 @@ import scoutfs_collect.plugins.ftrace as ftrace_plugin
 from scoutfs_collect import options, proc, tracefs
 from scoutfs_collect.api import PluginContext, Target
 from scoutfs_collect.plugins.ftrace import Ftrace
-from scoutfs_collect.tracefs import Instance, TracefsError
-from tests.helpers import kmsg_write, unique
+from scoutfs_collect.tracefs import Instance
+from tests.helpers import kmsg_write, make_plugin, unique, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT
-GLOBAL_FILES = [
-    "tracing_on",
-    "current_tracer",
-    "trace_clock",
-    "buffer_size_kb",
-    "set_event",
-    "events/enable",
-    "events/printk/console/enable",
-    "events/printk/console/trigger",
-]
 
-
-def global_state() -> dict:
-    return {f: (ROOT / f).read_text() for f in GLOBAL_FILES}
-
-
-@pytest.fixture(autouse=True)
-def global_tracing_untouched():
-    before = global_state()
-    yield
-    assert global_state() == before
+pytestmark = pytest.mark.usefixtures("tracefs_untouched")
 
 
 @pytest.fixture
@@ -50,17 +30,7 @@ def make(tmp_path):
     def build(dry_run: bool = False, **values):
         values.setdefault("instance", unique("sct_ft"))
         values.setdefault("buffer_size_kb", 1024)
-        workdir = tmp_path / f"work{len(made)}"
-        workdir.mkdir()
-        ctx = PluginContext(
-            name="ftrace",
-            type_name="ftrace",
-            target=Target("127.0.0.1", 5000),
-            workdir=workdir,
-            dry_run=dry_run,
-            log=logging.getLogger("test"),
-        )
-        collector = Ftrace(ctx, options.build(Ftrace.Options, values))
+        collector = make_plugin(Ftrace, tmp_path / f"work{len(made)}", dry_run=dry_run, **values)
         made.append(collector)
         return collector
 
@@ -69,13 +39,6 @@ def make(tmp_path):
         c.cleanup()
         if "/" not in c.options.instance and Instance(c.options.instance).exists():
             Instance(c.options.instance).remove()
-
-
-def marker(inst: Instance, text: str) -> None:
-    try:
-        inst.write_marker(text)
-    except TracefsError:  # refused once the instance is off; then it is not recorded
-        pass
 
 
 def console_lines(text: str) -> list:
@@ -99,13 +62,13 @@ def test_in_kernel_freeze_end_to_end(make):
         assert other.tracing_on, "the self-test line stopped another instance"
         assert list(c.ctx.workdir.iterdir()) == []  # ring mode: nothing on disk while armed
         for n in range(3):
-            marker(inst, f"before-{n}")
+            write_marker_if_on(inst, f"before-{n}")
         assert c.bytes_written() > 0  # the ring in use, not disk bytes
         kmsg_write(f"scoutfs f.000000.r.000000: test {glob} line")
         assert inst.tracing_on is False  # stopped synchronously, in the kernel
         assert other.tracing_on
         for n in range(3):
-            marker(inst, f"after-{n}")
+            write_marker_if_on(inst, f"after-{n}")
         c.stop()
         assert det["frozen_by"] == "in-kernel trigger"
         assert list(c.ctx.workdir.iterdir()) == []
@@ -139,10 +102,10 @@ def test_stop_freezes_from_user_space(make):
     c.start()
     inst = c._inst
     assert inst.tracing_on and c.ctx.details["freeze_mode"] == "user-space"
-    marker(inst, "kept")
+    write_marker_if_on(inst, "kept")
     c.stop()
     assert inst.tracing_on is False and c.ctx.details["frozen_by"] == "stop"
-    marker(inst, "dropped")
+    write_marker_if_on(inst, "dropped")
     c.finalize()
     text = (c.ctx.workdir / "trace.txt").read_text()
     assert "kept" in text and "dropped" not in text
@@ -166,7 +129,7 @@ def test_without_trace_cmd_raw_and_text_are_kept(make, monkeypatch):
     problems = c.preflight()
     assert any("trace-cmd not installed" in p.message and not p.fatal for p in problems)
     c.start()
-    marker(c._inst, "no-trace-cmd-here")
+    write_marker_if_on(c._inst, "no-trace-cmd-here")
     c.stop()
     c.finalize()
     wd = c.ctx.workdir
@@ -234,7 +197,7 @@ def test_full_ring_is_copied_raw_first_then_text_from_trace_dat(make, monkeypatc
     c = make(events=["ftrace:print"])
     started = time.time()
     c.start()
-    marker(c._inst, "raw-first-marker")
+    write_marker_if_on(c._inst, "raw-first-marker")
     c.stop()
     c.finalize()
     det, wd = c.ctx.details, c.ctx.workdir

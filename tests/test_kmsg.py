@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from pathlib import Path
 from typing import List
 
 import pytest
 
-from scoutfs_collect import PluginContext, Target, Wakeup
+from scoutfs_collect import Wakeup
 from scoutfs_collect.kmsg import (
     EpochClock,
     KmsgFollower,
@@ -22,9 +21,8 @@ from scoutfs_collect.kmsg import (
     parse_stream,
     unescape,
 )
-from scoutfs_collect.options import build
 from scoutfs_collect.plugins.kmsg import KmsgTrigger
-from tests.helpers import kmsg_write, unique, wait_for
+from tests.helpers import kmsg_write, make_plugin, unique, wait_for
 
 # --- parsing -----------------------------------------------------------------------------
 
@@ -166,44 +164,23 @@ def test_follower_stop_drains_the_last_line():
 
 # --- the kmsg trigger --------------------------------------------------------------------
 
-def make_trigger(tmp_path: Path, **values) -> KmsgTrigger:
-    ctx = PluginContext(name="kmsg", type_name="kmsg", target=Target("127.0.0.1", 5000),
-                        workdir=tmp_path)
-    return KmsgTrigger(ctx, build(KmsgTrigger.Options, values))
-
-
-class Fired:
-    def __init__(self) -> None:
-        self.reasons: List[str] = []
-        self.event = threading.Event()
-
-    def __call__(self, reason: str) -> None:
-        self.reasons.append(reason)
-        self.event.set()
-
-
 @pytest.fixture
-def armed(tmp_path):
-    """arm(fire) a kmsg trigger built from options; always disarmed afterwards."""
-    triggers = []
+def arm_kmsg(tmp_path, armed):
+    """arm_kmsg(**options) -> (trigger, Fired): a kmsg trigger that passed preflight, armed
+    through the shared ``armed`` fixture (always disarmed afterwards)."""
 
     def arm(**values):
-        trigger = make_trigger(tmp_path, **values)
+        trigger = make_plugin(KmsgTrigger, tmp_path, **values)
         assert trigger.preflight() == []
-        fired = Fired()
-        trigger.arm(fired)
-        triggers.append(trigger)
-        return trigger, fired
+        return trigger, armed(trigger)
 
-    yield arm
-    for trigger in triggers:
-        trigger.disarm()
+    return arm
 
 
-def test_trigger_fires_on_match_only_and_not_on_old_lines(armed):
+def test_trigger_fires_on_match_only_and_not_on_old_lines(arm_kmsg):
     nonce = unique("kmsgtrig")
     kmsg_write(f"client 10.0.0.1:7000 {nonce} reconnect timed out, fencing (before arm)")
-    trigger, fired = armed(pattern=f"client .* {nonce} reconnect timed out, fencing$")
+    trigger, fired = arm_kmsg(pattern=f"client .* {nonce} reconnect timed out, fencing$")
     kmsg_write(f"client 10.0.0.1:7000 {nonce} reconnect ok")  # no match
     t0 = time.monotonic()
     kmsg_write(f"client 10.0.0.2:7000 {nonce} reconnect timed out, fencing")
@@ -214,9 +191,9 @@ def test_trigger_fires_on_match_only_and_not_on_old_lines(armed):
     assert latency < 0.5
 
 
-def test_trigger_level_max_filters(armed):
+def test_trigger_level_max_filters(arm_kmsg):
     nonce = unique("kmsglevel")
-    _, fired = armed(pattern=nonce, level_max=3)
+    _, fired = arm_kmsg(pattern=nonce, level_max=3)
     kmsg_write(f"{nonce} info", level=6)
     kmsg_write(f"{nonce} error", level=3)
     assert fired.event.wait(2)
@@ -224,7 +201,7 @@ def test_trigger_level_max_filters(armed):
 
 
 def test_default_pattern_matches_scoutfs_lines(tmp_path):
-    trigger = make_trigger(tmp_path)
+    trigger = make_plugin(KmsgTrigger, tmp_path)
     regex = re.compile(trigger.options.pattern)
     assert regex.search("scoutfs f.2c5a1b.r.0e11f8: client 10.1.2.3:42 reconnect timed out, fencing")
     assert regex.search("scoutfs f.2c5a1b.r.0e11f8: server closing 10.1.2.3:7000 -> 10.1.2.4:55")
@@ -232,7 +209,7 @@ def test_default_pattern_matches_scoutfs_lines(tmp_path):
 
 
 def test_bad_regex_is_a_preflight_problem(tmp_path):
-    problems = make_trigger(tmp_path, pattern="client (", level_max=9).preflight()
+    problems = make_plugin(KmsgTrigger, tmp_path, pattern="client (", level_max=9).preflight()
     messages = [p.message for p in problems]
     assert any("option 'pattern'" in m and "'client ('" in m and "missing )" in m for m in messages)
     assert any("level_max" in m for m in messages)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
 
-from scoutfs_collect import PluginContext, Target, options
 from scoutfs_collect import scoutfs_fixture as fixture
 from scoutfs_collect import scoutfs_sysfs as sysfs
 from scoutfs_collect.plugins import scoutfs_counters
@@ -20,45 +18,16 @@ from scoutfs_collect.plugins.scoutfs_counters import ScoutfsCounters
 from scoutfs_collect.plugins.scoutfs_fence import ScoutfsFence
 from scoutfs_collect.plugins.scoutfs_sim import ScoutfsSim
 
-from .helpers import wait_for
-
-SHARED_NAMES = Path("/work/shared/reference/scoutfs-counter-names.txt")
+from .helpers import counter_names, make_plugin, wait_for
 
 
-def counter_names() -> List[str]:
-    if SHARED_NAMES.exists():
-        return fixture.load_counter_names(SHARED_NAMES)
-    return fixture.default_counter_names()
-
-
-def make(cls, tmp_path: Path, name: str, dry_run: bool = False, **values):
-    workdir = tmp_path / "work" / name
-    workdir.mkdir(parents=True)
-    ctx = PluginContext(
-        name=name,
-        type_name=cls.type_name,
-        target=Target("127.0.0.1", 5000),
-        workdir=workdir,
-        dry_run=dry_run,
-        log=logging.getLogger(name),
-    )
-    return cls(ctx, options.build(cls.Options, values))
+def make(cls, tmp_path: Path, name: str, **values):
+    return make_plugin(cls, tmp_path / "work" / name, name=name, **values)
 
 
 @pytest.fixture
 def root(tmp_path):
     return tmp_path / "sysfs"
-
-
-@pytest.fixture
-def collectors():
-    """Every started collector is stopped even when the test fails (no stray threads)."""
-    started = []
-    yield started
-    for c in started:
-        c._stop_event.set()
-        if c._thread is not None:
-            c._thread.join()
 
 
 def start(c, collectors):

@@ -3,41 +3,18 @@ cannot be loaded here; the fixture directory is the one allowed stand-in)."""
 
 from __future__ import annotations
 
-import logging
-import threading
 from pathlib import Path
-from typing import List
 
 import pytest
 
-from scoutfs_collect import PluginContext, Target, options
 from scoutfs_collect import scoutfs_fixture as fixture
 from scoutfs_collect.plugins.counter import CounterTrigger
 from scoutfs_collect.plugins.scoutfs_fence import ScoutfsFence
 
-from .helpers import wait_for
+from .helpers import counter_names, make_plugin, wait_for
 
-SHARED_NAMES = Path("/work/shared/reference/scoutfs-counter-names.txt")
 RID_OLD = "00000000000000aa"
 RID_NEW = "0123456789abcdef"
-
-
-def counter_names() -> List[str]:
-    if SHARED_NAMES.exists():
-        return fixture.load_counter_names(SHARED_NAMES)
-    return fixture.default_counter_names()
-
-
-class Fired:
-    """The fire callback: records reasons; a second call is a bug the tests catch."""
-
-    def __init__(self) -> None:
-        self.reasons: List[str] = []
-        self.event = threading.Event()
-
-    def __call__(self, reason: str) -> None:
-        self.reasons.append(reason)
-        self.event.set()
 
 
 @pytest.fixture
@@ -45,34 +22,8 @@ def root(tmp_path):
     return tmp_path / "sysfs"
 
 
-@pytest.fixture
-def armed():
-    """Arms triggers and always disarms them (no watcher thread survives a test)."""
-    triggers = []
-
-    def arm(trigger):
-        fired = Fired()
-        trigger.arm(fired)
-        triggers.append(trigger)
-        return fired
-
-    yield arm
-    for t in triggers:
-        t.disarm()
-        assert not t._thread.is_alive()
-
-
 def make(cls, tmp_path: Path, name: str, **values):
-    workdir = tmp_path / "work" / name
-    workdir.mkdir(parents=True)
-    ctx = PluginContext(
-        name=name,
-        type_name=cls.type_name,
-        target=Target("127.0.0.1", 5000),
-        workdir=workdir,
-        log=logging.getLogger(name),
-    )
-    return cls(ctx, options.build(cls.Options, values))
+    return make_plugin(cls, tmp_path / "work" / name, name=name, **values)
 
 
 # ---------------------------------------------------------------- scoutfs-fence
@@ -160,25 +111,27 @@ def test_counter_preflight(tmp_path, root):
     assert good.preflight() == []
 
 
+@pytest.fixture
+def arm_counter(tmp_path, root, armed):
+    """arm_counter(**options) -> (trigger, Fired): a counter trigger on the fixture tree,
+    sampling every 20 ms, armed through the shared ``armed`` fixture."""
+
+    def arm(**values):
+        trigger = make(CounterTrigger, tmp_path, "t", sysfs_root=str(root), interval=0.02, **values)
+        return trigger, armed(trigger)
+
+    return arm
+
+
 def wait_samples(trigger, more: int = 2):
     target = trigger.samples + more
     wait_for(lambda: trigger.samples >= target, what=f"{target} counter samples")
 
 
-def test_counter_fires_at_threshold_not_below(tmp_path, root, armed):
+def test_counter_fires_at_threshold_not_below(root, arm_counter):
     m0, m1 = fixture.build(root, mounts=2, counter_names=counter_names())
     fixture.bump(m0, "block_cache_alloc_failure", 50)  # before arm: does not count
-    trigger = make(
-        CounterTrigger,
-        tmp_path,
-        "t",
-        sysfs_root=str(root),
-        counter="block_cache_alloc_failure",
-        threshold=5,
-        window=30,
-        interval=0.02,
-    )
-    fired = armed(trigger)
+    trigger, fired = arm_counter(counter="block_cache_alloc_failure", threshold=5, window=30)
     fixture.bump(m0, "block_cache_alloc_failure", 3)
     fixture.bump(m1, "block_cache_alloc_failure", 4)  # 7 in sum, but per mount < 5
     wait_samples(trigger)
@@ -191,21 +144,11 @@ def test_counter_fires_at_threshold_not_below(tmp_path, root, armed):
     assert trigger.ctx.details["baseline"][m0.name] == 50
 
 
-def test_counter_window_expires_old_increases(tmp_path, root, armed):
+def test_counter_window_expires_old_increases(root, arm_counter):
     (m0,) = fixture.build(root, counter_names=counter_names())
-    trigger = make(
-        CounterTrigger,
-        tmp_path,
-        "t",
-        sysfs_root=str(root),
-        counter="lock_lock",
-        threshold=2,
-        window=0.3,
-        interval=0.02,
-    )
-    fired = armed(trigger)
+    trigger, fired = arm_counter(counter="lock_lock", threshold=2, window=0.3)
     fixture.bump(m0, "lock_lock", 1)
-    wait_samples(trigger, 20)  # >= 0.4 s: that increase is out of the window now
+    wait_samples(trigger, 20)  # 20 x 20 ms >= 0.4 s: that increase is out of the window now
     fixture.bump(m0, "lock_lock", 1)
     wait_samples(trigger, 3)
     assert not fired.event.is_set()
@@ -214,20 +157,9 @@ def test_counter_window_expires_old_increases(tmp_path, root, armed):
     assert "rose by 2 (threshold 2) within 0.3 s" in fired.reasons[0]
 
 
-def test_counter_sum_over_mounts(tmp_path, root, armed):
+def test_counter_sum_over_mounts(root, arm_counter):
     m0, m1 = fixture.build(root, mounts=2, counter_names=counter_names())
-    trigger = make(
-        CounterTrigger,
-        tmp_path,
-        "t",
-        sysfs_root=str(root),
-        counter="lock_lock",
-        threshold=6,
-        window=30,
-        interval=0.02,
-        per_mount=False,
-    )
-    fired = armed(trigger)
+    trigger, fired = arm_counter(counter="lock_lock", threshold=6, window=30, per_mount=False)
     fixture.bump(m0, "lock_lock", 3)
     wait_samples(trigger)
     assert not fired.event.is_set()
@@ -239,20 +171,10 @@ def test_counter_sum_over_mounts(tmp_path, root, armed):
     ]
 
 
-def test_counter_survives_bad_value_reset_and_unmount(tmp_path, root, armed):
+def test_counter_survives_bad_value_reset_and_unmount(root, arm_counter):
     m0, m1 = fixture.build(root, mounts=2, counter_names=counter_names())
     fixture.bump(m0, "lock_lock", 100)
-    trigger = make(
-        CounterTrigger,
-        tmp_path,
-        "t",
-        sysfs_root=str(root),
-        counter="lock_lock",
-        threshold=10,
-        window=30,
-        interval=0.02,
-    )
-    fired = armed(trigger)
+    trigger, fired = arm_counter(counter="lock_lock", threshold=10, window=30)
     fixture.set_counter(m0, "lock_lock", "n/a\n")
     wait_samples(trigger)
     fixture.set_counter(m0, "lock_lock", "5\n")  # went down: history starts again

@@ -3,56 +3,23 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
-from pathlib import Path
-from typing import List
 
 import pytest
 
-from scoutfs_collect import PluginContext, Target
 from scoutfs_collect.options import OptionError, build
 from scoutfs_collect.plugins import journal as journal_plugin
 from scoutfs_collect.plugins.file import FileTrigger
 from scoutfs_collect.plugins.journal import JournalTrigger
 from scoutfs_collect.plugins.timer import TimerTrigger
 from scoutfs_collect.registry import load
-
-
-class Fired:
-    def __init__(self) -> None:
-        self.reasons: List[str] = []
-        self.at: List[float] = []
-        self.event = threading.Event()
-
-    def __call__(self, reason: str) -> None:
-        self.at.append(time.monotonic())
-        self.reasons.append(reason)
-        self.event.set()
-
-
-def make(cls, tmp_path: Path, **values):
-    workdir = tmp_path / "work"
-    workdir.mkdir(exist_ok=True)
-    ctx = PluginContext(name=cls.type_name, type_name=cls.type_name,
-                        target=Target("127.0.0.1", 5000), workdir=workdir)
-    return cls(ctx, build(cls.Options, values))
+from tests.helpers import Fired, make_plugin
 
 
 @pytest.fixture
-def armed():
-    """arm(trigger) -> Fired; every trigger armed here is disarmed at the end."""
-    triggers = []
-
-    def arm(trigger):
-        fired = Fired()
-        trigger.arm(fired)
-        triggers.append(trigger)
-        return fired
-
-    yield arm
-    for trigger in triggers:
-        trigger.disarm()
+def workdir(tmp_path):
+    """The plugin's own output dir, apart from the files a test makes in tmp_path."""
+    return tmp_path / "work"
 
 
 def test_registered_through_entry_points():
@@ -63,8 +30,8 @@ def test_registered_through_entry_points():
 
 # --- timer -------------------------------------------------------------------------------
 
-def test_timer_fires_after_the_delay_not_before(tmp_path, armed):
-    trigger = make(TimerTrigger, tmp_path, after=0.3)
+def test_timer_fires_after_the_delay_not_before(workdir, armed):
+    trigger = make_plugin(TimerTrigger, workdir, after=0.3)
     assert trigger.preflight() == []
     t0 = time.monotonic()
     fired = armed(trigger)
@@ -74,8 +41,8 @@ def test_timer_fires_after_the_delay_not_before(tmp_path, armed):
     assert fired.reasons == ["timer: 0.3 s elapsed"]
 
 
-def test_timer_disarm_before_firing_is_quick_and_silent(tmp_path):
-    trigger = make(TimerTrigger, tmp_path, after=60)
+def test_timer_disarm_before_firing_is_quick_and_silent(workdir):
+    trigger = make_plugin(TimerTrigger, workdir, after=60)
     fired = Fired()
     trigger.arm(fired)
     t0 = time.monotonic()
@@ -84,18 +51,18 @@ def test_timer_disarm_before_firing_is_quick_and_silent(tmp_path):
     assert fired.reasons == []
 
 
-def test_timer_options(tmp_path):
-    assert make(TimerTrigger, tmp_path).options.after == 10.0
-    assert make(TimerTrigger, tmp_path, after=-1).preflight()[0].message.startswith("option 'after'")
+def test_timer_options(workdir):
+    assert make_plugin(TimerTrigger, workdir).options.after == 10.0
+    assert make_plugin(TimerTrigger, workdir, after=-1).preflight()[0].message.startswith("option 'after'")
     with pytest.raises(OptionError):
         build(TimerTrigger.Options, {"after": "soon"})
 
 
 # --- file --------------------------------------------------------------------------------
 
-def test_file_trigger_fires_when_the_file_is_created(tmp_path, armed):
+def test_file_trigger_fires_when_the_file_is_created(workdir, tmp_path, armed):
     path = tmp_path / "dump-now"
-    trigger = make(FileTrigger, tmp_path, path=str(path))
+    trigger = make_plugin(FileTrigger, workdir, path=str(path))
     assert trigger.preflight() == []
     fired = armed(trigger)
     assert not fired.event.wait(0.05)  # nothing there yet
@@ -107,9 +74,9 @@ def test_file_trigger_fires_when_the_file_is_created(tmp_path, armed):
     assert trigger.ctx.details["method"] == "inotify"
 
 
-def test_file_trigger_sees_a_rename_and_passes_the_note(tmp_path, armed):
+def test_file_trigger_sees_a_rename_and_passes_the_note(workdir, tmp_path, armed):
     path = tmp_path / "dump-now"
-    fired = armed(make(FileTrigger, tmp_path, path=str(path)))
+    fired = armed(make_plugin(FileTrigger, workdir, path=str(path)))
     tmp = tmp_path / "dump-now.tmp"
     tmp.write_text("operator asked\n")
     os.rename(tmp, path)
@@ -117,35 +84,35 @@ def test_file_trigger_sees_a_rename_and_passes_the_note(tmp_path, armed):
     assert fired.reasons == [f"file {path} appeared: operator asked"]
 
 
-def test_file_trigger_preflight(tmp_path):
-    assert "empty" in make(FileTrigger, tmp_path).preflight()[0].message
+def test_file_trigger_preflight(workdir, tmp_path):
+    assert "empty" in make_plugin(FileTrigger, workdir).preflight()[0].message
     existing = tmp_path / "already"
     existing.write_text("")
-    (problem,) = make(FileTrigger, tmp_path, path=str(existing)).preflight()
+    (problem,) = make_plugin(FileTrigger, workdir, path=str(existing)).preflight()
     assert "already exists" in problem.message and problem.fix == f"remove it first: rm {existing}"
-    (problem,) = make(FileTrigger, tmp_path, path=str(tmp_path / "no" / "x")).preflight()
+    (problem,) = make_plugin(FileTrigger, workdir, path=str(tmp_path / "no" / "x")).preflight()
     assert "does not exist" in problem.message
 
 
 # --- journal (no journald on this machine: only preflight and options are testable) -------
 
-def test_journal_preflight_fails_clearly_without_journald(tmp_path):
+def test_journal_preflight_fails_clearly_without_journald(workdir):
     assert not os.path.exists(journal_plugin.JOURNAL_SOCKET), "this test expects no journald"
-    problems = make(JournalTrigger, tmp_path).preflight()
+    problems = make_plugin(JournalTrigger, workdir).preflight()
     assert len(problems) == 1
     assert problems[0].fatal
     assert ("no systemd journal on this host; use the kmsg trigger for kernel lines"
             in problems[0].message)
 
 
-def test_journal_options(tmp_path):
-    trigger = make(JournalTrigger, tmp_path, pattern="fence (agent|failed", interval=0)
+def test_journal_options(workdir):
+    trigger = make_plugin(JournalTrigger, workdir, pattern="fence (agent|failed", interval=0)
     messages = [p.message for p in trigger.preflight()]
     assert any("option 'pattern'" in m and "missing )" in m for m in messages)
     assert any("option 'interval'" in m for m in messages)
     with pytest.raises(OptionError) as err:
         build(JournalTrigger.Options, {"patern": "x"})
     assert "did you mean 'pattern'" in str(err.value)
-    argv = make(JournalTrigger, tmp_path, pattern="x", unit="fenced.service").argv()
+    argv = make_plugin(JournalTrigger, workdir, pattern="x", unit="fenced.service").argv()
     assert argv[0] == "journalctl" and "--follow" in argv
     assert argv[-4:] == ["--unit", "fenced.service", "--grep", "x"]

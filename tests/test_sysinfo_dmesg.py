@@ -12,30 +12,15 @@ from pathlib import Path
 import pytest
 
 import scoutfs_collect.plugins.dmesg as dmesg_plugin
-from scoutfs_collect import PluginContext, Target
-from scoutfs_collect.options import build
+from scoutfs_collect import Target
 from scoutfs_collect.plugins.dmesg import DmesgCollector
 from scoutfs_collect.plugins.sysinfo import Sysinfo, run_bounded
 from scoutfs_collect.registry import load
-from tests.helpers import kmsg_write, unique, wait_for
+from tests.helpers import kmsg_write, make_plugin, unique, wait_for
 
 
 def make(cls, tmp_path: Path, port: int = 5000, **values):
-    workdir = tmp_path / cls.type_name
-    workdir.mkdir()
-    ctx = PluginContext(name=cls.type_name, type_name=cls.type_name,
-                        target=Target("127.0.0.1", port), workdir=workdir)
-    return cls(ctx, build(cls.Options, values))
-
-
-@pytest.fixture
-def collectors():
-    """Started collectors are stopped at the end even if the test fails."""
-    started = []
-    yield started
-    for c in started:
-        if getattr(c, "stopped", "x") is None:
-            c.stop()
+    return make_plugin(cls, tmp_path / cls.type_name, target=Target("127.0.0.1", port), **values)
 
 
 def test_registered_through_entry_points():

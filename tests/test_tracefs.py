@@ -12,33 +12,11 @@ import pytest
 
 from scoutfs_collect import tracefs
 from scoutfs_collect.tracefs import CpuStats, Instance, TracefsError
-from tests.helpers import unique, wait_for
+from tests.helpers import unique, wait_for, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT
-GLOBAL_FILES = [
-    "tracing_on",
-    "current_tracer",
-    "trace_clock",
-    "buffer_size_kb",
-    "set_event",
-    "tracing_cpumask",
-    "events/enable",
-    "events/sched/sched_switch/enable",
-    "events/printk/console/enable",
-    "events/printk/console/trigger",
-    "options/overwrite",
-]
 
-
-def global_state() -> dict:
-    return {f: (ROOT / f).read_text() for f in GLOBAL_FILES}
-
-
-@pytest.fixture(autouse=True)
-def global_tracing_untouched():
-    before = global_state()
-    yield
-    assert global_state() == before
+pytestmark = pytest.mark.usefixtures("tracefs_untouched")
 
 
 @pytest.fixture
@@ -48,13 +26,6 @@ def inst():
     yield i
     if i.exists():
         i.remove()
-
-
-def write_marker_if_on(i: Instance, text: str) -> None:
-    try:
-        i.write_marker(text)
-    except TracefsError:  # EBADF once the instance is off: nothing recorded either way
-        pass
 
 
 def test_find_root_prefers_sys_kernel_tracing():
