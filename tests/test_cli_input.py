@@ -51,38 +51,33 @@ def test_unknown_profile_name(cli):
     assert_rejected(cli, result, "--profile defualt: no such profile", "did you mean 'default'")
 
 
-def test_yaml_syntax_error_names_line_and_column(cli):
-    profile = cli.profile("collectors:\n  sysinfo: {}\n  dmesg: [unclosed\n")
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        pytest.param("collectors:\n  sysinfo: {}\n  dmesg: [unclosed\n",
+                     ["PROFILE:", "YAML syntax error"], id="yaml-syntax-error"),
+        pytest.param("triggers:\n  t:\n    type: timr\n    after: 1\n",
+                     ["PROFILE:3:5: triggers.t:", "unknown trigger type 'timr'", "did you mean 'timer'"],
+                     id="unknown-type-suggests-nearest"),
+        pytest.param("triggers:\n  t:\n    type: timer\n    aftr: 1\n",
+                     ["PROFILE:4:5: triggers.t: unknown option 'aftr'", "(did you mean 'after'?)"],
+                     id="unknown-option-suggests-nearest"),
+        pytest.param("triggers:\n  t:\n    type: timer\n    after: soon\n",
+                     ["PROFILE:4:5: triggers.t:", "'after' must be a number", "'soon'"],
+                     id="wrong-option-type"),
+        pytest.param("colectors: {}\n",
+                     ["PROFILE:1:1: unknown key 'colectors'", "did you mean 'collectors'"],
+                     id="unknown-top-level-key"),
+        pytest.param("settings:\n  compression: rar\n",
+                     ["PROFILE:2:3: settings:", "'compression' must be one of"],
+                     id="bad-setting-value"),
+    ],
+)
+def test_bad_profile_is_rejected_naming_the_place(cli, text, needles):
+    """PROFILE in a needle stands for the profile's path."""
+    profile = cli.profile(text)
     result = cli.run("--profile", str(profile), "--output-dir", str(cli.out), "127.0.0.1", "7000")
-    assert_rejected(cli, result, f"{profile}:", "YAML syntax error")
-
-
-def test_unknown_type_suggests_nearest(cli):
-    profile = cli.profile("triggers:\n  t:\n    type: timr\n    after: 1\n")
-    result = cli.run("--profile", str(profile), "--output-dir", str(cli.out), "127.0.0.1", "7000")
-    assert_rejected(cli, result, f"{profile}:3:5: triggers.t:", "unknown trigger type 'timr'",
-                    "did you mean 'timer'")
-
-
-def test_unknown_option_suggests_nearest(cli):
-    profile = cli.profile("triggers:\n  t:\n    type: timer\n    aftr: 1\n")
-    result = cli.run("--profile", str(profile), "--output-dir", str(cli.out), "127.0.0.1", "7000")
-    assert_rejected(cli, result, f"{profile}:4:5: triggers.t: unknown option 'aftr'",
-                    "(did you mean 'after'?)")
-
-
-def test_wrong_option_type(cli):
-    profile = cli.profile("triggers:\n  t:\n    type: timer\n    after: soon\n")
-    result = cli.run("--profile", str(profile), "--output-dir", str(cli.out), "127.0.0.1", "7000")
-    assert_rejected(cli, result, f"{profile}:4:5: triggers.t:", "'after' must be a number",
-                    "'soon'")
-
-
-def test_unknown_top_level_key(cli):
-    profile = cli.profile("colectors: {}\n")
-    result = cli.run("--profile", str(profile), "--output-dir", str(cli.out), "127.0.0.1", "7000")
-    assert_rejected(cli, result, f"{profile}:1:1: unknown key 'colectors'",
-                    "did you mean 'collectors'")
+    assert_rejected(cli, result, *(n.replace("PROFILE", str(profile)) for n in needles))
 
 
 def test_bad_set_override_names_the_argument(cli):
@@ -91,12 +86,6 @@ def test_bad_set_override_names_the_argument(cli):
                      "--set", "triggers.t.after=later", "--output-dir", str(cli.out),
                      "127.0.0.1", "7000")
     assert_rejected(cli, result, "--set triggers.t.after=later", "'after' must be a number")
-
-
-def test_bad_setting_value(cli):
-    profile = cli.profile("settings:\n  compression: rar\n")
-    result = cli.run("--profile", str(profile), "--output-dir", str(cli.out), "127.0.0.1", "7000")
-    assert_rejected(cli, result, f"{profile}:2:3: settings:", "'compression' must be one of")
 
 
 def test_fatal_preflight_problem_reports_all_and_changes_nothing(cli):

@@ -21,7 +21,15 @@ import pytest
 from scoutfs_collect import scoutfs_fixture as fixture
 from scoutfs_collect.tracefs import Instance
 from tests.conftest import finish
-from tests.helpers import extract, kmsg_write, unique, wait_for
+from tests.helpers import (  # archive_of, inspect: test_disk_space and test_security import them here
+    archive_of,
+    extract,
+    inspect,
+    kmsg_write,
+    slow_pack_profile,
+    unique,
+    wait_for,
+)
 
 MARGIN = 5.0  # seconds on top of the phase timeouts: Python start-up, packing, CI noise
 
@@ -30,18 +38,6 @@ def start(cli, profile: Path, *extra: str) -> subprocess.Popen:
     return cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
                      "--output-dir", str(cli.out), "--events-file", str(cli.events),
                      *extra, "127.0.0.1", "7001")
-
-
-def archive_of(out: str) -> str:
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("archive: "), out
-    return last.split(": ", 1)[1]
-
-
-def inspect(cli, archive: str) -> Dict:
-    result = cli.run("inspect", "--json", archive)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def archived_names(archive: str) -> List[str]:
@@ -310,14 +306,7 @@ triggers:
 
 
 def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial(cli, tmp_path):
-    profile = cli.profile("""\
-settings: {compression: xz, min_free_mb: 1}
-collectors:
-  marker: {type: test-marker}
-  blob: {type: test-writer, finalize_mb: 3, random: true}
-triggers:
-  end: {type: timer, after: 0.1}
-""")
+    profile = cli.profile(slow_pack_profile("end: {type: timer, after: 0.1}"))
     proc = start(cli, profile)
     workdir = Path(cli.wait_event("started", proc)["workdir"])
     (partial,) = wait_for(lambda: [p for p in cli.out.iterdir() if p.name.endswith(".partial")],

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import stat
 
 from tests.conftest import finish
-from tests.helpers import extract, kmsg_write, unique
+from tests.helpers import archive_of, extract, inspect, kmsg_write, unique
 
 
 def kmsg_profile(cli, nonce: str, extra_collectors: str = "") -> str:
@@ -32,22 +31,30 @@ def start(cli, profile: str, *extra: str):
                      *extra, "127.0.0.1", "7001")
 
 
-def inspect(cli, archive: str) -> dict:
-    result = cli.run("inspect", "--json", archive)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+def run_until_line(cli, profile: str, line: str):
+    """Start a run, wait until it is armed, write ``line`` to the kernel log: its
+    (returncode, stdout, stderr)."""
+    proc = start(cli, profile)
+    cli.wait_event("armed", proc)
+    kmsg_write(line)
+    return finish(proc)
+
+
+def run_until_signal(cli, profile: str, sig: signal.Signals):
+    """Start a run, wait until it is armed, send it ``sig``: its (returncode, stdout, stderr)."""
+    proc = start(cli, profile)
+    cli.wait_event("armed", proc)
+    proc.send_signal(sig)
+    return finish(proc)
 
 
 def test_kmsg_trigger_ends_run_with_complete_archive(cli, tmp_path):
     nonce = unique("e2e")
-    proc = start(cli, kmsg_profile(cli, nonce))
-    cli.wait_event("armed", proc)
-    kmsg_write(f"scoutfs f.000001.r.000002: client 10.0.0.2:7001 {nonce} reconnect timed out, fencing")
-    code, out, err = finish(proc)
+    code, out, err = run_until_line(
+        cli, kmsg_profile(cli, nonce),
+        f"scoutfs f.000001.r.000002: client 10.0.0.2:7001 {nonce} reconnect timed out, fencing")
     assert code == 0, err
-    archive_line = out.strip().splitlines()[-1]
-    assert archive_line.startswith("archive: ")
-    archive = archive_line.split(": ", 1)[1]
+    archive = archive_of(out)  # the last line is "archive: PATH"
     assert archive.endswith(".tar.zst")
     assert stat.S_IMODE(os.stat(archive).st_mode) == 0o600
     # The work dir is gone after success; only the archive is left.
@@ -90,22 +97,16 @@ def test_kmsg_trigger_ends_run_with_complete_archive(cli, tmp_path):
 def test_line_written_before_arm_does_not_trigger(cli):
     nonce = unique("early")
     kmsg_write(f"{nonce} reconnect timed out, fencing")
-    proc = start(cli, kmsg_profile(cli, nonce))
-    cli.wait_event("armed", proc)
-    proc.send_signal(signal.SIGTERM)
-    code, out, err = finish(proc)
+    code, out, err = run_until_signal(cli, kmsg_profile(cli, nonce), signal.SIGTERM)
     assert code == 0, err
-    m = inspect(cli, out.strip().splitlines()[-1].split(": ", 1)[1])
+    m = inspect(cli, archive_of(out))
     assert m["trigger"]["type"] == "operator"
 
 
 def test_ctrl_c_while_armed_packs_with_operator_trigger(cli):
-    proc = start(cli, kmsg_profile(cli, unique("sigint")))
-    cli.wait_event("armed", proc)
-    proc.send_signal(signal.SIGINT)
-    code, out, err = finish(proc)
+    code, out, err = run_until_signal(cli, kmsg_profile(cli, unique("sigint")), signal.SIGINT)
     assert code == 0, err
-    m = inspect(cli, out.strip().splitlines()[-1].split(": ", 1)[1])
+    m = inspect(cli, archive_of(out))
     assert m["trigger"]["type"] == "operator"
     assert "SIGINT" in m["trigger"]["reason"]
     assert m["plugins"]["marker"]["status"] == "ok"
@@ -120,7 +121,7 @@ def test_stop_command_ends_the_running_instance(cli):
     assert "has finished" in result.stderr
     code, out, err = finish(proc)
     assert code == 0
-    m = inspect(cli, out.strip().splitlines()[-1].split(": ", 1)[1])
+    m = inspect(cli, archive_of(out))
     assert m["trigger"]["type"] == "operator" and "SIGTERM" in m["trigger"]["reason"]
 
 
@@ -160,7 +161,7 @@ def test_killed_run_is_packed_by_pack_and_reported_by_next_run(cli, tmp_path):
 
     result = cli.run("pack", workdir)
     assert result.returncode == 0, result.stderr
-    archive = result.stdout.strip().splitlines()[-1].split(": ", 1)[1]
+    archive = archive_of(result.stdout)
     m = inspect(cli, archive)
     assert m["result"]["complete"] is False
     assert m["plugins"]["marker"]["type"] == "test-marker"
@@ -171,12 +172,9 @@ def test_killed_run_is_packed_by_pack_and_reported_by_next_run(cli, tmp_path):
 def test_failing_plugin_is_recorded_and_others_still_archived(cli):
     nonce = unique("faulty")
     profile = kmsg_profile(cli, nonce, "  broken: {type: test-faulty, raise_in: [start, finalize]}\n")
-    proc = start(cli, profile)
-    cli.wait_event("armed", proc)
-    kmsg_write(f"{nonce} reconnect timed out, fencing")
-    code, out, err = finish(proc)
+    code, out, err = run_until_line(cli, profile, f"{nonce} reconnect timed out, fencing")
     assert code == 1, err
-    m = inspect(cli, out.strip().splitlines()[-1].split(": ", 1)[1])
+    m = inspect(cli, archive_of(out))
     broken = m["plugins"]["broken"]
     assert broken["status"] == "failed"
     assert "injected failure in start" in broken["error"]
@@ -189,12 +187,9 @@ def test_hanging_plugin_times_out_and_run_goes_on(cli):
     nonce = unique("hang")
     profile = kmsg_profile(cli, nonce,
                            "  stuck: {type: test-faulty, hang_in: [stop], timeout: 1}\n")
-    proc = start(cli, profile)
-    cli.wait_event("armed", proc)
-    kmsg_write(f"{nonce} reconnect timed out, fencing")
-    code, out, err = finish(proc)
+    code, out, err = run_until_line(cli, profile, f"{nonce} reconnect timed out, fencing")
     assert code == 1, err
-    m = inspect(cli, out.strip().splitlines()[-1].split(": ", 1)[1])
+    m = inspect(cli, archive_of(out))
     stuck = m["plugins"]["stuck"]
     assert stuck["status"] == "timeout"
     assert "stop: did not finish within 1 s" in stuck["error"]

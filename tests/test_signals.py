@@ -23,8 +23,7 @@ from typing import List
 import pytest
 
 from tests.conftest import finish
-from tests.helpers import extract, wait_for
-from tests.test_faults import archive_of, inspect
+from tests.helpers import archive_of, extract, inspect, slow_pack_profile, wait_for
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 
@@ -101,15 +100,7 @@ def partials(out: Path) -> List[str]:
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_second_signal_while_packing_keeps_the_work_dir_and_pack_finishes_it(cli, tmp_path, sig):
-    # 3 MiB of random data through xz takes ~1.5 s here: long enough to be interrupted.
-    profile = cli.profile("""\
-settings: {compression: xz, min_free_mb: 1}
-collectors:
-  marker: {type: test-marker}
-  blob: {type: test-writer, finalize_mb: 3, random: true}
-triggers:
-  never: {type: test-never}
-""")
+    profile = cli.profile(slow_pack_profile("never: {type: test-never}"))
     proc = cli.start(*run_args(cli, profile))
     workdir = Path(cli.wait_event("started", proc)["workdir"])
     cli.wait_event("armed", proc)
