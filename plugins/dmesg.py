@@ -127,6 +127,11 @@ class DmesgCollector(Collector):
         else:
             self.ctx.details["reader_hung"] = True
 
+    def cleanup(self) -> None:
+        """Stop following /dev/kmsg if the run ended before stop()."""
+        if getattr(self, "follower", None) is not None and self.stopped is None:
+            self.stop()
+
     def finalize(self) -> None:
         if self.stopped is None:  # the runner skipped stop() (an error path): stop now
             self.stop()

@@ -156,6 +156,12 @@ class ScoutfsCounters(Collector):
         self._update_details()
         self.log.info("%s: stop read took %.1f ms", self.ctx.name, snap.read_seconds * 1000)
 
+    def cleanup(self) -> None:
+        """End the sampler thread if the run ended before stop()."""
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=JOIN_TIMEOUT)
+
     def finalize(self) -> None:
         workdir = self.ctx.workdir
         self._merge_series()

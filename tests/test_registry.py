@@ -180,3 +180,17 @@ def test_the_readme_site_plugin_example_works(cli, tmp_path):
     assert check.returncode == 2
     assert "multipath is not installed" in check.stderr
     assert "fix: dnf install device-mapper-multipath" in check.stderr
+
+
+def test_every_builtin_collector_cleanup_is_safe_without_start(tmp_path):
+    """The runner calls cleanup() on every exit path, also when start() never ran."""
+    from scoutfs_collect.api import PluginContext, Target
+    from scoutfs_collect.options import build
+
+    for ptype in registry.load().of_kind("collector"):
+        ctx = PluginContext(name=ptype.type_name, type_name=ptype.type_name,
+                            target=Target("127.0.0.1", 7005), workdir=tmp_path / ptype.type_name)
+        plugin = ptype.cls(ctx, build(ptype.cls.Options, {}))
+        plugin.cleanup()
+        plugin.cleanup()  # twice: idempotent
+        assert ctx.failures == [], ptype.type_name
