@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -179,7 +180,7 @@ class Snapshotter:
             rows.append({"pid": i["pid"], "ppid": i.get("ppid"), "user": i.get("username"),
                          "state": i.get("status"), "cpu_s": cpu_s, "cpu_pct": round(pct, 1),
                          "rss_kb": _kib(mem.rss) if mem else 0, "threads": i.get("num_threads"),
-                         "name": i.get("name"), "cmd": " ".join(i.get("cmdline") or [])[:200]})
+                         "name": i.get("name"), "cmd": redact(i.get("cmdline") or [])[:200]})
         self.prev_proc_cpu = seen
         return {"count": len(rows),
                 "cpu_pct_over": "the run (since start)" if elapsed else "each process's lifetime",
@@ -284,6 +285,30 @@ def render(s: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SECRET_WORD = r"(?:pass(?:word|wd|phrase)?|secret|token|api[-_]?key|credentials?)"
+_SECRET_ASSIGN = re.compile(r"(?i)(\b[\w.-]*" + _SECRET_WORD + r"[\w.-]*=)\S+")
+_SECRET_FLAG = re.compile(r"(?i)^--?[\w-]*" + _SECRET_WORD + r"[\w-]*$")
+
+
+def redact(argv: List[str]) -> str:
+    """A command line with the values of password/secret/token/key arguments replaced by
+    '***' (``--password X``, ``--token=X``, ``PASSWORD=X``): support gets the shape of
+    what runs, not the credentials on it."""
+    out: List[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        if _SECRET_FLAG.match(arg):
+            hide_next = True
+            out.append(arg)
+            continue
+        out.append(_SECRET_ASSIGN.sub(r"\1***", arg))
+    return " ".join(out)
+
+
 class Sysinfo(Collector):
     """Snapshots of the host at start and at stop: kernel and uptime, load, CPU,
     memory, disks and mounts, network interfaces, the connections to the target
@@ -291,6 +316,9 @@ class Sysinfo(Collector):
     memory, plus a compact full list). Output: sysinfo-start.txt/.json,
     sysinfo-stop.txt/.json, and copies of /proc/cmdline, /proc/meminfo,
     /proc/mounts and /etc/os-release taken at start.
+
+    Process command lines are kept (first 200 characters) with the values of
+    password, secret, token and key arguments replaced by ``***``.
 
     The stop snapshot is taken at the beginning of finalize, not in stop, so it
     never delays the freeze of the other recorders; it is labeled with the time it

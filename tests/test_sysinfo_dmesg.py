@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -168,3 +170,21 @@ def test_run_bounded_gives_up_on_a_hung_section():
     assert "error" in out["after"]
     broken = run_bounded([("bad", lambda: 1 / 0), ("ok", lambda: 3)], 1)
     assert broken["bad"] == {"error": "ZeroDivisionError: division by zero"} and broken["ok"] == 3
+
+
+def test_sysinfo_does_not_archive_passwords_from_command_lines(tmp_path):
+    secret = unique("hunter2")
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()",
+                              "--password", secret, f"TOKEN={secret}"], stdin=subprocess.PIPE)
+    try:
+        c = make(Sysinfo, tmp_path)
+        c.start()
+        c.stop()
+        c.finalize()
+    finally:
+        child.communicate(b"", timeout=10)
+    snap = json.loads((c.ctx.workdir / "sysinfo-start.json").read_text())
+    row = next(r for r in snap["processes"]["all"] if r["pid"] == child.pid)
+    assert row["cmd"].endswith("--password *** TOKEN=***")
+    for path in c.ctx.workdir.iterdir():
+        assert secret not in path.read_text(errors="replace"), path.name
