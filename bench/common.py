@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from scoutfs_collect.pcap import PcapReader
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 TRACEFS = Path("/sys/kernel/tracing")
@@ -289,11 +291,6 @@ def events_after_line(path: Path, needle: str) -> Dict[str, Any]:
 
 def pcap_times(paths: Iterable[Path], max_len: Optional[int] = None) -> List[float]:
     """Timestamps of the packets in pcap files (only those of at most ``max_len`` bytes)."""
-    try:
-        from scoutfs_collect.pcap import PcapReader
-    except ImportError:  # before it moved out of the plugin
-        from scoutfs_collect.plugins.tcpdump import PcapReader  # type: ignore
-
     out: List[float] = []
     for p in paths:
         try:
