@@ -151,10 +151,11 @@ def _request(ns: argparse.Namespace, argv: List[str], console: Console):
 
     reg = _registry(ns.plugin_dir, console)
     prof = profiles.load(ns.profile, ns.overrides, reg)
-    output_dir = Path(ns.output_dir or prof.settings.output_dir).absolute()
+    # The flags are settings too: the manifest then records what the run really used.
+    prof.settings.output_dir = str(Path(ns.output_dir or prof.settings.output_dir).absolute())
+    prof.settings.keep_workdir = prof.settings.keep_workdir or ns.keep_workdir
     return RunRequest(profile=prof, registry=reg, target=Target(ns.ip, ns.port),
-                      argv=["scoutfs-collect"] + argv, output_dir=output_dir,
-                      keep_workdir=ns.keep_workdir, events_file=ns.events_file)
+                      argv=["scoutfs-collect"] + argv, events_file=ns.events_file)
 
 
 def _print_problems(console: Console, problems) -> int:
@@ -205,9 +206,8 @@ def cmd_run(ns, argv, console) -> int:
         status = runner.run()
     except LockBusy as exc:
         raise UsageError(f"{exc}; end it with 'scoutfs-collect stop'") from None
-    path = getattr(runner, "archive_path", None)
-    if path is not None:
-        stdout_line(f"archive: {path}")
+    if runner.archive_path is not None:
+        stdout_line(f"archive: {runner.archive_path}")
     elif status == EXIT_NO_ARCHIVE:
         console.line(f"no archive written; work dir kept: {runner.workdir}")
     return status
@@ -288,8 +288,10 @@ def cmd_stop(ns, argv, console) -> int:
         holder = lock.probe()
     except OSError as exc:
         raise UsageError(f"stop: cannot read the host lock {lock.path}: {exc.strerror}") from None
-    if holder is None or holder.pid <= 0:
+    if holder is None:
         raise UsageError("stop: no scoutfs-collect is running on this host")
+    if holder.pid <= 0:
+        raise UsageError(f"stop: the host lock {lock.path} is held but names no pid")
     os.kill(holder.pid, signal.SIGTERM)
     console.line(f"asked scoutfs-collect (pid {holder.pid}) to stop and pack")
     if ns.no_wait:

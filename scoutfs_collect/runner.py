@@ -43,8 +43,6 @@ class RunRequest:
     registry: Registry
     target: Target
     argv: List[str]
-    output_dir: Path
-    keep_workdir: bool = False
     events_file: Optional[Path] = None
 
 
@@ -109,6 +107,7 @@ class Runner:
     def __init__(self, request: RunRequest, console: Console, dry_run: bool = False) -> None:
         self.req = request
         self.settings = request.profile.settings
+        self.output_dir = Path(self.settings.output_dir)
         self.console = console
         self.instances = build_instances(request.profile, request.registry, request.target, dry_run)
         self.collectors = [i for i in self.instances if i.spec.kind == "collector"]
@@ -123,6 +122,7 @@ class Runner:
         self.times: Dict[str, Any] = {}
         self.notes: List[str] = []
         self.stale: Optional[Holder] = None
+        self.archive_path: Optional[Path] = None  # set once the archive is complete
 
     # -- preflight -------------------------------------------------------------------
 
@@ -137,7 +137,7 @@ class Runner:
             except Exception as exc:
                 log.debug("%s: disk_estimate failed: %s", inst.name, exc)
         found += [("core", p) for p in check_output_dir(
-            self.req.output_dir, estimate, self.settings.min_free_mb)]
+            self.output_dir, estimate, self.settings.min_free_mb)]
         problem = archive.compression_problem(self.settings.compression)
         if problem:
             found.append(("core", Problem(problem)))
@@ -224,10 +224,10 @@ class Runner:
                 f"an earlier run (pid {self.stale.pid}) did not finish; its work dir "
                 f"{self.stale.workdir} can be packed with: scoutfs-collect pack {self.stale.workdir}")
             log.warning(self.notes[-1])
-        for note in remove_stale_partials(self.req.output_dir):
+        for note in remove_stale_partials(self.output_dir):
             self.notes.append(note)
             log.warning(note)
-        self.workdir = make_workdir(self.req.output_dir, run_stem(started))
+        self.workdir = make_workdir(self.output_dir, run_stem(started))
         self.lock.write(Holder(pid=os.getpid(), workdir=str(self.workdir), started=started))
         self._attach_run_log()
         log.info("work dir: %s", self.workdir)
@@ -290,7 +290,7 @@ class Runner:
                 free = float("inf")
             if free < floor:
                 self.fire("disk-space", "disk-space",
-                          f"free space in {self.req.output_dir} fell to {free:.0f} MiB "
+                          f"free space in {self.output_dir} fell to {free:.0f} MiB "
                           f"(settings.min_free_mb={floor})")
                 break
             if self.console.tty:
@@ -393,7 +393,7 @@ class Runner:
         self._log_handler.close()
         self.state = "packing"
         try:
-            path = archive.pack(self.workdir, self.req.output_dir, self.settings.compression,
+            path = archive.pack(self.workdir, self.output_dir, self.settings.compression,
                                 progress=lambda d, t: self.console.progress("packing", d, t),
                                 min_free_bytes=packing_floor(self.settings.min_free_mb))
         except KeyboardInterrupt:
@@ -413,7 +413,7 @@ class Runner:
         self.console.end_status()
         self.events.emit("archive", path=str(path))
         self._notify("scoutfs_collect_archive_written", run=self._run_info(), path=path)
-        if not (self.req.keep_workdir or self.settings.keep_workdir):
+        if not self.settings.keep_workdir:
             remove_tree(self.workdir)
         self.events.emit("finished", exit_status=exit_status)
         self.archive_path = path

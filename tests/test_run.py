@@ -63,6 +63,7 @@ def test_kmsg_trigger_ends_run_with_complete_archive(cli, tmp_path):
     m = inspect(cli, archive)
     assert m["format"] == 1
     assert m["target"] == {"ip": "127.0.0.1", "port": 7001}
+    assert m["profile"]["settings"]["output_dir"] == str(cli.out)  # the flag, as used
     assert m["trigger"]["name"] == "line" and m["trigger"]["type"] == "kmsg"
     assert nonce in m["trigger"]["reason"]
     for key in ("started", "armed", "triggered", "stopped", "finished"):
