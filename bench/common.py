@@ -161,12 +161,6 @@ def wait_event(path: Path, name: str, proc: subprocess.Popen, timeout: float = 6
         time.sleep(0.005)
 
 
-def manifest_of(archive: Path, env: Dict[str, str]) -> Dict[str, Any]:
-    out = subprocess.run(cli_argv("inspect", "--json", archive), env=env, capture_output=True,
-                         text=True, check=True)
-    return json.loads(out.stdout)
-
-
 def extract(archive: Path, dest: Path) -> Path:
     """Unpack with the system tar, as support would; the top directory."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Tuple
 import common as c
 
 from scoutfs_collect import scoutfs_fixture
+from scoutfs_collect.inspect_archive import read_manifest
 
 
 def console_script() -> List[str]:
@@ -70,7 +71,7 @@ def to_armed(scr: c.Scratch, i: int, sysfs: Path) -> Dict[str, Any]:
                            "sigterm_to_exit": time.time() - sent, "exit_status": proc.returncode}
     archive = [e for e in c.read_events(events) if e["event"] == "archive"]
     if archive:
-        m = c.manifest_of(Path(archive[0]["path"]), c.cli_env(run_dir))
+        m = read_manifest(Path(archive[0]["path"]))
         out["phases"] = {f"{name} {ph}": sec for name, p in m["plugins"].items()
                          for ph, sec in p["phases"].items() if ph in ("preflight", "start", "arm")}
     return out

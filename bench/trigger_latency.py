@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional
 import common as c
 
 from scoutfs_collect import tracefs
+from scoutfs_collect.inspect_archive import read_manifest
 
 EVENTS = ["sched:sched_switch", "sched:sched_wakeup"]
 
@@ -125,7 +126,7 @@ def run_ours(scr: c.Scratch, i: int, args: argparse.Namespace) -> Dict[str, Any]
         load.close()
     ev = {e["event"]: e for e in c.read_events(events)}
     archive = Path(ev["archive"]["path"])
-    m = c.manifest_of(archive, env)
+    m = read_manifest(archive)
     top = c.extract(archive, run_dir / "x")
     trig = m["trigger"]["time"]
     stopped = {n: p["stopped_at"] for n, p in m["plugins"].items() if p.get("stopped_at")}
