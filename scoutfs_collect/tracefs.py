@@ -279,11 +279,6 @@ class Instance:
         system, name = split_event(event)
         self.write(f"events/{system}/{name}/trigger", command)
 
-    def clear_trigger(self, event: str, command: str) -> None:
-        """Remove a trigger: ``command`` is its name, e.g. ``traceoff``."""
-        system, name = split_event(event)
-        self.write(f"events/{system}/{name}/trigger", "!" + command)
-
     def write_marker(self, text: str) -> None:
         """Write a line to the instance's ``trace_marker`` (event ``ftrace:print``)."""
         self.write("trace_marker", text)
