@@ -27,11 +27,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from scoutfs_collect import tracefs
 from scoutfs_collect.pcap import PcapReader
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-TRACEFS = Path("/sys/kernel/tracing")
 _TS = re.compile(r"\s(\d+\.\d{6,9}):\s")
 
 
@@ -105,24 +105,14 @@ class Scratch:
                 p.kill()
                 p.wait(10)
         for name in self.instances:
-            remove_instance(name)
+            try:
+                tracefs.Instance(name).remove(timeout=5)
+            except OSError as exc:
+                print(f"could not remove tracefs instance {name}: {exc}", file=sys.stderr)
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
             print(f"kept {self.dir}", file=sys.stderr)
-
-
-def remove_instance(name: str) -> None:
-    path = TRACEFS / "instances" / name
-    for _ in range(100):
-        if not path.exists():
-            return
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            time.sleep(0.05)  # EBUSY while a reader still holds it
-    print(f"could not remove tracefs instance {path}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------ the CLI

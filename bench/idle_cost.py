@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Optional
 import common as c
 import psutil
 
-from scoutfs_collect import scoutfs_fixture
+from scoutfs_collect import scoutfs_fixture, tracefs
 from scoutfs_collect.api import directory_size
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -118,10 +118,7 @@ class Snapshot:
             except psutil.Error:
                 continue
         self.dirs = {d.name: directory_size(d) for d in workdir.iterdir() if d.is_dir()}
-        self.events = 0
-        for stats in Path(f"/sys/kernel/tracing/instances/{instance}/per_cpu").glob("cpu*/stats"):
-            kv = dict(re.findall(r"^([a-z ]+):\s+(\d+)", stats.read_text(), re.M))
-            self.events += int(kv.get("entries", 0)) + int(kv.get("overrun", 0))
+        self.events = sum(st.entries + st.overrun for st in tracefs.Instance(instance).cpu_stats())
 
 
 def start_loadgen(scr: c.Scratch, seconds: float, port: int, args: argparse.Namespace, out: Path):
