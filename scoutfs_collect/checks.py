@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 from .api import Problem
 from .lock import HostLock
@@ -36,8 +36,11 @@ def check_lock(lock: HostLock) -> List[Problem]:
                     "wait for it, or end it with 'scoutfs-collect stop'")]
 
 
-def check_output_dir(output_dir: Path, needed_bytes: int, min_free_mb: int) -> List[Problem]:
-    """The output dir exists, is a writable directory, is not on scoutfs and has room."""
+def check_output_dir(output_dir: Path, needed_bytes: int, min_free_mb: int,
+                     mount_table: Sequence[str] = ()) -> List[Problem]:
+    """The output dir exists, is a writable directory, is not on scoutfs and has room.
+
+    ``mount_table`` (lines as in /proc/self/mounts) defaults to the live one."""
     if output_dir.is_symlink() and not output_dir.resolve().is_dir():
         return [Problem(f"output dir {output_dir} is a dangling symlink", "pass --output-dir DIR")]
     if not output_dir.is_dir():
@@ -47,7 +50,7 @@ def check_output_dir(output_dir: Path, needed_bytes: int, min_free_mb: int) -> L
     if not os.access(output_dir, os.W_OK | os.X_OK):
         problems.append(Problem(f"output dir {output_dir} is not writable",
                                 "pass --output-dir DIR on a local writable filesystem"))
-    mount_point, fstype = mount_of(output_dir)
+    mount_point, fstype = mount_of(output_dir, mount_table)
     if fstype == "scoutfs":
         problems.append(Problem(
             f"output dir {output_dir} is on the scoutfs filesystem {mount_point}: writing the "

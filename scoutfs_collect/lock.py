@@ -35,10 +35,6 @@ class LockBusy(Exception):
         self.holder = holder
 
 
-def lock_path() -> Path:
-    return runtime_dir() / "lock"
-
-
 def _read(fd: int) -> Optional[Holder]:
     os.lseek(fd, 0, os.SEEK_SET)
     raw = os.read(fd, 65536)
@@ -57,8 +53,8 @@ def _read(fd: int) -> Optional[Holder]:
 class HostLock:
     """The host-wide lock. ``acquire`` returns the previous holder's record (stale)."""
 
-    def __init__(self, path: Optional[Path] = None) -> None:
-        self.path = path or lock_path()
+    def __init__(self) -> None:
+        self.path: Path = runtime_dir() / "lock"
         self.fd: Optional[int] = None
 
     def _open(self) -> int:
@@ -114,11 +110,12 @@ class HostLock:
         os.lseek(self.fd, 0, os.SEEK_SET)
         os.write(self.fd, json.dumps(dataclasses.asdict(holder)).encode())
 
-    def release(self, finished: bool = True) -> None:
+    def release(self) -> None:
+        """Mark the run finished (the next run reports no leftover) and let go."""
         if self.fd is None:
             return
         holder = _read(self.fd) or Holder(pid=os.getpid())
-        holder.finished = finished
+        holder.finished = True
         self.write(holder)
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Tuple, Union
 
 PathLike = Union[str, Path]
 PREFIX = "scoutfs-collect"
@@ -74,8 +74,9 @@ def fsync_tree(root: PathLike) -> int:
     return count
 
 
-def mount_of(path: PathLike, mounts: Iterable[str] = ()) -> tuple:
-    """(mount point, filesystem type) of the mount holding ``path``, from /proc/self/mounts."""
+def mount_of(path: PathLike, mounts: Iterable[str] = ()) -> Tuple[str, str]:
+    """(mount point, filesystem type) of the mount holding ``path``: the longest mount
+    point above it in ``mounts`` (lines as in /proc/self/mounts; default: the live table)."""
     target = os.path.realpath(path)
     best = ("/", "unknown")
     lines = list(mounts) or Path("/proc/self/mounts").read_text().splitlines()

@@ -198,7 +198,7 @@ class Runner:
             return self._run_locked()
         finally:
             self.cleanup()
-            self.lock.release(finished=True)
+            self.lock.release()
             self.events.close()
 
     def cleanup(self) -> None:

@@ -242,3 +242,19 @@ def test_secrets_in_the_environment_are_not_printed_or_archived(cli, tmp_path):
     top = extract(archive, tmp_path / "x")
     leaks = [str(p) for p in top.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_output_dir_on_scoutfs_is_refused(tmp_path):
+    """The old README's rule, enforced: tracing scoutfs onto scoutfs feeds back. The mount
+    table is given as data (no scoutfs can be mounted here); the check itself is real."""
+    from scoutfs_collect.checks import check_output_dir
+
+    table = ["/dev/vda / ext4 rw 0 0",
+             f"scoutfs-data {tmp_path} scoutfs rw 0 0",
+             f"tmpfs {tmp_path}/other\\040dir tmpfs rw 0 0"]
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "other dir").mkdir()
+    (problem,) = check_output_dir(tmp_path / "deep", 0, 0, table)
+    assert problem.fatal and f"is on the scoutfs filesystem {tmp_path}" in problem.message
+    assert "--output-dir" in problem.fix
+    assert check_output_dir(tmp_path / "other dir", 0, 0, table) == []
