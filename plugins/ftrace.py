@@ -42,7 +42,6 @@ class SelfTest:  # did a kernel log line stop this instance, and only this one?
     latency_ms: Optional[float] = None
     others_stopped: List[str] = dataclasses.field(default_factory=list)
     error: str = ""
-    trigger_error: str = ""  # the kernel refused the freeze trigger itself
 
 
 def note(message: str) -> Problem:
@@ -205,15 +204,12 @@ class Ftrace(Collector):
         det["self_test"] = dataclasses.asdict(test)
         if test.others_stopped:  # their globs match our nonce line
             self.log.warning("ftrace self-test also stopped %s", test.others_stopped)
-        if test.trigger_error:
-            det["freeze_trigger_error"] = test.trigger_error
         det["freeze_trigger"] = inst.trigger(CONSOLE) if test.result != "skipped" else ""
         armed = bool(det["freeze_trigger"])
         in_kernel = armed and test.latency_ms is not None  # the nonce line stopped it
         det["freeze_mode"] = "in-kernel" if in_kernel else "user-space"
         if globs and not in_kernel:
-            why = det.get("freeze_trigger_error") or test.error
-            self.log.warning("ftrace: the ring will be stopped from user space, not in-kernel: %s", why)
+            self.log.warning("ftrace: the ring is stopped from user space, not in-kernel: %s", test.error)
 
     def _start_record(self, inst: Instance) -> None:
         tc, o, wd, det = tracefs.trace_cmd(), self.options, self.ctx.workdir, self.ctx.details
@@ -350,7 +346,7 @@ def self_test(inst: Instance, globs: Sequence[str], timeout: float = 0.5) -> Sel
     try:
         inst.set_trigger(CONSOLE, "traceoff if " + " || ".join(f'msg ~ "{g}"' for g in patterns))
     except TracefsError as exc:
-        return SelfTest("failed", error=str(exc), trigger_error=str(exc))
+        return SelfTest("failed", error=str(exc))
     test = SelfTest("failed", error="a kernel log line did not fire the printk:console trigger")
     try:
         start = time.monotonic()
