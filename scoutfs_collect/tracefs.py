@@ -128,6 +128,13 @@ class TraceSpan:
     lines: int = 0
 
 
+def line_time(line: str) -> Optional[float]:
+    """Timestamp (trace clock seconds) of one event line of a text trace (tracefs
+    ``trace`` or ``trace-cmd report``); None for a comment or any other line."""
+    m = None if line.startswith("#") else _TS.search(line)
+    return float(m.group(1)) if m else None
+
+
 def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSpan:
     """First/last timestamp of a text trace (tracefs ``trace`` or ``trace-cmd report``
     output, both in time order), optionally copying the lines."""
@@ -135,9 +142,8 @@ def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSp
     for line in lines:
         if copy_to is not None:
             copy_to.write(line)
-        m = None if line.startswith("#") else _TS.search(line)
-        if m:
-            ts = float(m.group(1))
+        ts = line_time(line)
+        if ts is not None:
             span.first = ts if span.first is None else span.first
             span.last = ts
             span.lines += 1
