@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -130,6 +131,8 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         raise OptionError(name, f"option '{name}' must be a whole number, not {_kind(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise OptionError(name, f"option '{name}' must be a finite number, not {value}")
             return float(value)
         raise OptionError(name, f"option '{name}' must be a number, not {_kind(value)}")
     if tp is str:

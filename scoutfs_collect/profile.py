@@ -18,6 +18,7 @@ entry. Every error names the file, line and column and the key path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -332,11 +333,12 @@ def _instances(
                              "must be a type name")
         timeout = body.get("timeout")
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or timeout <= 0
         ):
             raise UsageError(
                 f"{doc.where(path + ('timeout',), here)}: {section}.{inst_name}: "
-                "timeout must be a number of seconds above 0"
+                "timeout must be a finite number of seconds above 0"
             )
         options = {k: v for k, v in body.items() if k not in RESERVED_INSTANCE_KEYS}
         if registry is not None:

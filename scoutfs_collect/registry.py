@@ -61,9 +61,9 @@ class PluginType:
 class Register:
     """Handed to ``scoutfs_collect_register``: plugins add their types through it."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, source: str) -> None:
         self._registry = registry
-        self.source = ""
+        self.source = source  # the plugin being registered, named in errors
 
     def add_collector(self, cls: type) -> None:
         """Register a :class:`~scoutfs_collect.api.Collector` subclass."""
@@ -124,8 +124,7 @@ class Registry:
         except Exception as exc:
             self.load_errors.append((source, f"cannot register: {exc}"))
             return
-        register = Register(self)
-        register.source = source
+        register = Register(self, source)
         for impl in self.manager.hook.scoutfs_collect_register.get_hookimpls():
             if impl.plugin is not module:
                 continue

@@ -115,3 +115,11 @@ def test_missing_output_dir_is_a_preflight_error(cli):
     assert result.returncode == 2
     assert f"output dir {missing} does not exist" in result.stderr
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_refused(cli, value):
+    profile = cli.profile(f"settings:\n  phase_timeout: {value}\ntriggers:\n"
+                          f"  t: {{type: timer, after: 1, timeout: {value}}}\n")
+    result = cli.run("--profile", str(profile), "--output-dir", str(cli.out), "127.0.0.1", "7000")
+    assert_rejected(cli, result, f"{profile}:2:3: settings:", "'phase_timeout' must be a finite number")

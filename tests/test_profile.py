@@ -114,8 +114,9 @@ def test_yaml_tags_that_build_objects_are_refused(tmp_path):
 
 def test_reserved_timeout_key(tmp_path, reg):
     p = tmp_path / "t.yaml"
-    p.write_text("triggers:\n  t: {type: timer, timeout: -1}\n")
-    with pytest.raises(UsageError, match="timeout must be a number of seconds above 0"):
-        profile.load(str(p), registry=reg)
+    for bad in ("-1", ".nan", ".inf"):
+        p.write_text(f"triggers:\n  t: {{type: timer, timeout: {bad}}}\n")
+        with pytest.raises(UsageError, match="timeout must be a finite number of seconds above 0"):
+            profile.load(str(p), registry=reg)
     p.write_text("triggers:\n  t: {type: timer, timeout: 5}\n")
     assert profile.load(str(p), registry=reg).triggers[0].timeout == 5.0
