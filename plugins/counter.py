@@ -116,15 +116,11 @@ class CounterTrigger(ThreadedTrigger):
         out: Dict[str, Optional[int]] = {}
         root, name = self.options.sysfs_root, self.options.counter
         for mount in sysfs.list_mounts(root):
-            try:
-                text = sysfs.read_text(os.path.join(root, mount, "counters", name))
-            except OSError as exc:
-                if not isinstance(exc, FileNotFoundError):
-                    self._note(mount, f"cannot read {name}: {exc.strerror}")
-                continue
-            value = sysfs.parse_counter(text)
-            if value is None:
-                self._note(mount, f"{name} is not a number: {text.strip()[:40]!r}")
+            value, why = sysfs.read_counter(os.path.join(root, mount, "counters", name))
+            if why == sysfs.VANISHED:
+                continue  # this mount has no such counter (or was just unmounted)
+            if why is not None:
+                self._note(mount, f"counter {name}: {why}")
             out[mount] = value
         return out
 

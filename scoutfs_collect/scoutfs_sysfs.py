@@ -24,7 +24,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .api import Problem
 
@@ -140,6 +140,26 @@ def parse_counter(text: str) -> Optional[int]:
         return None
 
 
+VANISHED = "vanished"
+
+
+def read_counter(path: PathLike) -> Tuple[Optional[int], Optional[str]]:
+    """``(value, None)`` for one counter file, or ``(None, why)``: :data:`VANISHED`
+    (the file is gone), ``read error: ...`` or ``not a number: '...'``."""
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        return None, VANISHED
+    except OSError as exc:
+        return None, f"read error: {exc.strerror}"
+    value = parse_counter(text)
+    if value is None:
+        text = text.strip()
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        return None, f"not a number: {shown!r}"
+    return value, None
+
+
 def read_counters(mount_dir: PathLike) -> CounterValues:
     """Read every file in ``MOUNT/counters``; see :class:`CounterValues`."""
     out = CounterValues()
@@ -150,20 +170,11 @@ def read_counters(mount_dir: PathLike) -> CounterValues:
         out.missing = True
         return out
     for name in names:
-        try:
-            text = read_text(os.path.join(counters_dir, name))
-        except FileNotFoundError:
-            out.problems[name] = "vanished"
-            continue
-        except OSError as exc:
-            out.problems[name] = f"read error: {exc.strerror}"
-            continue
-        value = parse_counter(text)
-        if value is None:
-            shown = text if len(text) <= 40 else text[:37] + "..."
-            out.problems[name] = f"not a number: {shown!r}"
-        else:
+        value, why = read_counter(os.path.join(counters_dir, name))
+        if why is None:
             out.values[name] = value
+        else:
+            out.problems[name] = why
     return out
 
 
