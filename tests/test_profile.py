@@ -120,3 +120,17 @@ def test_reserved_timeout_key(tmp_path, reg):
             profile.load(str(p), registry=reg)
     p.write_text("triggers:\n  t: {type: timer, timeout: 5}\n")
     assert profile.load(str(p), registry=reg).triggers[0].timeout == 5.0
+
+
+def test_the_readme_profile_examples_are_valid(tmp_path, reg):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert blocks
+    for n, block in enumerate(blocks):
+        path = tmp_path / f"readme{n}.yaml"
+        path.write_text(block)
+        prof = profile.load(str(path), registry=reg)
+        assert prof.collectors or prof.triggers
