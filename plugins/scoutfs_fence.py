@@ -53,11 +53,8 @@ class ScoutfsFence(ThreadedTrigger):
         problems.extend(sysfs.root_problems(root, mounts_required=False))
         return problems
 
-    def scan(self) -> Dict[Key, str]:
-        """(mount, rid) -> mount directory for every pending fence request now."""
-        return self._scan(sysfs.list_mounts(self.options.sysfs_root))
-
     def _scan(self, mounts: List[str]) -> Dict[Key, str]:
+        """(mount, rid) -> mount directory for every pending fence request of ``mounts``."""
         root = self.options.sysfs_root
         found: Dict[Key, str] = {}
         for mount in mounts:
@@ -71,13 +68,14 @@ class ScoutfsFence(ThreadedTrigger):
         # returns is new, whatever the watcher thread's timing.
         self._known: Set[Key] = set()
         self.scans = 0
+        mounts = sysfs.list_mounts(self.options.sysfs_root)
         present = []
-        for (mount, rid), mount_dir in sorted(self.scan().items()):
+        for (mount, rid), mount_dir in sorted(self._scan(mounts).items()):
             self._known.add((mount, rid))
             present.append(sysfs.read_fence_request(mount_dir, rid).as_dict())
         self.ctx.details["requests_at_arm"] = present
-        self.ctx.details["mounts_at_arm"] = sysfs.list_mounts(self.options.sysfs_root)
-        self._watched: Set[str] = set(self.ctx.details["mounts_at_arm"])
+        self.ctx.details["mounts_at_arm"] = mounts
+        self._watched: Set[str] = set(mounts)
         if present:
             self.log.info(
                 "%s: %d fence request(s) already pending at arm time (ignored)", self.ctx.name, len(present)
