@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import psutil
 
 from scoutfs_collect import Collector, hookimpl, option
+from scoutfs_collect.console import human_bytes
 
 COPIED = {"/proc/cmdline": "proc-cmdline.txt", "/proc/meminfo": "proc-meminfo.txt",
           "/proc/mounts": "proc-mounts.txt", "/etc/os-release": "os-release.txt"}
@@ -211,14 +212,6 @@ class Snapshotter:
         return {"partitions": parts, "io": {k: v._asdict() for k, v in io.items()}}
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
 def _utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
@@ -257,17 +250,17 @@ def render(s: Dict[str, Any]) -> str:
         [f"busy since start: {' '.join(f'{b}%' for b in c['busy_pct_since_start'])}"]
         if c["busy_pct_since_start"] is not None else []))
     section("memory", lambda m: [
-        f"memory: total {_size(m['virtual']['total'])}, available "
-        f"{_size(m['virtual']['available'])} ({m['virtual']['percent']}% used); swap "
-        f"{_size(m['swap']['used'])} used of {_size(m['swap']['total'])}"])
+        f"memory: total {human_bytes(m['virtual']['total'])}, available "
+        f"{human_bytes(m['virtual']['available'])} ({m['virtual']['percent']}% used); swap "
+        f"{human_bytes(m['swap']['used'])} used of {human_bytes(m['swap']['total'])}"])
     section("disks", lambda d: ["disks:"] + [
         f"  {p['device']} {p['mountpoint']} {p['fstype']} " + (
-            f"{_size(p['usage']['used'])} used of {_size(p['usage']['total'])} "
+            f"{human_bytes(p['usage']['used'])} used of {human_bytes(p['usage']['total'])} "
             f"({p['usage']['percent']}%)" if "total" in p["usage"] else p["usage"]["error"])
         for p in d["partitions"]])
     section("network", lambda n: ["network:"] + [
         f"  {name} {'up' if i['up'] else 'down'} mtu {i['mtu']} {' '.join(i['addrs'])}"
-        + (f" rx {_size(i['io']['bytes_recv'])} tx {_size(i['io']['bytes_sent'])} "
+        + (f" rx {human_bytes(i['io']['bytes_recv'])} tx {human_bytes(i['io']['bytes_sent'])} "
            f"errs {i['io']['errin']}/{i['io']['errout']} drops {i['io']['dropin']}/"
            f"{i['io']['dropout']}" if i["io"] else "")
         for name, i in sorted(n.items())])
