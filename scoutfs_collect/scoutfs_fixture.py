@@ -39,20 +39,20 @@ MOUNT_OPTIONS: Dict[str, str] = {
 VOLUME_OPTIONS: Dict[str, str] = {"data_alloc_zone_blocks": "0"}
 
 
+def _counter_names(text: str) -> List[str]:
+    """One name per line; blank lines and # comments skipped."""
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
 def load_counter_names(path: PathLike) -> List[str]:
     """Counter names from a file, one per line (blank lines and # comments skipped)."""
-    lines = Path(path).read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return _counter_names(Path(path).read_text())
 
 
 def default_counter_names() -> List[str]:
     """The 203 counter names of the current scoutfs sources (packaged copy)."""
-    try:
-        res = importlib.resources.files("scoutfs_collect") / "data" / COUNTER_NAMES_FILE
-        text = res.read_text()
-    except (OSError, ModuleNotFoundError, AttributeError):
-        text = (Path(__file__).parent / "data" / COUNTER_NAMES_FILE).read_text()
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    res = importlib.resources.files("scoutfs_collect") / "data" / COUNTER_NAMES_FILE
+    return _counter_names(res.read_text())
 
 
 def _tmp_path(root: Path) -> Path:
@@ -203,11 +203,6 @@ def _remove_tree(path: Path, root: Path) -> None:
     except FileNotFoundError:
         return
     shutil.rmtree(graveyard, ignore_errors=True)
-
-
-def mount_dirs(root: PathLike) -> List[Path]:
-    """The mount directories currently under ``root``."""
-    return [Path(root) / name for name in list_mounts(root)]
 
 
 def remove_tree(root: PathLike) -> None:
