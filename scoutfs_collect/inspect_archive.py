@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from .console import human_bytes
+
 WIDTH = 100
 MANIFEST_MAX = 64 << 20
 GROUP_ABOVE = 8  # a plugin subdirectory with more files shows its small ones as one line
@@ -104,14 +106,7 @@ def list_members(archive: Path) -> List[Tuple[str, int]]:
 
 def human_size(n: Optional[float]) -> str:
     """``1.5 MiB`` style; ``?`` for unknown."""
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # unreachable
+    return "?" if n is None else human_bytes(n)
 
 
 def _num(value: Any) -> Optional[float]:
