@@ -96,6 +96,10 @@ class DmesgCollector(Collector):
         self.ring_count = len(ring)
         self.dropped: List[Tuple[int, int]] = []  # seq ranges removed by the size cap
         self.follow_bytes = 0
+        # first and last seq in FOLLOW_FILE and OLD_FOLLOW_FILE: a rotation then knows
+        # what it drops without reading the file back on the reader thread
+        self.follow_seqs: Optional[Tuple[int, int]] = None
+        self.old_seqs: Optional[Tuple[int, int]] = None
         self.out: BinaryIO = open(self.workdir / FOLLOW_FILE, "ab")
         self.follower = KmsgFollower(self.reader, self._write, self.ctx.fail, f"dmesg-{self.ctx.name}")
         self.follower.start()
@@ -105,17 +109,17 @@ class DmesgCollector(Collector):
         self.out.write(data)
         self.out.flush()
         self.follow_bytes += len(data)
+        first = self.follow_seqs[0] if self.follow_seqs else records[0].seq
+        self.follow_seqs = (first, records[-1].seq)
         if self.follow_bytes > self.options.max_mb * MB // 2:
             self._rotate()
 
     def _rotate(self) -> None:
         self.out.close()
-        old = self.workdir / OLD_FOLLOW_FILE
-        if old.exists():
-            seqs = [r.seq for r in parse_stream(old.read_bytes(), str(old))]
-            if seqs:
-                self.dropped.append((min(seqs), max(seqs)))
-        os.replace(self.workdir / FOLLOW_FILE, old)
+        if self.old_seqs is not None:
+            self.dropped.append(self.old_seqs)
+        os.replace(self.workdir / FOLLOW_FILE, self.workdir / OLD_FOLLOW_FILE)
+        self.old_seqs, self.follow_seqs = self.follow_seqs, None
         self.out = open(self.workdir / FOLLOW_FILE, "ab")
         self.follow_bytes = 0
 
