@@ -336,7 +336,17 @@ def write_results(name: str, data: Dict[str, Any]) -> Path:
             "host": os.uname().nodename, "kernel": os.uname().release, "cpus": os.cpu_count(),
             "python": sys.version.split()[0], **data}
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(f"results: {path}")
     return path
+
+
+def run(main: Callable[[], None]) -> None:
+    """A benchmark's entry point: Ctrl-C (or SIGTERM/SIGHUP, see Scratch) ends it quietly,
+    after Scratch has removed everything it started."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted; everything the benchmark started was removed")
 
 
 def require_root() -> None:

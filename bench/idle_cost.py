@@ -306,13 +306,9 @@ def main() -> None:
         ours = measure_ours(scr, sysfs, sink.port, args)
         old = None if args.no_baseline else measure_old_style(scr, sink.port, args)
     report(ours, base, old, args)
-    path = c.write_results("idle_cost", {"options": {k: v for k, v in vars(args).items() if v is not None},
-                                         "ours": ours, "baseline": base, "old_style": old})
-    print(f"results: {path}")
+    c.write_results("idle_cost", {"options": {k: v for k, v in vars(args).items() if v is not None},
+                                   "ours": ours, "baseline": base, "old_style": old})
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted; everything the benchmark started was removed")
+    c.run(main)

@@ -140,16 +140,12 @@ def main() -> None:
     print(f"python -X importtime -m scoutfs_collect --help: {total_import:.1f} ms in imports; "
           "slowest by cumulative time (indent = imported by the line above it):")
     print(c.table(["module", "self ms", "cumulative ms"], offenders))
-    path = c.write_results("startup", {
+    c.write_results("startup", {
         "options": vars(args), "times_ms": times, "armed_runs": armed, "phase_medians_ms": dict(slow),
         "import_total_ms": total_import, "import_offenders": offenders,
         "summary": [dict(zip(["command", "median_ms", "min_ms", "max_ms", "x_python_pass",
                               "minus_deps_ms"], r)) for r in rows]})
-    print(f"results: {path}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted; everything the benchmark started was removed")
+    c.run(main)

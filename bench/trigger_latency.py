@@ -305,14 +305,10 @@ def main() -> None:
     if args.fill_mb:
         print(f"tcpdump ring at T0 (median MB): {c.fmt(c.median(r['ring_bytes_at_t0'] for r in ours) / 1e6)}")
     keys = ["metric", "ours_median", "ours_range", "old_median", "old_over_ours", "goal"]
-    path = c.write_results("trigger_latency", {
+    c.write_results("trigger_latency", {
         "options": vars(args), "summary": [dict(zip(keys, r)) for r in rows],
         "ours": ours, "old_script": old, "errors": errors})
-    print(f"results: {path}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit("interrupted; everything the benchmark started was removed")
+    c.run(main)
