@@ -21,8 +21,8 @@ and 100 UDP packets/s to the run's port. Over that window:
   on it every 0.5 s: its CPU, children included). Whole-system busy CPU is recorded
   too (``--show-system`` prints it); it is meaningless while anything else runs.
 
-Run as root with the project's Python:
-    /tmp/venv311/bin/python bench/idle_cost.py [--seconds 60]
+Run as root with the project's Python (tools/setup.sh makes .venv-3.11):
+    .venv-3.11/bin/python bench/idle_cost.py [--seconds 60]
 Prints tables, writes bench/results/idle_cost.json. Never fails on a number.
 """
 

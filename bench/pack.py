@@ -12,8 +12,8 @@ compressed size and ratio, the peak RSS of the largest process (wait4) and of th
 process tree (psutil sampling every 20 ms), and CPU time. Prints a table and writes
 ``bench/results/pack.json``. It records numbers, it never fails on one.
 
-Run as root with the project's Python (the one scoutfs-collect is installed in):
-    /tmp/venv311/bin/python bench/pack.py --size-mb 256
+Run as root with the project's Python (tools/setup.sh makes .venv-3.11):
+    .venv-3.11/bin/python bench/pack.py --size-mb 256
 The input is read from the page cache in every run (generated just before, RAM permitting).
 """
 

@@ -12,8 +12,8 @@ Median wall time of N runs (default 10) of:
 
 plus the top offenders of ``python -X importtime -m scoutfs_collect --help``.
 
-Run as root with the project's Python:
-    /tmp/venv311/bin/python bench/startup.py [--runs 10]
+Run as root with the project's Python (tools/setup.sh makes .venv-3.11):
+    .venv-3.11/bin/python bench/startup.py [--runs 10]
 Prints tables, writes bench/results/startup.json. Never fails on a number.
 """
 

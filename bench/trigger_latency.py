@@ -22,8 +22,8 @@ script's command line (same filter text, -i lo) and waits for it to exit.
 ``--fill-mb 100`` first fills ~100 MB of the tcpdump ring (file_size_mb 50,
 file_count 2) with loopback traffic, to time T0 -> durable with full rings.
 
-Run as root with the project's Python:
-    /tmp/venv311/bin/python bench/trigger_latency.py [--runs 10] [--fill-mb 100]
+Run as root with the project's Python (tools/setup.sh makes .venv-3.11):
+    .venv-3.11/bin/python bench/trigger_latency.py [--runs 10] [--fill-mb 100]
 Prints a table, writes bench/results/trigger_latency.json. Never fails on a number.
 """
 
