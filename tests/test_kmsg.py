@@ -179,7 +179,8 @@ def arm_kmsg(tmp_path, armed):
 
 def test_trigger_fires_on_match_only_and_not_on_old_lines(arm_kmsg):
     nonce = unique("kmsgtrig")
-    kmsg_write(f"client 10.0.0.1:7000 {nonce} reconnect timed out, fencing (before arm)")
+    # The line before arm matches too: only reading from the end keeps it from firing.
+    kmsg_write(f"client 10.0.0.1:7000 {nonce} reconnect timed out, fencing")
     trigger, fired = arm_kmsg(pattern=f"client .* {nonce} reconnect timed out, fencing$")
     kmsg_write(f"client 10.0.0.1:7000 {nonce} reconnect ok")  # no match
     t0 = time.monotonic()
