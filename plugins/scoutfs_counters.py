@@ -9,7 +9,7 @@ import json
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import IO, Any, Dict, List, Optional, Set, Tuple
 
 from scoutfs_collect import Collector, Problem, hookimpl, option
 from scoutfs_collect import scoutfs_sysfs as sysfs
@@ -74,6 +74,7 @@ class ScoutfsCounters(Collector):
         self._lock = threading.Lock()
         self._start: Optional[Snapshot] = None
         self._stop: Optional[Snapshot] = None
+        self._series: Optional[IO[str]] = None
         self._last: Dict[str, Dict[str, int]] = {}
         self._last_time = 0.0
         self._samples = 0
@@ -147,7 +148,7 @@ class ScoutfsCounters(Collector):
                     self._record_sample(snap.time, counters)
             finally:
                 self._lock.release()
-        if getattr(self, "_series", None) is not None:
+        if self._series is not None:
             self._series.close()
         self._note_mounts(snap, events=False)
         self._write_json("counters-stop.json", snap)
@@ -157,10 +158,12 @@ class ScoutfsCounters(Collector):
         self.log.info("%s: stop read took %.1f ms", self.ctx.name, snap.read_seconds * 1000)
 
     def cleanup(self) -> None:
-        """End the sampler thread if the run ended before stop()."""
+        """End the sampler thread and close the series file if the run ended before stop()."""
         self._stop_event.set()
         if self._thread is not None:
             self._thread.join(timeout=JOIN_TIMEOUT)
+        if self._series is not None:
+            self._series.close()
 
     def finalize(self) -> None:
         workdir = self.ctx.workdir

@@ -263,3 +263,15 @@ def test_sim_demo_moves_counters_and_fires_fence(tmp_path, root, collectors):
     assert "SIMULATION" in (sim.ctx.workdir / "README.txt").read_text()
     text = (counters.ctx.workdir / "counters-delta.txt").read_text()
     assert delta_rows(text, leader)["net_send_messages"][2] > 0
+
+
+def test_cleanup_before_stop_ends_sampler_and_closes_series(tmp_path, root):
+    """A run that ends before stop() (another plugin failed to start) gives everything back."""
+    fixture.build(root, counter_names=["lock_lock"])
+    c = make(ScoutfsCounters, tmp_path, "c", sysfs_root=str(root), interval=0.02)
+    assert c.preflight() == []
+    c.start()
+    wait_samples(c, 1)
+    c.cleanup()
+    assert not c._thread.is_alive() and c._series.closed
+    c.cleanup()  # twice: idempotent
