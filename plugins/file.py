@@ -19,6 +19,7 @@ IN_CREATE = 0x100
 IN_IGNORED = 0x8000  # the watch is gone (directory removed or unmounted)
 _EVENT_HEADER = 16  # struct inotify_event: int wd; u32 mask, cookie, len; char name[len]
 NOTE_MAX = 4096  # read a note from the file only if it is this small
+FALLBACK_INTERVAL = 0.5  # seconds between checks when there is no inotify watch
 
 
 class DirectoryWatch:
@@ -79,7 +80,8 @@ class FileTrigger(ThreadedTrigger):
     Changes on the system: nothing; it never removes `path` (remove it before the
     next run, preflight refuses to arm while it exists).
     Overhead: none: an inotify watch on the parent directory wakes it at once;
-    where inotify is not available it checks every `interval` seconds.
+    where inotify is not available (or the directory is removed) it checks every
+    0.5 s.
     Requirements: the parent directory of `path` exists.
     """
 
@@ -88,7 +90,6 @@ class FileTrigger(ThreadedTrigger):
     @dataclasses.dataclass
     class Options:
         path: str = option("", "File whose appearance fires the trigger (required).")
-        interval: float = option(0.5, "Seconds between checks when inotify is not available.")
 
     def preflight(self) -> List[Problem]:
         path = self.options.path
@@ -103,9 +104,6 @@ class FileTrigger(ThreadedTrigger):
         if not os.path.isdir(parent):
             problems.append(Problem(f"directory {parent} (of option 'path') does not exist",
                                     fix=f"mkdir -p {parent}, or choose another path"))
-        if not self.options.interval > 0:
-            problems.append(Problem(f"option 'interval' is {self.options.interval}, not > 0",
-                                    fix="set interval: to a number of seconds, e.g. 0.5"))
         return problems
 
     def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
@@ -115,7 +113,7 @@ class FileTrigger(ThreadedTrigger):
             inotify = DirectoryWatch(os.path.dirname(path))
         except OSError as exc:
             log.warning("%s: no inotify (%s); checking every %g s",
-                        self.ctx.name, exc, self.options.interval)
+                        self.ctx.name, exc, FALLBACK_INTERVAL)
         self.ctx.details["method"] = "inotify" if inotify else "poll"
         try:
             while not wakeup.is_set():
@@ -124,7 +122,7 @@ class FileTrigger(ThreadedTrigger):
                     fire(f"file {path} appeared" + (f": {note}" if note else ""))
                     return
                 if inotify is None:
-                    wakeup.wait(self.options.interval)
+                    wakeup.wait(FALLBACK_INTERVAL)
                     continue
                 wakeup.wait_readable([inotify.fd])
                 if not inotify.drain():  # directory gone: fall back to checking
