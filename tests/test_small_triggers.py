@@ -8,12 +8,13 @@ import time
 import pytest
 
 from scoutfs_collect.options import OptionError, build
+from scoutfs_collect.plugins import file as file_plugin
 from scoutfs_collect.plugins import journal as journal_plugin
 from scoutfs_collect.plugins.file import FileTrigger
 from scoutfs_collect.plugins.journal import JournalTrigger
 from scoutfs_collect.plugins.timer import TimerTrigger
 from scoutfs_collect.registry import load
-from tests.helpers import Fired, make_plugin
+from tests.helpers import Fired, make_plugin, wait_for
 
 
 @pytest.fixture
@@ -82,6 +83,22 @@ def test_file_trigger_sees_a_rename_and_passes_the_note(workdir, tmp_path, armed
     os.rename(tmp, path)
     assert fired.event.wait(2)
     assert fired.reasons == [f"file {path} appeared: operator asked"]
+
+
+def test_file_trigger_falls_back_to_checking_when_the_directory_goes(workdir, tmp_path, armed,
+                                                                    monkeypatch):
+    monkeypatch.setattr(file_plugin, "FALLBACK_INTERVAL", 0.02)
+    watched = tmp_path / "d"
+    watched.mkdir()
+    trigger = make_plugin(FileTrigger, workdir, path=str(watched / "dump-now"))
+    fired = armed(trigger)
+    wait_for(lambda: trigger.ctx.details.get("method") == "inotify", 2, "inotify watch")
+    watched.rmdir()  # the watch goes with it (IN_IGNORED)
+    wait_for(lambda: trigger.ctx.details["method"] == "poll", 2, "fallback to checking")
+    watched.mkdir()
+    (watched / "dump-now").write_text("")
+    assert fired.event.wait(2)
+    assert fired.reasons == [f"file {watched / 'dump-now'} appeared"]
 
 
 def test_file_trigger_preflight(workdir, tmp_path):
