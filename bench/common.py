@@ -60,8 +60,8 @@ class Scratch:
     the same ``finally`` runs as for Ctrl-C.
     """
 
-    def __init__(self, prefix: str, keep: bool = False) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix=f"scoutfs-bench-{prefix}."))
+    def __init__(self, prefix: str, keep: bool = False, parent: Optional[str] = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"scoutfs-bench-{prefix}.", dir=parent))
         os.chmod(self.dir, 0o755)
         self.keep = keep
         self.procs: List[subprocess.Popen] = []

@@ -29,16 +29,15 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import common as c
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results" / "pack.json"
+RESULTS = c.RESULTS_DIR / "pack.json"
 MiB = 1 << 20
 STEM = "scoutfs-collect.benchhost.20240501-120000Z"
 
@@ -174,11 +173,10 @@ def commands(wd: Path, out: Path) -> Dict[str, List[str]]:
     }
 
 
-def run_one(argv: List[str], env: Dict[str, str]) -> Dict[str, object]:
+def run_one(scr: c.Scratch, argv: List[str]) -> Dict[str, object]:
     """Run argv to completion; wall time, peak RSS (largest process, whole tree), CPU."""
     started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = scr.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_tree = [0]
     done = threading.Event()
 
@@ -232,25 +230,16 @@ def median(values: List[float]) -> Optional[float]:
     return round(statistics.median(values), 3) if values else None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=int, default=1024, help="input size to generate (MiB)")
     ap.add_argument("--runs", type=int, default=3, help="runs of each method (alternated)")
     ap.add_argument("--dir", default="/var/tmp", help="where the temporary input goes")
     ap.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
-    args = ap.parse_args(argv)
+    args = ap.parse_args()
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    check = subprocess.run([sys.executable, "-c", "import scoutfs_collect.archive"], env=env,
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        print(f"cannot import scoutfs_collect with {sys.executable}: run this with the "
-              f"project's Python\n{check.stderr.strip()}", file=sys.stderr)
-        return 2
-
-    tmp = Path(tempfile.mkdtemp(prefix="scoutfs-collect-bench-", dir=args.dir))
-    try:
+    with c.Scratch("pack", parent=args.dir) as scr:  # removed also on Ctrl-C and SIGTERM
+        tmp = scr.dir
         t0 = time.monotonic()
         wd = generate(tmp / "in", args.size_mb)
         files = [p for p in wd.rglob("*") if p.is_file()]
@@ -264,15 +253,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             for name in order:
                 out = tmp / "out"
                 out.mkdir()
-                result = run_one(commands(wd, out)[name], env)
+                result = run_one(scr, commands(wd, out)[name])
                 archives = list(out.iterdir())
                 result["size"] = archives[0].stat().st_size if len(archives) == 1 else None
                 runs[name].append(result)
                 shutil.rmtree(out)
                 print(f"  run {r + 1} {name:<20} {result['wall_s']:7.2f} s  "
                       f"exit {result['exit']}", flush=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
     summary = {}
     for name, rs in runs.items():
@@ -312,8 +299,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten {args.output}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    c.run(main)
