@@ -18,7 +18,8 @@ from .kmsg import DEFAULT_PATTERN, regex_problem
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 NO_JOURNAL = "no systemd journal on this host; use the kmsg trigger for kernel lines"
-OUTPUT = "journal-follow.txt"
+FIFO = "journalctl.fifo"  # journalctl's stdout; removed again before arm() returns
+READ_MAX = 65536
 
 
 class JournalTrigger(ThreadedTrigger):
@@ -28,15 +29,15 @@ class JournalTrigger(ThreadedTrigger):
     trigger: it is faster and works without journald.
 
     Runs `journalctl --follow -n 0 -o cat -g PATTERN` (plus `-u UNIT` or
-    `-t IDENTIFIER` if set) with its output in this trigger's work directory, and
-    reads that file every `interval` seconds. journald itself publishes new entries
-    with up to ~250 ms delay, so expect this trigger to notice a message 0.1 to 0.5 s
-    late. journalctl's -g (PCRE2, case-insensitive for all-lowercase patterns)
-    only pre-filters; each line is then matched with Python's re, case-sensitively.
+    `-t IDENTIFIER` if set) and reads its output through a pipe, waking only when
+    it prints. journald itself publishes new entries with up to ~250 ms delay, so
+    expect this trigger to notice a message up to ~0.25 s late. journalctl's -g
+    (PCRE2, case-insensitive for all-lowercase patterns) only pre-filters; each
+    line is then matched with Python's re, case-sensitively.
     Messages logged in the moment between arming and journalctl's start are missed.
 
     Changes on the system: nothing (one journalctl process, ended at disarm).
-    Overhead: one idle journalctl process; a file read every `interval` seconds.
+    Overhead: one idle journalctl process; no periodic wake-up.
     Requirements: systemd-journald running, journalctl with pattern support
     (systemd 237 or newer: RHEL/Rocky 8 and 9).
     """
@@ -48,16 +49,12 @@ class JournalTrigger(ThreadedTrigger):
         pattern: str = option(DEFAULT_PATTERN, "Python regular expression searched in messages.")
         unit: str = option("", "Only messages of this systemd unit (journalctl -u), if set.")
         identifier: str = option("", "Only messages with this syslog identifier (-t), if set.")
-        interval: float = option(0.25, "Seconds between reads of journalctl's output.")
 
     def preflight(self) -> List[Problem]:
         problems: List[Problem] = []
         bad = regex_problem("pattern", self.options.pattern)
         if bad:
             problems.append(bad)
-        if not self.options.interval > 0:
-            problems.append(Problem(f"option 'interval' is {self.options.interval}, not > 0",
-                                    fix="set interval: to a number of seconds, e.g. 0.25"))
         if shutil.which("journalctl") is None:
             problems.append(Problem(f"journalctl not found: {NO_JOURNAL}",
                                     fix="dnf install systemd / apt-get install systemd, "
@@ -77,12 +74,23 @@ class JournalTrigger(ThreadedTrigger):
 
     def arm(self, fire: FireCallback) -> None:
         self._regex = re.compile(self.options.pattern)
-        self._output = Path(self.ctx.workdir) / OUTPUT
         self._stderr = Path(self.ctx.workdir) / "journalctl.stderr"
-        self._child: Optional[ChildProcess] = ChildProcess(
-            self.argv(), stdout=self._output, stderr=self._stderr,
-            on_unexpected_exit=self._child_died,
-        ).start()
+        fifo = Path(self.ctx.workdir) / FIFO
+        os.mkfifo(fifo, 0o600)
+        try:
+            # The read end first: a non-blocking open needs no writer, and then
+            # journalctl's open of the write end does not block either.
+            self._fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                self._child: Optional[ChildProcess] = ChildProcess(
+                    self.argv(), stdout=fifo, stderr=self._stderr,
+                    on_unexpected_exit=self._child_died,
+                ).start()
+            except BaseException:
+                os.close(self._fd)
+                raise
+        finally:
+            fifo.unlink()  # both ends are open; nothing special is left in the work dir
         self.ctx.details["argv"] = self._child.argv
         super().arm(fire)
 
@@ -95,15 +103,21 @@ class JournalTrigger(ThreadedTrigger):
 
     def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
         pending = b""
-        with open(self._output, "rb") as out:
-            while not wakeup.wait(self.options.interval):
-                pending += out.read()
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    text = line.decode("utf-8", "replace")
-                    if self._regex.search(text):
-                        fire(text)
-                        return
+        while not wakeup.is_set():
+            if not wakeup.wait_readable([self._fd]):
+                continue
+            try:
+                data = os.read(self._fd, READ_MAX)
+            except BlockingIOError:
+                continue
+            if not data:  # journalctl exited: _child_died reports it
+                return
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                text = line.decode("utf-8", "replace")
+                if self._regex.search(text):
+                    fire(text)
+                    return
 
     def disarm(self) -> None:
         super().disarm()
@@ -111,6 +125,7 @@ class JournalTrigger(ThreadedTrigger):
         if child is not None:
             child.stop(signal.SIGTERM, grace=2.0)
             self._child = None
+            os.close(self._fd)
 
 
 @hookimpl
