@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
@@ -111,7 +112,7 @@ def test_file_trigger_preflight(workdir, tmp_path):
     assert "does not exist" in problem.message
 
 
-# --- journal (no journald on this machine: only preflight and options are testable) -------
+# --- journal --------------------------------------------------------------------------------
 
 def test_journal_preflight_fails_clearly_without_journald(workdir, monkeypatch):
     # Point the journald socket check at a path that does not exist, so the test holds on
@@ -125,13 +126,53 @@ def test_journal_preflight_fails_clearly_without_journald(workdir, monkeypatch):
 
 
 def test_journal_options(workdir):
-    trigger = make_plugin(JournalTrigger, workdir, pattern="fence (agent|failed", interval=0)
+    trigger = make_plugin(JournalTrigger, workdir, pattern="fence (agent|failed")
     messages = [p.message for p in trigger.preflight()]
     assert any("option 'pattern'" in m and "missing )" in m for m in messages)
-    assert any("option 'interval'" in m for m in messages)
     with pytest.raises(OptionError) as err:
         build(JournalTrigger.Options, {"patern": "x"})
     assert "did you mean 'pattern'" in str(err.value)
     argv = make_plugin(JournalTrigger, workdir, pattern="x", unit="fenced.service").argv()
     assert argv[0] == "journalctl" and "--follow" in argv
     assert argv[-4:] == ["--unit", "fenced.service", "--grep", "x"]
+
+
+def journalctl_stand_in(script: str):
+    """``JournalTrigger.argv`` replaced by a program that prints what ``script`` prints and
+    then waits to be ended. This machine has no journald, so the real journalctl has no
+    journal to follow; the stand-in plays its output side, which is what the trigger reads."""
+    return lambda self: [sys.executable, "-c", script + "\nimport signal\nsignal.pause()"]
+
+
+def test_journal_trigger_matches_lines_read_through_the_pipe(workdir, monkeypatch):
+    script = ("import sys, time\n"
+              "sys.stdout.write('Fence agent failed (other case)\\nfence ag')\n"
+              "sys.stdout.flush()\n"
+              "time.sleep(0.05)  # the rest of the line in a later write\n"
+              "sys.stdout.write('ent failed on node3\\n')\n"
+              "sys.stdout.flush()\n")
+    monkeypatch.setattr(JournalTrigger, "argv", journalctl_stand_in(script))
+    trigger = make_plugin(JournalTrigger, workdir, pattern="fence agent failed")
+    fired = Fired()
+    trigger.arm(fired)
+    child = trigger._child
+    try:
+        assert os.listdir(workdir) == ["journalctl.stderr"]  # the fifo is gone once armed
+        assert fired.event.wait(5)
+    finally:
+        trigger.disarm()
+    assert fired.reasons == ["fence agent failed on node3"]
+    assert child.returncode is not None  # disarm ended it
+    assert trigger.ctx.failures == []
+
+
+def test_journal_trigger_reports_journalctl_exiting(workdir, armed, monkeypatch):
+    monkeypatch.setattr(JournalTrigger, "argv",
+                        lambda self: [sys.executable, "-c", "import sys; sys.exit('no journal')"])
+    trigger = make_plugin(JournalTrigger, workdir)
+    fired = armed(trigger)
+    wait_for(lambda: trigger.ctx.failures, 5, "ctx.fail")
+    assert trigger.ctx.failures == ["journalctl exited with status 1: no journal"]
+    trigger._thread.join(2)
+    assert not trigger._thread.is_alive()  # the end of the pipe ended the watcher
+    assert fired.reasons == []
