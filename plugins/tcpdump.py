@@ -350,7 +350,7 @@ class Tcpdump(Collector):
         code = child.wait(STOP_GRACE)
         if code is None:
             code = child.stop(signal.SIGTERM, grace=2.0)
-        self.ctx.details["exit_status"] = code if self._exit_code is None else self._exit_code
+        self.ctx.details["exit_status"] = code
 
     def cleanup(self) -> None:
         """Never leave tcpdump running: stop it if it still is."""
