@@ -259,10 +259,6 @@ class KmsgReader:
         self.records_read += len(out)
         return out
 
-    @property
-    def gaps(self) -> List[Gap]:
-        return self.tracker.gaps
-
     def stats(self) -> Dict[str, int]:
         return {
             "records": self.records_read,
