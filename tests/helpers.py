@@ -19,7 +19,9 @@ from scoutfs_collect.tracefs import Instance, TracefsError
 
 T = TypeVar("T")
 
-SHARED_COUNTER_NAMES = Path("/work/shared/reference/scoutfs-counter-names.txt")
+# The project's shared/ folder sits beside the checkout (here and in CI).
+SHARED_COUNTER_NAMES = (Path(__file__).resolve().parents[2] / "shared" / "reference"
+                        / "scoutfs-counter-names.txt")
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:

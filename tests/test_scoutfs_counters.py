@@ -18,7 +18,7 @@ from scoutfs_collect.plugins.scoutfs_counters import ScoutfsCounters
 from scoutfs_collect.plugins.scoutfs_fence import ScoutfsFence
 from scoutfs_collect.plugins.scoutfs_sim import ScoutfsSim
 
-from .helpers import counter_names, make_plugin, wait_for
+from .helpers import SHARED_COUNTER_NAMES, counter_names, make_plugin, wait_for
 
 
 def make(cls, tmp_path: Path, name: str, **values):
@@ -60,7 +60,8 @@ def delta_rows(text: str, mount: str) -> Dict[str, Tuple[int, int, int]]:
 
 
 def test_counter_names_copy():
-    names = counter_names()
+    assert SHARED_COUNTER_NAMES.is_file(), f"the shared reference list is missing: {SHARED_COUNTER_NAMES}"
+    names = fixture.load_counter_names(SHARED_COUNTER_NAMES)
     assert len(names) == 203 and len(set(names)) == 203
     assert fixture.default_counter_names() == names  # the packaged copy is in sync
 
