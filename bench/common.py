@@ -12,7 +12,6 @@ import argparse
 import ctypes
 import json
 import os
-import re
 import select
 import shutil
 import signal
@@ -32,7 +31,6 @@ from scoutfs_collect.pcap import PcapReader
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-_TS = re.compile(r"\s(\d+\.\d{6,9}):\s")
 
 
 # ------------------------------------------------------------------ scratch and cleanup
@@ -254,9 +252,9 @@ def trace_lines(path: Path) -> Iterable[Tuple[float, str]]:
     """(timestamp, line) of each event line of a text trace."""
     with open(path, errors="replace") as f:
         for line in f:
-            m = None if line.startswith("#") else _TS.search(line)
-            if m:
-                yield float(m.group(1)), line
+            ts = tracefs.line_time(line)
+            if ts is not None:
+                yield ts, line
 
 
 def events_after_line(path: Path, needle: str) -> Dict[str, Any]:
