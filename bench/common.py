@@ -26,8 +26,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from scoutfs_collect import tracefs
-from scoutfs_collect.pcap import PcapReader
+from scoutfs_collect.system import tracefs
+from scoutfs_collect.system.pcap import PcapReader
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"

@@ -45,8 +45,9 @@ from typing import Any, Dict, List, Optional
 import common as c
 import psutil
 
-from scoutfs_collect import scoutfs_fixture, tracefs
-from scoutfs_collect.api import directory_size
+from scoutfs_collect.demo import fixture as scoutfs_fixture
+from scoutfs_collect.plugin.api import directory_size
+from scoutfs_collect.system import tracefs
 
 TICK = os.sysconf("SC_CLK_TCK")
 HERE = Path(__file__).resolve().parent

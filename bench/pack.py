@@ -3,7 +3,7 @@
 Generates realistic captured data (ftrace text, pcap files, per-CPU binary buffers) in a
 temporary directory, then alternates runs of
 
-* ``pack()``                      scoutfs_collect.archive.pack(..., "zstd")
+* ``pack()``                      scoutfs_collect.archive.write.pack(..., "zstd")
 * ``tar -I 'zstd -T0' -cf``       multi-threaded zstd through tar
 * ``tar --zstd -cf``              what the original script does (single-threaded zstd)
 
@@ -158,7 +158,7 @@ def generate(root: Path, size_mb: int) -> Path:
 # ------------------------------------------------------------------ measuring
 
 
-PACK_CODE = ("import sys; from pathlib import Path; from scoutfs_collect.archive import pack; "
+PACK_CODE = ("import sys; from pathlib import Path; from scoutfs_collect.archive.write import pack; "
              "pack(Path(sys.argv[1]), Path(sys.argv[2]), 'zstd')")
 
 

@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Tuple
 
 import common as c
 
-from scoutfs_collect import scoutfs_fixture
-from scoutfs_collect.inspect_archive import read_manifest
+from scoutfs_collect.archive.read import read_manifest
+from scoutfs_collect.demo import fixture as scoutfs_fixture
 
 
 def console_script() -> List[str]:

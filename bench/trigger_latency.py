@@ -43,8 +43,8 @@ from typing import Any, Dict, List, Optional
 
 import common as c
 
-from scoutfs_collect import tracefs
-from scoutfs_collect.inspect_archive import read_manifest
+from scoutfs_collect.archive.read import read_manifest
+from scoutfs_collect.system import tracefs
 
 EVENTS = ["sched:sched_switch", "sched:sched_wakeup"]
 

@@ -1,12 +1,20 @@
 """scoutfs-collect: a flight recorder for the scoutfs clustered filesystem.
 
-The public plugin API is re-exported here; see :mod:`scoutfs_collect.hookspecs` and
-:mod:`scoutfs_collect.api`.
+The public plugin API is re-exported here; see :mod:`scoutfs_collect.plugin.hookspecs` and
+:mod:`scoutfs_collect.plugin.api`.
 """
 
-from .api import Collector, PluginContext, Problem, Target, ThreadedTrigger, Trigger, Wakeup
-from .hookspecs import hookimpl
-from .options import option
+from scoutfs_collect.plugin.api import (
+    Collector,
+    PluginContext,
+    Problem,
+    Target,
+    ThreadedTrigger,
+    Trigger,
+    Wakeup,
+)
+from scoutfs_collect.plugin.hookspecs import hookimpl
+from scoutfs_collect.plugin.options import option
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from scoutfs_collect import tracefs
+from scoutfs_collect.system import tracefs
 from tests.helpers import Fired, wait_for
 
 HERE = Path(__file__).resolve().parent

@@ -13,9 +13,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
-from scoutfs_collect import PluginContext, Target, options
-from scoutfs_collect import scoutfs_fixture as fixture
-from scoutfs_collect.tracefs import Instance, TracefsError
+from scoutfs_collect import PluginContext, Target
+from scoutfs_collect.demo import fixture
+from scoutfs_collect.plugin import options
+from scoutfs_collect.system.tracefs import Instance, TracefsError
 
 T = TypeVar("T")
 

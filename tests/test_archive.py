@@ -16,7 +16,8 @@ from typing import Dict, List
 import psutil
 import pytest
 
-from scoutfs_collect import archive, inspect_archive
+from scoutfs_collect.archive import read as inspect_archive
+from scoutfs_collect.archive import write as archive
 
 TOP = "scoutfs-collect.node1.20240501-120000Z"
 SUFFIX = {"zstd": ".tar.zst", "xz": ".tar.xz", "gz": ".tar.gz"}
@@ -97,7 +98,7 @@ def _partials(out: Path) -> List[str]:
 def test_pack_round_trip_with_system_tar(workdir: Path, tmp_path: Path, compression, level,
                                          caplog, no_leftover_children):
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="scoutfs_collect.archive"):
+    with caplog.at_level(logging.WARNING, logger="scoutfs_collect.archive.write"):
         path = archive.pack(workdir, out, compression, level=level)
 
     assert path == out / (TOP + SUFFIX[compression])
@@ -220,7 +221,7 @@ def test_files_changing_while_packing(workdir: Path, tmp_path: Path, monkeypatch
             with open(grow, "ab") as f:
                 f.write(b"more")
 
-    with caplog.at_level(logging.WARNING, logger="scoutfs_collect.archive"):
+    with caplog.at_level(logging.WARNING, logger="scoutfs_collect.archive.write"):
         path = archive.pack(workdir, tmp_path / "out", "gz", progress=change)
     with tarfile.open(path) as tar:
         assert tar.extractfile(f"{TOP}/z-shrink").read() == b"s" * 10 + b"\0" * 99990
@@ -307,7 +308,7 @@ def test_render_partial_manifest():
 PACK_300MB = """
 import resource, sys
 from pathlib import Path
-from scoutfs_collect import archive
+from scoutfs_collect.archive import write as archive
 archive.pack(Path(sys.argv[1]), Path(sys.argv[2]), "zstd")
 packed = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 archive.sha256_files(Path(sys.argv[1]))

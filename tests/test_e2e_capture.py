@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from scoutfs_collect import scoutfs_fixture as fixture
-from scoutfs_collect.pcap import PcapReader
+from scoutfs_collect.demo import fixture
+from scoutfs_collect.system.pcap import PcapReader
 from tests.conftest import finish
 from tests.helpers import extract, kmsg_write, unique
 

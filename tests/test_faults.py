@@ -18,8 +18,8 @@ from typing import Dict, Iterator, List
 import psutil
 import pytest
 
-from scoutfs_collect import scoutfs_fixture as fixture
-from scoutfs_collect.tracefs import Instance
+from scoutfs_collect.demo import fixture
+from scoutfs_collect.system.tracefs import Instance
 from tests.conftest import finish
 from tests.helpers import (  # archive_of, inspect: test_disk_space and test_security import them here
     archive_of,

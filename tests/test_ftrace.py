@@ -9,11 +9,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-import scoutfs_collect.plugins.ftrace as ftrace_plugin
-from scoutfs_collect import options, proc, tracefs
-from scoutfs_collect.api import PluginContext, Target
-from scoutfs_collect.plugins.ftrace import Ftrace
-from scoutfs_collect.tracefs import Instance
+import scoutfs_collect.plugins.collectors.ftrace as ftrace_plugin
+from scoutfs_collect.plugin import options
+from scoutfs_collect.plugin.api import PluginContext, Target
+from scoutfs_collect.plugins.collectors.ftrace import Ftrace
+from scoutfs_collect.system import proc, tracefs
+from scoutfs_collect.system.tracefs import Instance
 from tests.helpers import kmsg_write, make_plugin, unique, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT

@@ -9,10 +9,11 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from scoutfs_collect import cli, options, profile, registry
-from scoutfs_collect.api import Target
-from scoutfs_collect.errors import UsageError
-from scoutfs_collect.runner import build_instances
+from scoutfs_collect.core import cli, profile, registry
+from scoutfs_collect.core.errors import UsageError
+from scoutfs_collect.core.runner import build_instances
+from scoutfs_collect.plugin import options
+from scoutfs_collect.plugin.api import Target
 
 REG = registry.load()
 TYPE_NAMES = sorted(REG.types)

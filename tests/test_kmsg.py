@@ -1,4 +1,4 @@
-"""scoutfs_collect.kmsg and the kmsg trigger, on the real /dev/kmsg."""
+"""scoutfs_collect.system.kernel_log and the kmsg trigger, on the real /dev/kmsg."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import List
 import pytest
 
 from scoutfs_collect import Wakeup
-from scoutfs_collect.kmsg import (
+from scoutfs_collect.plugins.triggers.kmsg import KmsgTrigger
+from scoutfs_collect.system.kernel_log import (
     EpochClock,
     KmsgFollower,
     KmsgReader,
@@ -21,7 +22,6 @@ from scoutfs_collect.kmsg import (
     parse_stream,
     unescape,
 )
-from scoutfs_collect.plugins.kmsg import KmsgTrigger
 from tests.helpers import kmsg_write, make_plugin, unique, wait_for
 
 # --- parsing -----------------------------------------------------------------------------

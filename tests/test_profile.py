@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scoutfs_collect import profile, registry
-from scoutfs_collect.errors import UsageError
+from scoutfs_collect.core import profile, registry
+from scoutfs_collect.core.errors import UsageError
 
 
 @pytest.fixture(scope="module")

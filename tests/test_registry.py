@@ -8,7 +8,8 @@ import signal
 import textwrap
 from pathlib import Path
 
-from scoutfs_collect import hookspecs, registry
+from scoutfs_collect.core import registry
+from scoutfs_collect.plugin import hookspecs
 from tests.conftest import finish
 from tests.helpers import extract
 
@@ -184,8 +185,8 @@ def test_the_readme_site_plugin_example_works(cli, tmp_path):
 
 def test_every_builtin_collector_cleanup_is_safe_without_start(tmp_path):
     """The runner calls cleanup() on every exit path, also when start() never ran."""
-    from scoutfs_collect.api import PluginContext, Target
-    from scoutfs_collect.options import build
+    from scoutfs_collect.plugin.api import PluginContext, Target
+    from scoutfs_collect.plugin.options import build
 
     for ptype in registry.load().of_kind("collector"):
         ctx = PluginContext(name=ptype.type_name, type_name=ptype.type_name,

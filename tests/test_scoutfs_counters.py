@@ -11,12 +11,12 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from scoutfs_collect import scoutfs_fixture as fixture
-from scoutfs_collect import scoutfs_sysfs as sysfs
-from scoutfs_collect.plugins import scoutfs_counters
-from scoutfs_collect.plugins.scoutfs_counters import ScoutfsCounters
-from scoutfs_collect.plugins.scoutfs_fence import ScoutfsFence
-from scoutfs_collect.plugins.scoutfs_sim import ScoutfsSim
+from scoutfs_collect.demo import fixture
+from scoutfs_collect.plugins.collectors import scoutfs_counters
+from scoutfs_collect.plugins.collectors.scoutfs_counters import ScoutfsCounters
+from scoutfs_collect.plugins.collectors.scoutfs_sim import ScoutfsSim
+from scoutfs_collect.plugins.triggers.scoutfs_fence import ScoutfsFence
+from scoutfs_collect.scoutfs import sysfs
 
 from .helpers import SHARED_COUNTER_NAMES, counter_names, make_plugin, wait_for
 

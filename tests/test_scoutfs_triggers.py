@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scoutfs_collect import scoutfs_fixture as fixture
-from scoutfs_collect.plugins.counter import CounterTrigger
-from scoutfs_collect.plugins.scoutfs_fence import ScoutfsFence
+from scoutfs_collect.demo import fixture
+from scoutfs_collect.plugins.triggers.counter import CounterTrigger
+from scoutfs_collect.plugins.triggers.scoutfs_fence import ScoutfsFence
 
 from .helpers import counter_names, make_plugin, wait_for
 

@@ -16,7 +16,7 @@ from typing import Iterator, List
 
 import pytest
 
-from scoutfs_collect.paths import run_stem
+from scoutfs_collect.system.paths import run_stem
 from tests.conftest import finish
 from tests.helpers import extract, unique
 from tests.test_faults import archive_of
@@ -247,7 +247,7 @@ def test_secrets_in_the_environment_are_not_printed_or_archived(cli, tmp_path):
 def test_output_dir_on_scoutfs_is_refused(tmp_path):
     """The old README's rule, enforced: tracing scoutfs onto scoutfs feeds back. The mount
     table is given as data (no scoutfs can be mounted here); the check itself is real."""
-    from scoutfs_collect.checks import check_output_dir
+    from scoutfs_collect.core.checks import check_output_dir
 
     table = ["/dev/vda / ext4 rw 0 0",
              f"scoutfs-data {tmp_path} scoutfs rw 0 0",

@@ -208,14 +208,14 @@ def test_sighup_and_closed_stdout_stderr_do_not_end_the_capture(cli, nohup):
 
 WRAPPER = """\
 import os, signal, sys
-import scoutfs_collect.runner as runner
+import scoutfs_collect.core.runner as runner
 made = runner.make_workdir
 def make_workdir(*args, **kwargs):
     path = made(*args, **kwargs)
     os.kill(os.getpid(), signal.{sig})  # the signal lands the instant the work dir exists
     return path
 runner.make_workdir = make_workdir
-from scoutfs_collect.cli import main
+from scoutfs_collect.core.cli import main
 sys.exit(main())
 """
 

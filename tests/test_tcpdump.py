@@ -17,12 +17,12 @@ from typing import Iterator, List, Tuple
 import psutil
 import pytest
 
-import scoutfs_collect.plugins.tcpdump as tcpdump_plugin
-from scoutfs_collect.api import Target
-from scoutfs_collect.options import check_declaration, specs
-from scoutfs_collect.pcap import PcapError, PcapReader, summarize
-from scoutfs_collect.plugins.tcpdump import Tcpdump, parse_stats
-from scoutfs_collect.registry import load
+import scoutfs_collect.plugins.collectors.tcpdump as tcpdump_plugin
+from scoutfs_collect.core.registry import load
+from scoutfs_collect.plugin.api import Target
+from scoutfs_collect.plugin.options import check_declaration, specs
+from scoutfs_collect.plugins.collectors.tcpdump import Tcpdump, parse_stats
+from scoutfs_collect.system.pcap import PcapError, PcapReader, summarize
 from tests.helpers import make_plugin, wait_for
 
 # --- fixtures: a free port, collectors that are always stopped, no tcpdump left ---------

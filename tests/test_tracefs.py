@@ -1,4 +1,4 @@
-"""scoutfs_collect.tracefs against the real kernel: private instances only."""
+"""scoutfs_collect.system.tracefs against the real kernel: private instances only."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scoutfs_collect import tracefs
-from scoutfs_collect.tracefs import CpuStats, Instance, TracefsError
+from scoutfs_collect.system import tracefs
+from scoutfs_collect.system.tracefs import CpuStats, Instance, TracefsError
 from tests.helpers import unique, wait_for, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT

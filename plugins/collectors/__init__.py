@@ -1,0 +1,1 @@
+"""Built-in collector types, one module each, registered by entry point."""

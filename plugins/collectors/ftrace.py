@@ -1,0 +1,398 @@
+"""The ``ftrace`` collector: scoutfs trace events in a private ring, frozen in-kernel."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import psutil
+
+from scoutfs_collect import Collector, Problem, hookimpl, option
+from scoutfs_collect.plugin.api import directory_size
+from scoutfs_collect.system import proc, tracefs
+from scoutfs_collect.system.paths import fsync_path
+from scoutfs_collect.system.tracefs import Instance, TracefsError
+
+CONSOLE = "printk:console"
+SELFTEST_TAG = "scoutfs-collect-ftrace-selftest"
+FTRACE_ENABLED = Path("/proc/sys/kernel/ftrace_enabled")
+TEXT_FIRST_BYTES = 64 << 20  # above this much ring in use, copy raw pages before the text
+INSTALL = "dnf install trace-cmd (RHEL/Rocky) or apt-get install trace-cmd (Debian/Ubuntu)"
+FENCING = ["*reconnect timed out, fencing*", "*server closing*"]
+
+
+@dataclasses.dataclass
+class FtraceOptions:
+    instance: str = option("scoutfs_collect", "Name of the private tracefs instance (instances/NAME).")
+    buffer_size_kb: int = option(10240, "Ring buffer size per CPU in KiB (memory used: this x CPUs).")
+    events: List[str] = option(["scoutfs:*"], "Trace events to record, as SYSTEM:* or SYSTEM:EVENT.")
+    freeze_on: List[str] = option(FENCING, "Kernel log globs that stop the ring in-kernel at once.")
+    mode: str = option("ring", "ring: in memory; record: trace-cmd record to disk.", ("ring", "record"))
+    record_max_kb: int = option(51200, "record mode: per-CPU cap of trace-cmd's files (record -m).")
+
+
+@dataclasses.dataclass
+class SelfTest:  # did a kernel log line stop this instance, and only this one?
+    result: str = "skipped"  # passed | failed | skipped
+    latency_ms: Optional[float] = None
+    others_stopped: List[str] = dataclasses.field(default_factory=list)
+    error: str = ""
+
+
+def note(message: str) -> Problem:
+    return Problem(message, fatal=False)
+
+
+class Ftrace(Collector):
+    """Records kernel trace events (default: all scoutfs events) in a private ftrace
+    ring buffer holding the most recent history in memory, frozen by the kernel itself
+    the instant it logs a fencing line (an in-kernel `traceoff` trigger).
+
+    Output: trace.txt (text), trace.dat (if trace-cmd is installed; `trace-cmd report`,
+    KernelShark), raw/ (the per-CPU ring pages with the event formats and headers to
+    rebuild trace.dat anywhere, see raw/RESTORE). Manifest details: events, buffer
+    size, freeze mode and self-test, per-CPU entries/overruns, clock offset to epoch.
+
+    WHAT IT CHANGES ON THE SYSTEM: creates tracefs instance instances/NAME (its buffer
+    size, events, `boot` trace clock, a traceoff trigger on its printk:console event)
+    and removes it at the end, also a leftover of a killed run. It never writes a
+    global ftrace setting (trace-cmd extract would: trace.dat is built with trace-cmd
+    restore instead, which briefly sets kernel.kptr_restrict to 0 to read symbols and
+    restores it). Mounts tracefs on /sys/kernel/tracing if unmounted. Logs one
+    self-test line (scoutfs-collect-ftrace-selftest-...) to the kernel log at start.
+    mode: record runs `trace-cmd record -B NAME` (tested only where trace-cmd works;
+    trace-cmd may reset global tracing settings when it exits).
+
+    OVERHEAD: ~64 ns per event hit; buffer_size_kb x CPUs of kernel memory. In ring
+    mode nothing is written to disk and nothing polls until the run ends; then the
+    raw copy takes ~7 ms per 8 MiB, the text ~1 s per 16 MiB of ring.
+
+    REQUIREMENTS: root; tracefs (CONFIG_FTRACE); the scoutfs module for scoutfs:*
+    events (modprobe scoutfs); trace-cmd for trace.dat and record mode (dnf install
+    trace-cmd / apt-get install trace-cmd). In-kernel freezing needs a kernel whose
+    printk:console sees every log line (~5.19+): a self-test at start finds out, else
+    the ring is stopped from user space when the run's trigger fires.
+    """
+
+    type_name = "ftrace"
+    Options = FtraceOptions
+    _root: Optional[Path] = None
+    _inst: Optional[Instance] = None
+    _created = False
+    _finalized = False
+    _clock_offset: Optional[float] = None
+    _child: Optional[proc.ChildProcess] = None
+    _events: List[str] = []  # replaced, never mutated
+
+    # --- preflight ------------------------------------------------------------------
+    def disk_estimate(self) -> int:
+        """ring: raw copy (1x) + text (~3.5x measured) + trace.dat (<=1x) + symbols;
+        record: trace-cmd's two half files per CPU."""
+        o = self.options
+        kb = o.record_max_kb * 2 if o.mode == "record" else o.buffer_size_kb * 5
+        return kb * 1024 * self._ncpus() + (16 << 20)
+
+    def _ncpus(self) -> int:
+        return len(tracefs.cpu_ids(self._root or tracefs.DEFAULT_ROOT))
+
+    def preflight(self) -> List[Problem]:
+        o, dry, fix_globs = self.options, self.ctx.dry_run, "fix freeze_on in the profile"
+        bad = [g for g in o.freeze_on if not g or '"' in g or "\n" in g]
+        out = [Problem(f'bad freeze_on glob {g!r} (empty, " or newline)', fix_globs) for g in bad]
+        if os.geteuid() != 0:
+            out.append(Problem("ftrace needs root (tracefs and /dev/kmsg)", "run as root"))
+        if o.buffer_size_kb <= 0 or o.record_max_kb <= 0:
+            out.append(Problem("buffer_size_kb and record_max_kb must be positive"))
+        try:
+            inst = Instance(o.instance)
+            self._root, mounted = tracefs.ensure_mounted(dry_run=dry)
+        except ValueError as exc:
+            return out + [Problem(str(exc), "fix instance in the profile")]
+        except TracefsError as exc:
+            return out + [Problem(str(exc), "mount -t tracefs nodev /sys/kernel/tracing")]
+        if mounted:
+            out.append(note(f"tracefs {'will be' if dry else 'was not mounted:'} mounted at {self._root}"))
+            if dry:
+                return out
+        if not (self._root / "instances").is_dir():
+            return out + [Problem("kernel without ftrace instances", "use a kernel 3.10 or later")]
+        out += self._preflight_stale(Instance(inst.name, self._root)) + self._preflight_events()
+        need, avail = o.buffer_size_kb * 1024 * self._ncpus(), psutil.virtual_memory().available
+        if need > avail:
+            why = f"{o.buffer_size_kb} KiB x {self._ncpus()} CPUs"
+            out.append(Problem(f"buffer needs {need >> 20} MiB ({why}), {avail >> 20} MiB free", "lower it"))
+        if tracefs.trace_cmd() is None:
+            what = "mode record needs it" if o.mode == "record" else "no trace.dat, only raw and text"
+            out.append(Problem(f"trace-cmd not installed: {what}", INSTALL, fatal=o.mode == "record"))
+        elif o.mode == "record" and (why := trace_cmd_record_blocker()):
+            out.append(Problem(f"trace-cmd cannot record on this host: {why}", "use mode: ring"))
+        return out
+
+    def _preflight_stale(self, inst: Instance) -> List[Problem]:
+        # The runner's host lock refuses a second live run before preflight, so an
+        # instance with our name now is a leftover of a killed run.
+        if not inst.exists():
+            return []
+        if self.ctx.dry_run:
+            return [note(f"stale tracefs instance {inst.path} (left by a killed run): a real run removes it")]
+        try:
+            inst.remove()
+        except OSError as exc:
+            fix = f"stop what holds it (fuser -v {inst.path}/per_cpu/*/*), then rmdir {inst.path}"
+            return [Problem(f"cannot remove stale tracefs instance {inst.path}: {exc.strerror}", fix)]
+        return [note(f"removed stale tracefs instance {inst.path} left by a killed run")]
+
+    def _preflight_events(self) -> List[Problem]:
+        out, events = [], (self._root or tracefs.DEFAULT_ROOT) / "events"
+        for spec in self.options.events:
+            try:
+                if tracefs.event_exists(events, spec):
+                    continue
+            except ValueError as exc:
+                out.append(Problem(str(exc), "fix events in the profile"))
+                continue
+            if spec.startswith("scoutfs:") and not (events / "scoutfs").is_dir():
+                out.append(Problem(f"scoutfs kernel module not loaded: no event {spec}", "modprobe scoutfs"))
+            else:
+                fix = f"pick one from {events.parent}/available_events"
+                out.append(Problem(f"trace event {spec} does not exist on this kernel", fix))
+        if not tracefs.event_exists(events, CONSOLE):
+            out.append(note("no printk:console event: the ring is stopped from user space"))
+        return out
+
+    # --- start ----------------------------------------------------------------------
+    def start(self) -> None:
+        o, det = self.options, self.ctx.details
+        self._root = self._root or tracefs.ensure_mounted()[0]
+        inst = self._inst = Instance(o.instance, self._root)
+        det.update(instance=o.instance, tracefs=str(self._root), mode=o.mode, events_requested=o.events)
+        inst.create()
+        self._created = True
+        try:
+            det["buffer_size_kb"] = inst.set_buffer_size_kb(o.buffer_size_kb)
+            det["cpus"] = self._ncpus()
+            if not inst.option("overwrite"):
+                inst.set_option("overwrite", True)
+            clock, self._clock_offset = inst.use_epoch_clock()
+            det.update(trace_clock=clock, clock_offset_s=self._clock_offset)
+            sel = inst.enable_events(list(o.events))
+            self._events = sel.enabled
+            det.update(events_enabled=sel.enabled, events_missing=sel.missing)
+            if sel.missing:
+                self.log.warning("%s: events not found: %s", self.ctx.name, sel.missing)
+            self._arm_freeze(inst)
+            inst.clear()
+            inst.tracing_on = True
+            if o.mode == "record":
+                self._start_record(inst)
+            det["started_at"] = time.time()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _arm_freeze(self, inst: Instance) -> None:
+        det, globs = self.ctx.details, self.options.freeze_on
+        det["freeze_on"] = list(globs)
+        test = SelfTest(error="no printk:console event")
+        if not inst.enable_events([CONSOLE]).missing:
+            test = self_test(inst, globs) if globs else SelfTest("skipped", error="freeze_on is empty")
+        det["self_test"] = dataclasses.asdict(test)
+        if test.others_stopped:  # their globs match our nonce line
+            self.log.warning("ftrace self-test also stopped %s", test.others_stopped)
+        det["freeze_trigger"] = inst.trigger(CONSOLE) if test.result != "skipped" else ""
+        armed = bool(det["freeze_trigger"])
+        in_kernel = armed and test.latency_ms is not None  # the nonce line stopped it
+        det["freeze_mode"] = "in-kernel" if in_kernel else "user-space"
+        if globs and not in_kernel:
+            self.log.warning("ftrace: the ring is stopped from user space, not in-kernel: %s", test.error)
+
+    def _start_record(self, inst: Instance) -> None:
+        tc, o, wd, det = tracefs.trace_cmd(), self.options, self.ctx.workdir, self.ctx.details
+        assert tc is not None
+        det["partial_dat"] = proc.run([tc, "restore", "-c", "-o", wd / "partial.dat"], 120).returncode == 0
+        argv = [tc, "record", "-m", str(o.record_max_kb), "-o", str(wd / "trace.dat"), "-B", inst.name]
+        argv += ["-b", str(o.buffer_size_kb)]
+        if det.get("trace_clock") in ("boot", "mono"):
+            argv += ["-C", det["trace_clock"]]
+        for ev in self._events + [CONSOLE]:
+            argv += [] if ev.startswith("ftrace:") else ["-e", ev]  # ftrace:* has no enable file
+        det["trace_cmd_argv"] = argv
+        log = wd / "trace-cmd.log"
+        fail = lambda rc: self.ctx.fail(f"trace-cmd record exited by itself ({rc}); see trace-cmd.log")  # noqa: E731
+        self._child = proc.ChildProcess(argv, stdout=log, stderr=log, on_unexpected_exit=fail).start()
+
+    # --- stop / finalize --------------------------------------------------------------
+    def stop(self) -> None:
+        inst = self._inst
+        if inst is None or not self._created:
+            return
+        was_on = inst.tracing_on
+        inst.tracing_on = False
+        self.ctx.details.update(frozen_by="stop" if was_on else "in-kernel trigger", stopped_at=time.time())
+        if self._child is not None:
+            self._child.send_signal(signal.SIGINT)
+
+    def finalize(self) -> None:
+        try:
+            self._stop_child()
+            inst = self._inst
+            if inst is None or not self._created or not inst.exists():
+                return
+            if inst.tracing_on:  # stop() was not called (the run ended another way)
+                self.stop()
+            wd, det = self.ctx.workdir, self.ctx.details
+            stats = inst.cpu_stats()
+            det["cpu_stats"] = [dataclasses.asdict(s) for s in stats]
+            # The raw read consumes the ring, the text read does not: text first, unless
+            # formatting it (~16 MiB/s) would delay the raw copy by seconds on a node
+            # that may be powered off any moment.
+            text_first = self.options.mode == "ring" and sum(s.bytes for s in stats) <= TEXT_FIRST_BYTES
+            if text_first:
+                self._note_span(inst.read_trace(wd / "trace.txt"), "tracefs")
+            raw = wd / "raw"
+            written = inst.dump_raw(raw)
+            for cpu in written:
+                fsync_path(raw / f"cpu{cpu}")
+            det["raw_bytes"] = sum(written.values())
+            inst.save_headers(raw, self._events + [CONSOLE])
+            if self.options.mode == "ring":
+                self._make_trace_dat(raw, sorted(written))
+            if not text_first:
+                self._text_from_trace_dat()
+        finally:
+            self._finalized = True
+            self.cleanup()
+
+    def _note_span(self, span: tracefs.TraceSpan, source: str) -> None:
+        self.ctx.details.update(trace_txt=source, trace_txt_events=span.lines)
+        off = self._clock_offset
+        if off is not None and span.first is not None and span.last is not None:
+            self.ctx.set_window(span.first + off, span.last + off)
+
+    def _make_trace_dat(self, raw: Path, cpus: List[int]) -> None:
+        """trace.dat from the raw copy; `trace-cmd extract` is not used because it
+        resets global tracing state (all events off, top buffer cleared)."""
+        tc, det, partial = tracefs.trace_cmd(), self.ctx.details, raw / "partial.dat"
+        if tc is None:
+            det["trace_dat"] = "not written: trace-cmd not installed"
+            return
+        cpu_files = [raw / f"cpu{c}" for c in cpus]
+        restore = [tc, "restore", "-i", partial, "-o", self.ctx.workdir / "trace.dat", *cpu_files]
+        for argv in ([tc, "restore", "-c", "-o", partial], restore):
+            res = proc.run(argv, timeout=600)
+            if res.returncode != 0:
+                det["trace_dat"] = f"failed: trace-cmd restore: {res.stderr.strip()[-300:]}"
+                return
+        partial.unlink()  # 7+ MiB of symbols and formats, all inside trace.dat too
+        det["trace_dat"] = "written"
+
+    def _text_from_trace_dat(self) -> None:
+        tc, dat, txt = tracefs.trace_cmd(), self.ctx.workdir / "trace.dat", self.ctx.workdir / "trace.txt"
+        if tc is None or not dat.exists():
+            self.ctx.details["trace_txt"] = "not written: ring too full to format first, no trace.dat"
+            return
+        child = proc.ChildProcess([tc, "report", dat], stdout=txt).start()
+        if child.wait(1800) is None:
+            child.stop()
+        with open(txt, errors="replace") as lines:
+            self._note_span(tracefs.text_span(lines), "trace-cmd report")
+
+    def _stop_child(self) -> None:
+        child, self._child = self._child, None
+        if child is None or child.pid is None:
+            return
+        self.ctx.details["trace_cmd_exit"] = child.stop(signal.SIGINT, grace=60.0)
+        try:  # trace-cmd's per-CPU recorders share its process group
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def cleanup(self) -> None:
+        """Stop trace-cmd and remove the instance if it is still there; safe to call
+        any time, any number of times (the runner may call it on every exit path)."""
+        try:
+            self._stop_child()
+        finally:
+            if self._created and self._inst is not None and self._inst.exists():
+                self._inst.remove()
+                self.ctx.details["instance_removed"] = True
+
+    def bytes_written(self) -> int:
+        inst = self._inst
+        if self.options.mode == "ring" and inst is not None and not self._finalized:
+            try:
+                return sum(s.bytes for s in inst.cpu_stats())
+            except OSError:
+                return 0
+        return directory_size(self.ctx.workdir)
+
+
+def self_test(inst: Instance, globs: Sequence[str], timeout: float = 0.5) -> SelfTest:
+    """Arm the freeze: one traceoff trigger on printk:console for ``globs`` or a fresh
+    nonce glob; log a line with the nonce through /dev/kmsg and check that this instance
+    (and no other) stopped. The trigger stays armed: removing one costs ~120 ms in the
+    kernel, and the nonce never appears again. The instance is left stopped (or running
+    if the kernel did not fire it)."""
+    nonce = f"{SELFTEST_TAG}-{uuid.uuid4().hex[:12]}"
+    others = [Instance(n, inst.root) for n in tracefs.list_instances(inst.root) if n != inst.name]
+    running = [o for o in others if _on(o)]
+    inst.tracing_on = True
+    patterns = list(globs) + [f"*{nonce}*"]
+    try:
+        inst.set_trigger(CONSOLE, "traceoff if " + " || ".join(f'msg ~ "{g}"' for g in patterns))
+    except TracefsError as exc:
+        return SelfTest("failed", error=str(exc))
+    test = SelfTest("failed", error="a kernel log line did not fire the printk:console trigger")
+    try:
+        start = time.monotonic()
+        with open("/dev/kmsg", "wb", buffering=0) as kmsg:
+            kmsg.write(f"<6>scoutfs-collect: ftrace freeze self-test {nonce}\n".encode())
+        pause = threading.Event()
+        while inst.tracing_on and time.monotonic() - start < timeout:
+            pause.wait(0.002)
+        if not inst.tracing_on:
+            test.latency_ms = round((time.monotonic() - start) * 1000, 3)
+            test.others_stopped = [o.name for o in running if not _on(o)]
+            test.result = "failed" if test.others_stopped else "passed"
+            test.error = "the line also stopped other instances" if test.others_stopped else ""
+    except OSError as exc:
+        test.error = f"/dev/kmsg: {exc.strerror}"
+    return test
+
+
+def _on(inst: Instance) -> bool:
+    try:
+        return inst.tracing_on
+    except OSError:  # removed meanwhile
+        return False
+
+
+def trace_cmd_record_blocker() -> str:
+    """Why ``trace-cmd record`` cannot run here, or "". trace-cmd record (3.1) first
+    writes 1 to /proc/sys/kernel/ftrace_enabled and dies ("Can't enable ftrace") if that
+    fails: this repeats that one write of the value already there (no change), without
+    trace-cmd, instance or child process."""
+    try:
+        if FTRACE_ENABLED.read_text().strip() != "1":
+            return "kernel.ftrace_enabled is 0: trace-cmd record would turn function tracing on host-wide"
+    except OSError:
+        return ""
+    try:
+        with open(FTRACE_ENABLED, "wb", buffering=0) as f:
+            f.write(b"1")
+    except OSError as exc:
+        return (
+            f'writing {FTRACE_ENABLED} fails ({exc.strerror}): trace-cmd record dies "Can\'t enable ftrace"'
+        )
+    return ""
+
+
+@hookimpl
+def scoutfs_collect_register(register) -> None:
+    register.add_collector(Ftrace)

@@ -1,0 +1,1 @@
+"""Built-in trigger types, one module each, registered by entry point."""

@@ -1,0 +1,3 @@
+"""The lifecycle: cli -> profile -> registry -> runner (phases) -> archive.
+
+Only the core drives plugins; plugins never import from here."""

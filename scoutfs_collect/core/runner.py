@@ -1,0 +1,452 @@
+"""The run: preflight everything, start collectors, arm triggers, wait, stop, finalize, pack.
+
+The runner owns the lifecycle; plugins only implement phases. Each phase of each
+plugin runs under its timeout (:mod:`scoutfs_collect.core.phases`) and its outcome lands
+in the manifest, so one broken plugin never costs the data of the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from scoutfs_collect.archive import manifest
+from scoutfs_collect.archive import write as archive
+from scoutfs_collect.archive.manifest import PluginRecord, TriggerRecord
+from scoutfs_collect.archive.recover import remove_stale_partials
+from scoutfs_collect.core import phases
+from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, free_mb, packing_floor
+from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
+from scoutfs_collect.core.events import EventLog
+from scoutfs_collect.core.profile import InstanceSpec, Profile
+from scoutfs_collect.core.registry import PluginType, Registry
+from scoutfs_collect.plugin.api import PluginContext, Problem, Target
+from scoutfs_collect.plugin.options import build
+from scoutfs_collect.system import proc
+from scoutfs_collect.system.lock import Holder, HostLock
+from scoutfs_collect.system.paths import fsync_tree, make_workdir, run_stem
+from scoutfs_collect.ui.console import Console, human_bytes, human_seconds
+
+log = logging.getLogger("scoutfs_collect")
+RUN_LOG = "scoutfs-collect.log"
+
+
+@dataclasses.dataclass
+class RunRequest:
+    """Everything the CLI resolved for one run."""
+
+    profile: Profile
+    registry: Registry
+    target: Target
+    argv: List[str]
+    events_file: Optional[Path] = None
+
+
+@dataclasses.dataclass
+class Instance:
+    """One configured plugin: its spec, type, object, context and manifest record."""
+
+    spec: InstanceSpec
+    ptype: PluginType
+    plugin: Any
+    ctx: PluginContext
+    record: PluginRecord
+    timeout: float
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def run_phase(self, phase: str, outcome: phases.PhaseOutcome) -> phases.PhaseOutcome:
+        """Record a finished phase's timing and error in the manifest record."""
+        self.record.phases[phase] = round(outcome.seconds, 6)
+        if not outcome.ok:
+            self.record.record_error(f"{phase}: {outcome.error}", timed_out=outcome.timed_out)
+            log.error("%s: %s %s", self.name, phase, outcome.error)
+            if outcome.detail:
+                log.debug("%s: %s traceback:\n%s", self.name, phase, outcome.detail)
+        return outcome
+
+
+def build_instances(
+    profile: Profile, registry: Registry, target: Target, dry_run: bool
+) -> List[Instance]:
+    """One Instance per profile entry (collectors first), options already validated."""
+    out = []
+    for spec in profile.collectors + profile.triggers:
+        ptype = registry.get(spec.type_name, spec.kind)
+        options = build(ptype.cls.Options, spec.options)
+        ctx = PluginContext(
+            name=spec.name,
+            type_name=spec.type_name,
+            target=target,
+            workdir=Path("/nonexistent-until-start"),
+            dry_run=dry_run,
+            log=logging.getLogger(f"scoutfs_collect.plugin.{spec.name}"),
+        )
+        out.append(
+            Instance(
+                spec=spec,
+                ptype=ptype,
+                plugin=ptype.cls(ctx, options),
+                ctx=ctx,
+                record=PluginRecord(kind=spec.kind, type=spec.type_name),
+                timeout=spec.timeout or profile.settings.phase_timeout,
+            )
+        )
+    return out
+
+
+class Runner:
+    """Drives one run. ``preflight()`` first; ``run()`` only after it found nothing fatal."""
+
+    def __init__(self, request: RunRequest, console: Console, dry_run: bool = False) -> None:
+        self.req = request
+        self.settings = request.profile.settings
+        self.output_dir = Path(self.settings.output_dir)
+        self.console = console
+        self.instances = build_instances(request.profile, request.registry, request.target, dry_run)
+        self.collectors = [i for i in self.instances if i.spec.kind == "collector"]
+        self.triggers = [i for i in self.instances if i.spec.kind == "trigger"]
+        self.lock = HostLock()
+        self.events = EventLog(request.events_file)
+        self.trigger: Optional[TriggerRecord] = None
+        self.triggered = threading.Event()
+        self._trigger_lock = threading.Lock()
+        self.state = "preflight"
+        self.workdir: Optional[Path] = None
+        self.times: Dict[str, Any] = {}
+        self.notes: List[str] = []
+        self.stale: Optional[Holder] = None
+        self.archive_path: Optional[Path] = None  # set once the archive is complete
+
+    # -- preflight -------------------------------------------------------------------
+
+    def preflight(self) -> List[Tuple[str, Problem]]:
+        """Every problem found, fatal or not, each tagged with who found it."""
+        found: List[Tuple[str, Problem]] = [("core", p) for p in check_root()]
+        found += [("core", p) for p in check_lock(self.lock)]
+        estimate = 0
+        for inst in self.collectors:
+            try:
+                estimate += int(inst.plugin.disk_estimate())
+            except Exception as exc:
+                log.debug("%s: disk_estimate failed: %s", inst.name, exc)
+        found += [("core", p) for p in check_output_dir(
+            self.output_dir, estimate, self.settings.min_free_mb)]
+        problem = archive.compression_problem(self.settings.compression)
+        if problem:
+            found.append(("core", Problem(problem)))
+        # In profile order, one at a time: a plugin may prepare what a later one checks.
+        for inst in self.instances:
+            outcome = inst.run_phase("preflight", phases.call(
+                inst.plugin.preflight, inst.timeout, f"preflight-{inst.name}"))
+            if not outcome.ok:
+                found.append((inst.name, Problem(f"preflight {outcome.error}")))
+                continue
+            for p in outcome.value or []:
+                found.append((inst.name, p))
+                if not p.fatal:
+                    self.notes.append(f"{inst.name}: {p.message}")
+        return found
+
+    # -- the run ---------------------------------------------------------------------
+
+    def fire(self, name: str, type_name: str, reason: str) -> None:
+        """Record the first trigger and wake the main thread; later ones are logged only
+        (but still wake it: a Ctrl-C during post_trigger_seconds stops at once)."""
+        now = time.time()
+        with self._trigger_lock:
+            if self.trigger is not None:
+                log.info("also fired: %s (%s): %s", name, type_name, reason)
+            else:
+                self.trigger = TriggerRecord(name=name, type=type_name, reason=reason, time=now)
+                self.times["clocks_at_trigger"] = manifest.clocks()
+        self.triggered.set()
+
+    def _fire_callback(self, inst: Instance):
+        return lambda reason: self.fire(inst.name, inst.spec.type_name, str(reason))
+
+    def handle_signal(self, signum: int) -> None:
+        """SIGINT/SIGTERM: abort before the start, stop while running, abort packing."""
+        name = signal.Signals(signum).name
+        if self.state == "preflight":
+            raise KeyboardInterrupt(name)
+        if self.state in ("starting", "running"):  # past preflight: always an archive
+            self.fire("operator", "operator", f"{name} from the operator")
+        elif self.state == "packing":
+            raise KeyboardInterrupt(name)
+        else:
+            log.warning("%s received while %s: finishing that first", name, self.state)
+
+    def _on_plugin_failure(self, name: str, message: str) -> None:
+        self.events.emit("error", plugin=name, message=message)
+
+    def run(self) -> int:
+        """The whole run after a clean preflight; returns the exit status."""
+        self.state = "starting"
+        try:
+            self.stale = self.lock.acquire()
+        except BaseException:
+            self.cleanup()
+            raise
+        try:
+            return self._run_locked()
+        finally:
+            self.cleanup()
+            self.lock.release()
+            self.events.close()
+
+    def cleanup(self) -> None:
+        """Disarm what is armed, let every collector give back what it holds, end children.
+
+        Runs on every exit path after preflight (also when preflight failed: a plugin
+        may have prepared something for a later one)."""
+        for inst in self.triggers:
+            if "arm" in inst.record.phases and "disarm" not in inst.record.phases:
+                inst.run_phase("disarm", phases.call(inst.plugin.disarm, inst.timeout,
+                                                     f"disarm-{inst.name}"))
+        for inst in self.collectors:
+            outcome = phases.call(inst.plugin.cleanup, inst.timeout, f"cleanup-{inst.name}")
+            if not outcome.ok:
+                log.error("%s: cleanup %s", inst.name, outcome.error)
+        proc.kill_all()
+
+    def _run_locked(self) -> int:
+        started = time.time()
+        self.times.update(started=started, clocks_at_start=manifest.clocks())
+        if self.stale:
+            self.notes.append(
+                f"an earlier run (pid {self.stale.pid}) did not finish; its work dir "
+                f"{self.stale.workdir} can be packed with: scoutfs-collect pack {self.stale.workdir}")
+            log.warning(self.notes[-1])
+        for note in remove_stale_partials(self.output_dir):
+            self.notes.append(note)
+            log.warning(note)
+        self.workdir = make_workdir(self.output_dir, run_stem(started))
+        self.lock.write(Holder(pid=os.getpid(), workdir=str(self.workdir), started=started))
+        self._attach_run_log()
+        log.info("work dir: %s", self.workdir)
+        self.events.emit("started", workdir=str(self.workdir), pid=os.getpid())
+        for inst in self.instances:
+            inst.ctx.workdir = self.workdir / inst.name
+            inst.ctx.dry_run = False
+            inst.ctx.on_failure = self._on_plugin_failure
+            if inst.spec.kind == "collector":
+                inst.ctx.workdir.mkdir(mode=0o700)
+        self._write_manifest()  # from here on, 'scoutfs-collect pack' can finish a killed run
+        self.state = "running"
+        self._start_collectors()
+        self._arm_triggers()
+        self.times["armed"] = time.time()
+        self._write_manifest()
+        self.events.emit("armed", triggers=[t.name for t in self.triggers])
+        self._notify("scoutfs_collect_run_started", run=self._run_info())
+        log.info("armed: %s; waiting (Ctrl-C to stop and pack)",
+                 ", ".join(t.name for t in self.triggers) or "no triggers, Ctrl-C only")
+        self._wait()
+        return self._finish()
+
+    def _attach_run_log(self) -> None:
+        assert self.workdir is not None
+        handler = logging.FileHandler(self.workdir / RUN_LOG, encoding="utf-8")
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s [%(threadName)s] %(message)s",
+            "%Y-%m-%dT%H:%M:%S"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.DEBUG)
+        self._log_handler = handler
+
+    def _start_collectors(self) -> None:
+        for inst in self.collectors:
+            outcome = inst.run_phase("start", phases.call(
+                inst.plugin.start, inst.timeout, f"start-{inst.name}"))
+            inst.record.status = "ok" if outcome.ok else inst.record.status
+            self._check_background_failures(inst)
+            if self.triggered.is_set():
+                break
+
+    def _arm_triggers(self) -> None:
+        for inst in self.triggers:
+            outcome = inst.run_phase("arm", phases.call(
+                lambda i=inst: i.plugin.arm(self._fire_callback(i)), inst.timeout, f"arm-{inst.name}"))
+            if outcome.ok:
+                inst.record.status = "ok"
+
+    def _wait(self) -> None:
+        tick = 1.0
+        last_status = time.monotonic()
+        floor = self.settings.min_free_mb
+        while not self.triggered.wait(tick):
+            assert self.workdir is not None
+            try:
+                free = free_mb(self.workdir)
+            except OSError:
+                free = float("inf")
+            if free < floor:
+                self.fire("disk-space", "disk-space",
+                          f"free space in {self.output_dir} fell to {free:.0f} MiB "
+                          f"(settings.min_free_mb={floor})")
+                break
+            if self.console.tty:
+                self.console.status(self._status_text(free))
+            elif time.monotonic() - last_status >= self.settings.status_interval:
+                last_status = time.monotonic()
+                log.info(self._status_text(free))
+        self.console.end_status()
+
+    def _status_text(self, free: float) -> str:
+        elapsed = time.time() - self.times["started"]
+        parts = []
+        for inst in self.collectors:
+            try:
+                parts.append(f"{inst.name} {human_bytes(inst.plugin.bytes_written())}")
+            except Exception:
+                parts.append(f"{inst.name} ?")
+        armed = ", ".join(t.name for t in self.triggers) or "Ctrl-C"
+        return (f"recording {human_seconds(elapsed)} | {' | '.join(parts)} | "
+                f"free {human_bytes(free * 1024 * 1024)} | armed: {armed}")
+
+    def _stop_collectors(self) -> None:
+        """Signal every started collector at once, newest first, and wait for each."""
+        order = [i for i in reversed(self.collectors) if "start" in i.record.phases]
+        results = phases.call_all([i.plugin.stop for i in order], [i.timeout for i in order],
+                                  [f"stop-{i.name}" for i in order])
+        for inst, outcome in zip(order, results):
+            inst.run_phase("stop", outcome)
+            inst.record.stopped_at = outcome.ended_at
+        disarm = [i for i in self.triggers if "arm" in i.record.phases]
+        results = phases.call_all([i.plugin.disarm for i in disarm], [i.timeout for i in disarm],
+                                  [f"disarm-{i.name}" for i in disarm])
+        for inst, outcome in zip(disarm, results):
+            inst.run_phase("disarm", outcome)
+
+    def _finish(self) -> int:
+        assert self.trigger is not None and self.workdir is not None
+        self.state = "stopping"
+        t = self.trigger
+        log.info("triggered by %s (%s): %s", t.name, t.type, t.reason)
+        self.times["triggered"] = t.time
+        if self.settings.post_trigger_seconds > 0 and t.type != "disk-space":
+            log.info("recording %.1f s more (settings.post_trigger_seconds; Ctrl-C stops now)",
+                     self.settings.post_trigger_seconds)
+            self.events.emit("post_trigger", seconds=self.settings.post_trigger_seconds,
+                             trigger=t.name)
+            self.state = "running"
+            self.triggered.clear()
+            self.triggered.wait(self.settings.post_trigger_seconds)
+            self.state = "stopping"
+        self._stop_collectors()
+        self.times["stopped"] = time.time()
+        self.events.emit("triggered", trigger=t.name, type=t.type, reason=t.reason,
+                         trigger_time=t.time)
+        self.events.emit("stopped")
+        self._notify("scoutfs_collect_triggered", run=self._run_info(),
+                     trigger=dataclasses.asdict(t))
+        self._make_durable("durable")
+        self.state = "finalizing"
+        order = [i for i in self.collectors if "start" in i.record.phases]
+        results = phases.call_all([i.plugin.finalize for i in order], [i.timeout for i in order],
+                                  [f"finalize-{i.name}" for i in order])
+        for inst, outcome in zip(order, results):
+            inst.run_phase("finalize", outcome)
+        for inst in self.instances:
+            self._check_background_failures(inst)
+        self.events.emit("finalized")
+        self._make_durable(None)
+        return self._pack()
+
+    def _make_durable(self, event: Optional[str]) -> None:
+        assert self.workdir is not None
+        try:
+            count = fsync_tree(self.workdir)
+            log.debug("fsynced %d files", count)
+            if event:
+                self.times["durable"] = time.time()
+                self.events.emit(event, files=count)
+        except OSError as exc:
+            log.error("fsync of %s failed: %s", self.workdir, exc)
+            self.events.emit("error", plugin="core", message=f"fsync failed: {exc}")
+
+    def _check_background_failures(self, inst: Instance) -> None:
+        for message in inst.ctx.failures:
+            if message not in inst.record.errors:
+                inst.record.record_error(message)
+
+    def _pack(self) -> int:
+        assert self.workdir is not None
+        failed = any(i.record.status in ("failed", "timeout") for i in self.instances)
+        exit_status = EXIT_PLUGIN_FAILED if failed else EXIT_OK
+        self.times["finished"] = time.time()
+        for inst in self.collectors:
+            try:
+                inst.record.files = archive.sha256_files(inst.ctx.workdir)
+            except OSError as exc:
+                inst.record.record_error(f"listing files: {exc}")
+        self._write_manifest(exit_status)
+        logging.getLogger().removeHandler(self._log_handler)
+        self._log_handler.close()
+        self.state = "packing"
+        try:
+            path = archive.pack(self.workdir, self.output_dir, self.settings.compression,
+                                progress=lambda d, t: self.console.progress("packing", d, t),
+                                min_free_bytes=packing_floor(self.settings.min_free_mb))
+        except KeyboardInterrupt:
+            self.console.end_status()
+            log.error("packing interrupted; the work dir is kept: %s", self.workdir)
+            log.error("finish it with: scoutfs-collect pack %s", self.workdir)
+            self.events.emit("error", plugin="core", message="packing interrupted")
+            return EXIT_NO_ARCHIVE
+        except Exception as exc:
+            self.console.end_status()
+            log.error("cannot write the archive: %s; the work dir is kept: %s", exc, self.workdir)
+            log.error("finish it later with: scoutfs-collect pack %s", self.workdir)
+            self.events.emit("error", plugin="core", message=f"archive failed: {exc}")
+            return EXIT_NO_ARCHIVE
+        finally:
+            self.state = "done"
+        self.console.end_status()
+        self.events.emit("archive", path=str(path))
+        self._notify("scoutfs_collect_archive_written", run=self._run_info(), path=path)
+        if not self.settings.keep_workdir:
+            remove_tree(self.workdir)
+        self.events.emit("finished", exit_status=exit_status)
+        self.archive_path = path
+        return exit_status
+
+    def _run_info(self) -> Dict[str, Any]:
+        return {"workdir": str(self.workdir), "target": dataclasses.asdict(self.req.target),
+                "profile": self.req.profile.name}
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        """Call a notify-only hook; a failing hook is logged, never fatal."""
+        try:
+            getattr(self.req.registry.manager.hook, hook)(**kwargs)
+        except Exception as exc:
+            log.error("plugin hook %s failed: %s", hook, exc)
+
+    def _write_manifest(self, exit_status: Optional[int] = None) -> None:
+        assert self.workdir is not None
+        for inst in self.instances:
+            inst.record.details = dict(inst.ctx.details)
+            inst.record.window = inst.ctx.window
+        doc = manifest.assemble(
+            argv=self.req.argv, profile=self.req.profile, target=self.req.target,
+            times=self.times, trigger=self.trigger,
+            plugins={inst.name: inst.record for inst in self.instances},
+            exit_status=exit_status, notes=self.notes)
+        manifest.write(self.workdir, doc)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a work dir we created (rmtree never follows symlinks out of it)."""
+    shutil.rmtree(path, ignore_errors=True)
+

@@ -1,0 +1,256 @@
+"""What a plugin author writes against: collector and trigger base classes and their context.
+
+A *collector* records one kind of data. The runner drives each configured instance:
+
+``preflight()``
+    Report problems (a list of :class:`Problem`), change nothing on the system
+    (``ctx.dry_run`` is True under ``scoutfs-collect check``; when False a preflight
+    may repair leftovers of a crashed run, and must say so with a non-fatal Problem).
+``start()``
+    Begin recording into ``ctx.workdir``.
+``stop()``
+    Called the moment a trigger fires: freeze the data at once, keep it. Be fast.
+``finalize()``
+    Turn what was recorded into the files support reads, inside ``ctx.workdir``.
+``cleanup()``
+    Give back what is still held on the system; runs on every exit path, even when
+    the run was aborted before ``start()`` or ``finalize()``.
+
+A *trigger* decides when the run ends: ``preflight()`` → ``arm(fire)`` → ``disarm()``.
+It calls ``fire(reason)`` once, from any thread, when its condition holds.
+
+Every phase runs in a worker thread under a timeout; an exception or a timeout is
+recorded in the manifest and the run goes on with the other plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+import threading
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
+
+from scoutfs_collect.plugin.options import NoOptions
+
+FireCallback = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Something preflight found: what is wrong and the command or setting that fixes it.
+
+    ``fatal=False`` marks a note or warning: shown to the user, recorded, but the run
+    goes on (e.g. "removed stale tracefs instance left by pid 1234").
+    """
+
+    message: str
+    fix: str = ""
+    fatal: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The scoutfs server endpoint the user named on the command line."""
+
+    ip: str
+    port: int
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.ip
+
+    def __str__(self) -> str:
+        return f"[{self.ip}]:{self.port}" if self.is_ipv6 else f"{self.ip}:{self.port}"
+
+
+@dataclasses.dataclass
+class PluginContext:
+    """Everything the runner hands one plugin instance.
+
+    ``name`` is the instance name from the profile, ``type_name`` its plugin type.
+    ``workdir`` is this instance's own output directory inside the run's work
+    directory; it exists before ``start()``. ``details`` is free-form, JSON-able data
+    that lands in the manifest under ``plugins.NAME.details``; ``set_window`` records
+    the time span (epoch seconds) the data covers.
+    """
+
+    name: str
+    type_name: str
+    target: Target
+    workdir: Path
+    dry_run: bool = False
+    log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("plugin"))
+    details: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    window: Optional[Dict[str, Optional[float]]] = None
+    failures: List[str] = dataclasses.field(default_factory=list)
+    on_failure: Optional[Callable[[str, str], None]] = None
+
+    def set_window(self, first: Optional[float], last: Optional[float]) -> None:
+        """Record the epoch-seconds span the captured data covers (None when unknown)."""
+        self.window = {"first": first, "last": last}
+
+    def fail(self, message: str) -> None:
+        """Report a failure noticed outside a phase (a child process died, a reader broke).
+
+        The manifest marks the plugin ``failed`` with this message; the run goes on.
+        """
+        self.failures.append(message)
+        self.log.error("%s: %s", self.name, message)
+        if self.on_failure is not None:
+            self.on_failure(self.name, message)
+
+
+class _PluginBase:
+    #: The type name profiles use (``type: tcpdump``). Unique across all plugins.
+    type_name: ClassVar[str] = ""
+    #: Dataclass of declared options, built with :func:`scoutfs_collect.option`.
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, ctx: PluginContext, options: Any) -> None:
+        self.ctx = ctx
+        self.options = options
+
+    @property
+    def log(self) -> logging.Logger:
+        return self.ctx.log
+
+    def preflight(self) -> List[Problem]:
+        """Report everything that would stop this plugin from working; change nothing."""
+        return []
+
+
+class Collector(_PluginBase):
+    """Base class of collector types. The class docstring is its user documentation:
+    say what it records, what it changes on the system, its overhead and requirements."""
+
+    kind: ClassVar[str] = "collector"
+
+    def disk_estimate(self) -> int:
+        """Bytes this instance may write at most (checked against free space)."""
+        return 0
+
+    def start(self) -> None:
+        """Begin recording."""
+
+    def stop(self) -> None:
+        """Freeze recording at once (the trigger fired). Must be fast."""
+
+    def finalize(self) -> None:
+        """Write the output files into ``self.ctx.workdir``."""
+
+    def cleanup(self) -> None:
+        """Give back whatever this instance still holds on the system (a child process,
+        a tracefs instance, a temporary tree). Called on every exit path once preflight
+        has run, after finalize or instead of it; must be safe to call any time, twice."""
+
+    def bytes_written(self) -> int:
+        """Bytes recorded so far, for the live status line."""
+        return directory_size(self.ctx.workdir)
+
+
+class Trigger(_PluginBase):
+    """Base class of trigger types. The class docstring is its user documentation."""
+
+    kind: ClassVar[str] = "trigger"
+
+    def arm(self, fire: FireCallback) -> None:
+        """Start watching; call ``fire(reason)`` once the condition holds."""
+        raise NotImplementedError
+
+    def disarm(self) -> None:
+        """Stop watching and release what ``arm`` took."""
+
+
+class Wakeup:
+    """A stop flag that a thread can wait on alone or together with file descriptors.
+
+    ``fd`` becomes readable once :meth:`set` is called, so a watcher can
+    ``poll([its_fd, wakeup.fd])`` and leave its loop without any periodic wake-up.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+
+    @property
+    def fd(self) -> int:
+        return self._read_fd
+
+    def set(self) -> None:
+        if not self._event.is_set():
+            self._event.set()
+            try:
+                os.write(self._write_fd, b"x")
+            except OSError:
+                pass
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._event.wait(timeout)
+
+    def wait_readable(self, fds: List[int], timeout: Optional[float] = None) -> List[int]:
+        """Block until one of ``fds`` is readable or the wakeup is set; return readable fds."""
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+        poller.register(self._read_fd, select.POLLIN)
+        ms = None if timeout is None else int(timeout * 1000)
+        ready = poller.poll(ms)
+        return [fd for fd, _ in ready if fd != self._read_fd]
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class ThreadedTrigger(Trigger):
+    """A trigger whose watching loop runs in its own thread.
+
+    Subclasses implement :meth:`watch`; it should block on ``wakeup.wait_readable``
+    or ``wakeup.wait`` rather than sleep, and return once ``wakeup.is_set()``.
+    """
+
+    def arm(self, fire: FireCallback) -> None:
+        self._wakeup = Wakeup()
+        self._thread = threading.Thread(
+            target=self._run, args=(fire,), name=f"trigger-{self.ctx.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, fire: FireCallback) -> None:
+        try:
+            self.watch(fire, self._wakeup)
+        except Exception as exc:  # a broken watcher must be visible, not silent
+            self.ctx.fail(f"watcher stopped: {exc}")
+
+    def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
+        raise NotImplementedError
+
+    def disarm(self) -> None:
+        wakeup = getattr(self, "_wakeup", None)
+        if wakeup is None:
+            return
+        wakeup.set()
+        self._thread.join()
+        wakeup.close()
+
+
+def directory_size(path: Union[str, Path]) -> int:
+    """Total size in bytes of the regular files below ``path`` (0 if it is missing)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total

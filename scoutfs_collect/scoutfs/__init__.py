@@ -1,0 +1,1 @@
+"""Reading the scoutfs kernel interfaces (sysfs counters, quorum, fence requests)."""

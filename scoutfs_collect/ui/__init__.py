@@ -1,0 +1,1 @@
+"""What the operator sees: the console, status line and inspect rendering."""
