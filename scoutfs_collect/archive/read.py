@@ -71,6 +71,13 @@ def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
         errors.close()
 
 
+def open_stream(archive: Path):
+    """A context manager giving a streaming TarFile over ``archive`` (zstd, xz, gz or
+    plain): members in archive order, each readable once as a stream. Raises
+    ValueError naming the archive when it is not a tar archive."""
+    return _open_stream(archive)
+
+
 def read_manifest(archive: Path) -> Dict[str, Any]:
     """The parsed ``TOP/manifest.json``; stops reading as soon as it is found (it is first).
 

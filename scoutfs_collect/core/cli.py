@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import List, NoReturn, Optional, Sequence
 
 from scoutfs_collect import __version__
+from scoutfs_collect.analysis import cli as analysis_cli
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_USAGE, UsageError
 from scoutfs_collect.plugin.api import Target
 from scoutfs_collect.ui.console import Console, ConsoleHandler, detach_stream, stdout_line
 
-COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "pack", "stop")
+COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "report", "pack", "stop")
 log = logging.getLogger("scoutfs_collect")
 
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--members", action="store_true",
                    help="list every member of the archive with its size (reads it all)")
+    analysis_cli.add_inspect_options(p)
+    analysis_cli.add_report_parser(sub)
     p = sub.add_parser("pack", help="turn the work dir of an interrupted run into an archive")
     p.add_argument("workdir", type=Path, metavar="WORKDIR")
     p = sub.add_parser("stop", help="ask the running instance to stop and pack (as Ctrl-C)")
@@ -261,17 +264,26 @@ def cmd_validate(ns, argv, console) -> int:
 def cmd_inspect(ns, argv, console) -> int:
     from scoutfs_collect.archive import read as inspect_archive
 
+    if analysis_cli.wants_analysis(ns):
+        return analysis_cli.inspect(ns)
     if not ns.archive.is_file():
         raise UsageError(f"inspect: {ns.archive}: no such archive")
     try:
         data = inspect_archive.read_manifest(ns.archive)
     except ValueError as exc:
         raise UsageError(f"inspect: {exc}") from None
-    stdout_line(json.dumps(data, indent=2) if ns.json else inspect_archive.render(data))
+    if ns.json:
+        stdout_line(json.dumps(dict(data, history=analysis_cli.history_section(data)), indent=2))
+    else:
+        stdout_line(inspect_archive.render(data) + analysis_cli.history_text(data))
     if ns.members:
         for name, size in inspect_archive.list_members(ns.archive):
             stdout_line(f"{size:>14}  {name}")
     return EXIT_OK
+
+
+def cmd_report(ns, argv, console) -> int:
+    return analysis_cli.report(ns)
 
 
 def cmd_pack(ns, argv, console) -> int:

@@ -1,7 +1,8 @@
 """Reading classic pcap files (what tcpdump -w writes): packet times, counts and payloads.
 
-Used by the tcpdump collector for the capture window and ring order, and by tests and
-benchmarks to count what was captured. Pure Python; no libpcap needed.
+Used by the tcpdump collector for the capture window and ring order, by the analysis
+(timeline, report) reading archive members as streams, and by tests and benchmarks to
+count what was captured. Pure Python; no libpcap needed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 import os
 import struct
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 
 _MAGIC = {  # first 4 bytes of the file -> (byte order, fraction units per second)
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -42,34 +43,49 @@ class PcapReader:
     sets ``truncated``; so does a record header with an impossible length.
     """
 
-    def __init__(self, path: Path, with_data: bool = False) -> None:
+    def __init__(self, path: Path, with_data: bool = False,
+                 stream: Optional[BinaryIO] = None) -> None:
+        """``stream``: read from this file object (e.g. a tar member) instead of
+        opening ``path``, which then only names it in errors."""
         self.path = Path(path)
         self.with_data = with_data
+        self.stream = stream
         self.truncated = False
         self.linktype: Optional[int] = None
 
     def __iter__(self) -> Iterator[PcapRecord]:
+        if self.stream is not None:
+            yield from self._records(self.stream, None)
+            return
         with open(self.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(24)
-            if len(head) < 24 or head[:4] not in _MAGIC:
-                raise PcapError(f"{self.path}: not a pcap file")
-            order, units = _MAGIC[head[:4]]
-            *_version, snaplen, self.linktype = struct.unpack(order + "HHiIII", head[4:])
-            limit, rec = max(snaplen, _MAX_CAPLEN), struct.Struct(order + "IIII")
-            while True:
-                raw = f.read(16)
-                if len(raw) < 16:
-                    self.truncated = len(raw) > 0
-                    return
-                sec, frac, caplen, origlen = rec.unpack(raw)
-                if caplen > limit or f.tell() + caplen > size:
+            yield from self._records(f, os.fstat(f.fileno()).st_size)
+
+    def _records(self, f: BinaryIO, size: Optional[int]) -> Iterator[PcapRecord]:
+        head = f.read(24)
+        if len(head) < 24 or head[:4] not in _MAGIC:
+            raise PcapError(f"{self.path}: not a pcap file")
+        order, units = _MAGIC[head[:4]]
+        *_version, snaplen, self.linktype = struct.unpack(order + "HHiIII", head[4:])
+        limit, rec = max(snaplen, _MAX_CAPLEN), struct.Struct(order + "IIII")
+        while True:
+            raw = f.read(16)
+            if len(raw) < 16:
+                self.truncated = len(raw) > 0
+                return
+            sec, frac, caplen, origlen = rec.unpack(raw)
+            if caplen > limit or (size is not None and f.tell() + caplen > size):
+                self.truncated = True
+                return
+            if self.with_data or size is None:  # a stream cannot seek
+                data = f.read(caplen)
+                if len(data) < caplen:
                     self.truncated = True
                     return
-                data = f.read(caplen) if self.with_data else b""
-                if not self.with_data:
-                    f.seek(caplen, os.SEEK_CUR)
-                yield PcapRecord(sec + frac / units, caplen, origlen, data)
+                data = data if self.with_data else b""
+            else:
+                data = b""
+                f.seek(caplen, os.SEEK_CUR)
+            yield PcapRecord(sec + frac / units, caplen, origlen, data)
 
 
 @dataclasses.dataclass

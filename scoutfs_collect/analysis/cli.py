@@ -1,0 +1,116 @@
+"""The analysis commands' arguments and handlers, registered by core/cli.py:
+``inspect ARCHIVE --timeline [--before S] [--after S] [--sources LIST] [--json]``,
+``inspect ARCHIVE --export perfetto -o FILE.json`` and ``report ARCHIVE|BUNDLE [-o FILE.html]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from scoutfs_collect.core.errors import EXIT_OK, UsageError
+
+
+def _seconds(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        s = -1.0
+    if not 0 <= s < 1e7:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
+    return s
+
+
+def add_inspect_options(p: argparse.ArgumentParser) -> None:
+    """The timeline and export options of ``inspect``."""
+    p.add_argument("--timeline", action="store_true",
+                   help="every source's records around the trigger, merged on one clock")
+    p.add_argument("--before", type=_seconds, default=2.0, metavar="SECONDS",
+                   help="timeline/export: seconds before the trigger (default 2)")
+    p.add_argument("--after", type=_seconds, default=0.1, metavar="SECONDS",
+                   help="timeline/export: seconds after the trigger (default 0.1)")
+    p.add_argument("--sources", metavar="LIST",
+                   help="timeline/export: comma-separated kinds (kmsg,ftrace,packets,counters) "
+                        "or plugin instance names (default: all)")
+    p.add_argument("--export", choices=["perfetto"],
+                   help="write the timeline as Chrome trace-event JSON (Perfetto UI) to -o FILE")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="--export: the file to write")
+
+
+def add_report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report of an archive or bundle")
+    p.add_argument("archive", type=Path, metavar="ARCHIVE|BUNDLE")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE.html",
+                   help="where to write it (default: the input's name with .html, here)")
+    p.add_argument("--before", type=_seconds, default=2.0, metavar="SECONDS",
+                   help="seconds of merged records before the trigger shown (default 2)")
+    p.add_argument("--after", type=_seconds, default=0.1, metavar="SECONDS")
+
+
+def wants_analysis(ns: argparse.Namespace) -> bool:
+    """Whether ``inspect`` was asked for a timeline or an export (else the manifest report)."""
+    return bool(ns.timeline or ns.export)
+
+
+def _analyse(ns: argparse.Namespace, command: str, counters: bool = False):
+    from scoutfs_collect.analysis import timeline
+
+    if not ns.archive.is_file():
+        raise UsageError(f"{command}: {ns.archive}: no such archive")
+    try:
+        return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters)
+    except ValueError as exc:
+        raise UsageError(f"{command}: {exc}") from None
+
+
+def inspect(ns: argparse.Namespace) -> int:
+    """``inspect --timeline`` / ``--export``."""
+    from scoutfs_collect.analysis import perfetto, timeline
+
+    if ns.export and ns.output is None:
+        raise UsageError("inspect: --export perfetto needs -o FILE.json")
+    if ns.output is not None and not ns.export:
+        raise UsageError("inspect: -o FILE is for --export")
+    if ns.export and ns.output.parent and not ns.output.parent.is_dir():
+        raise UsageError(f"inspect: -o {ns.output}: no such directory {ns.output.parent}")
+    with _analyse(ns, "inspect") as a:
+        if ns.export:
+            perfetto.write(a, ns.output)
+            print(f"perfetto: {ns.output}", file=sys.stderr)
+        if ns.timeline:
+            (timeline.write_json if ns.json else timeline.render)(a, sys.stdout)
+    return EXIT_OK
+
+
+def history_section(manifest: Dict[str, Any]) -> Optional[list]:
+    from scoutfs_collect.analysis import timeline
+
+    return timeline.history_of_manifest(manifest)
+
+
+def report(ns: argparse.Namespace) -> int:
+    """``report ARCHIVE|BUNDLE [-o FILE.html]``."""
+    from scoutfs_collect.ui import report as html_report
+
+    out = ns.output or Path(ns.archive.name.split(".tar")[0] + ".html")
+    if out.parent and not out.parent.is_dir():
+        raise UsageError(f"report: -o {out}: no such directory {out.parent}")
+    with _analyse(ns, "report", counters=True) as a:
+        html_report.write(a, out)
+    print(f"report: {out}")
+    return EXIT_OK
+
+
+def history_text(manifest: Dict[str, Any]) -> str:
+    """The "History kept" section appended to ``inspect``'s report."""
+    from scoutfs_collect.analysis import history
+    from scoutfs_collect.analysis.clocks import ClockMap
+    from scoutfs_collect.analysis.scan import reference_time
+
+    rows = history.of_manifest(manifest, reference_time(manifest), ClockMap.from_manifest(manifest))
+    if not rows:
+        return ""
+    lines = ["", "History kept (per source, before the trigger)"]
+    lines += [f"  {h.name:<18} {h.line()}" for h in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,108 @@
+"""One line per packet (``src → dst PROTO len N``) from pcap records, and one summary line
+per burst: a 10 ms slot with more than BURST packets is shown as one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import struct
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+BURST = 20  # packets in one slot above which the slot becomes one summary line
+SLOT = 0.01  # seconds
+_PROTO = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
+# linktype -> offset of the ethertype field and of the network header (None: raw IP)
+_LINK = {1: (12, 14), 113: (14, 16), 276: (0, 20), 101: (None, 0), 12: (None, 0), 228: (None, 0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Packet:
+    """What a timeline line says about one captured packet."""
+
+    time: float
+    src: str
+    dst: str
+    proto: str
+    length: int
+
+    def text(self) -> str:
+        return f"{self.src} → {self.dst} {self.proto} len {self.length}"
+
+
+def _endpoint(addr: bytes, port: Optional[int]) -> str:
+    ip = ipaddress.ip_address(addr)
+    if port is None:
+        return str(ip)
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def decode(time: float, linktype: Optional[int], data: bytes, length: int) -> Packet:
+    """Addresses, ports and protocol of an Ethernet, Linux cooked (SLL, SLL2), loopback
+    or raw IP frame; ``?`` fields where the capture is too short or not IP."""
+    unknown = Packet(time, "?", "?", f"link{linktype}", length)
+    try:
+        if linktype == 0:  # BSD loopback: 4-byte family in host order
+            net = 4
+        elif linktype in _LINK:
+            ether_at, net = _LINK[linktype]
+            if ether_at is not None:
+                ether = struct.unpack_from(">H", data, ether_at)[0]
+                if ether == 0x8100:  # one VLAN tag
+                    ether, net = struct.unpack_from(">H", data, net + 2)[0], net + 4
+                if ether not in (0x0800, 0x86DD):
+                    return dataclasses.replace(unknown, proto=f"ether 0x{ether:04x}")
+        else:
+            return unknown
+        version = data[net] >> 4
+        if version == 4:
+            header = (data[net] & 0x0F) * 4
+            proto, src, dst = data[net + 9], data[net + 12:net + 16], data[net + 16:net + 20]
+            transport = net + header
+        elif version == 6:
+            proto, src, dst = data[net + 6], data[net + 8:net + 24], data[net + 24:net + 40]
+            transport = net + 40
+        else:
+            return unknown
+        ports: Tuple[Optional[int], Optional[int]] = (None, None)
+        if proto in (6, 17) and len(data) >= transport + 4:
+            ports = struct.unpack_from(">HH", data, transport)
+        name = _PROTO.get(proto, f"proto {proto}")
+        return Packet(time, _endpoint(bytes(src), ports[0]), _endpoint(bytes(dst), ports[1]), name, length)
+    except (IndexError, struct.error, ValueError):
+        return unknown
+
+
+def lines(packets: Iterable[Packet]) -> Iterator[Tuple[float, str]]:
+    """(time, text) per packet, or one ``burst:`` line per 10 ms slot holding more than
+    BURST packets (memory: at most BURST packets and the flow counts of one slot)."""
+    slot: Optional[int] = None
+    held: List[Packet] = []
+    count = size = 0
+    flows: Dict[str, int] = {}
+    first = 0.0
+    for p in packets:
+        s = int(p.time // SLOT)
+        if s != slot:
+            yield from _flush(held, count, size, flows, first)
+            slot, held, count, size, flows, first = s, [], 0, 0, {}, p.time
+        count += 1
+        size += p.length
+        flow = f"{p.src} → {p.dst} {p.proto}"
+        if flow in flows or len(flows) < 64:
+            flows[flow] = flows.get(flow, 0) + 1
+        if count <= BURST:
+            held.append(p)
+        else:
+            held = held[:1]
+    yield from _flush(held, count, size, flows, first)
+
+
+def _flush(held: List[Packet], count: int, size: int, flows: Dict[str, int],
+           first: float) -> Iterator[Tuple[float, str]]:
+    if count <= BURST:
+        for p in held:
+            yield p.time, p.text()
+        return
+    top = sorted(flows.items(), key=lambda kv: -kv[1])[:3]
+    text = ", ".join(f"{flow} ×{n}" for flow, n in top)
+    yield first, f"burst: {count} packets, {size} bytes in {SLOT * 1000:.0f} ms: {text}"

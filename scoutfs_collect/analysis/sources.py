@@ -1,0 +1,163 @@
+"""Readers of each source's files in an archive, as streams of ``(time, text)`` in aligned
+epoch seconds (see :mod:`.clocks`), in file order (each file is in time order).
+
+| kind | collector type | member | clock |
+| --- | --- | --- | --- |
+| ``kmsg`` | dmesg | kmsg.jsonl | since boot (``usec``), + monotonic offset |
+| ``ftrace`` | ftrace | trace.txt | the instance's trace clock, + its offset |
+| ``packets`` | tcpdump | tcpdump.pcapN | realtime |
+| ``counters`` | scoutfs-counters | counters-series.csv | realtime (UTC text, ms) |
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import dataclasses
+import json
+import time
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from scoutfs_collect.analysis import packets
+from scoutfs_collect.analysis.clocks import ClockMap
+from scoutfs_collect.system import tracefs
+from scoutfs_collect.system.pcap import PcapError, PcapReader
+
+KINDS = ("kmsg", "ftrace", "packets", "counters")
+KIND_OF_TYPE = {"dmesg": "kmsg", "ftrace": "ftrace", "tcpdump": "packets", "scoutfs-counters": "counters"}
+TimedText = Tuple[float, str]
+
+
+@dataclasses.dataclass
+class SourceSpec:
+    """One plugin instance of the archive that the timeline reads: its ``name`` (the
+    instance, e.g. ``tcpdump-ib``), ``kind``, and how to turn its stamps into epoch."""
+
+    name: str
+    kind: str
+    offset: Optional[float]  # seconds added to the file's own stamps; None: cannot convert
+    details: Dict[str, Any]
+
+    def wants(self, member: str) -> bool:
+        """Whether ``member`` (path below the plugin directory) is read for the timeline."""
+        if self.kind == "kmsg":
+            return member == "kmsg.jsonl"
+        if self.kind == "ftrace":
+            return member == "trace.txt"
+        if self.kind == "packets":
+            return member.startswith("tcpdump.pcap") and member[len("tcpdump.pcap"):].isdigit()
+        return member in ("counters-series.csv", "counters-series.old.csv")
+
+
+def specs(manifest: Dict[str, Any], clocks: ClockMap) -> List[SourceSpec]:
+    """The timeline sources of an archive, from its manifest's plugins."""
+    out = []
+    for name, plugin in sorted((manifest.get("plugins") or {}).items()):
+        if not isinstance(plugin, dict) or plugin.get("type") not in KIND_OF_TYPE:
+            continue
+        kind, det = KIND_OF_TYPE[plugin["type"]], plugin.get("details") or {}
+        if kind == "ftrace":
+            offset = clocks.trace_clock_offset(det.get("trace_clock"), det.get("clock_offset_s"))
+        elif kind == "kmsg":
+            offset = clocks.kmsg_offset(det.get("epoch_offset"))
+        else:
+            offset = -clocks.node_offset
+        out.append(SourceSpec(name, kind, offset, det))
+    return out
+
+
+CounterSink = Callable[[float, str, str, int], None]  # (time, mount, counter, value)
+
+
+def read(spec: SourceSpec, stream: IO[bytes], on_counter: Optional[CounterSink] = None
+         ) -> Iterator[TimedText]:
+    """The (time, text) records of one member of ``spec``'s directory; counter values
+    also go to ``on_counter`` (the report's small plots)."""
+    if spec.offset is None:
+        return iter(())
+    if spec.kind == "counters":
+        return counter_records(spec.offset, stream, on_counter)
+    reader: Callable[[float, IO[bytes]], Iterator[TimedText]] = _READERS[spec.kind]
+    return reader(spec.offset, stream)
+
+
+def _text(stream: IO[bytes]) -> Iterator[str]:
+    """Lines of a member stream (a TextIOWrapper would ask the tar stream to seek)."""
+    for raw in stream:
+        yield raw.decode("utf-8", "replace")
+
+
+def kmsg_records(offset: float, stream: IO[bytes]) -> Iterator[TimedText]:
+    for line in _text(stream):
+        try:
+            row = json.loads(line)
+            t = offset + row["usec"] / 1e6
+        except (ValueError, KeyError, TypeError):
+            continue
+        text = str(row.get("text", "")).replace("\n", " ⏎ ")
+        yield t, text
+
+
+def ftrace_records(offset: float, stream: IO[bytes]) -> Iterator[TimedText]:
+    """``TASK-PID [CPU] event: fields`` per event line of a text trace (tracefs ``trace``
+    or ``trace-cmd report``: ``TASK-PID [CPU] FLAGS TIMESTAMP: event: fields``)."""
+    for line in _text(stream):
+        ts = tracefs.line_time(line)
+        if ts is None:
+            continue
+        cpu_end = line.find("]")
+        rest = line[cpu_end + 1:].split(": ", 1)[-1] if cpu_end > 0 else line
+        yield ts + offset, f"{' '.join(line[:cpu_end + 1].split())} {rest.rstrip()}"
+
+
+def packet_records(offset: float, stream: IO[bytes]) -> Iterator[TimedText]:
+    reader = PcapReader("pcap", with_data=True, stream=stream)  # type: ignore[arg-type]
+
+    def decoded() -> Iterator[packets.Packet]:
+        try:
+            for r in reader:
+                yield packets.decode(r.time + offset, reader.linktype, r.data, r.origlen)
+        except PcapError:
+            return
+
+    return packets.lines(decoded())
+
+
+def _utc(text: str) -> Optional[float]:
+    try:
+        whole, _, frac = text.partition(".")
+        return calendar.timegm(time.strptime(whole, "%Y-%m-%d %H:%M:%S")) + float(f"0.{frac or 0}")
+    except ValueError:
+        return None
+
+
+def counter_records(offset: float, stream: IO[bytes], on_counter: Optional[CounterSink] = None
+                    ) -> Iterator[TimedText]:
+    """``counter +delta`` (``mount`` prefixed when there are several) per series row;
+    the first sighting of a counter (no change) reads ``counter = value``."""
+    rows = csv.reader(_text(stream))
+    next(rows, None)
+    cache: Dict[str, Optional[float]] = {}
+    for row in rows:
+        if len(row) < 6:
+            continue
+        stamp, _elapsed, mount, name, value, change = row[:6]
+        if stamp not in cache:
+            cache.clear()
+            cache[stamp] = _utc(stamp)
+        t = cache[stamp]
+        if t is None:
+            continue
+        if on_counter is not None and value.lstrip("-").isdigit():
+            on_counter(t + offset, mount, name, int(value))
+        text = f"{name} = {value}" if change == "" else f"{name} {_signed(change)}"
+        yield t + offset, f"{text}  ({mount})"
+
+
+def _signed(change: str) -> str:
+    return change if change.startswith("-") else f"+{change}"
+
+
+_READERS: Dict[str, Callable[[float, IO[bytes]], Iterator[TimedText]]] = {
+    "kmsg": kmsg_records, "ftrace": ftrace_records, "packets": packet_records,
+}
