@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what scoutfs-collect needs on this machine, idempotently, as root:
-#   system tools (trace-cmd, tcpdump, zstd) from the distribution, tracefs mounted,
+#   system tools (trace-cmd, tcpdump, zstd; with --test also chromium, which the report
+#   tests render in) from the distribution, tracefs mounted,
 #   and a virtualenv per requested Python with scoutfs-collect installed in it.
 # Usage: tools/setup.sh [--test] [PYTHON_MINOR ...]     e.g. tools/setup.sh --test 3.9 3.11
 # Prints the path of each virtualenv's python, one per line, on stdout.
@@ -16,6 +17,10 @@ need=()
 for tool in trace-cmd tcpdump zstd; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# The tests render `scoutfs-collect report` in a real browser (headless chromium).
+if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} with apt-get" >&2

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
@@ -24,6 +25,7 @@ from scoutfs_collect.system.kernel_log import (
     ring_size,
 )
 
+PROBE_TAG = "scoutfs-collect: kmsg clock probe"
 RING_FILE = "kmsg-ring-at-start.raw"
 FOLLOW_FILE = "kmsg-follow.raw"
 OLD_FOLLOW_FILE = "kmsg-follow.old.raw"
@@ -54,8 +56,14 @@ class DmesgCollector(Collector):
     `journalctl -k -b -n 1000` (journalctl-kernel.txt). Epoch times are derived
     from the kernel's since-boot clock and are accurate to a few milliseconds.
 
-    Changes on the system: nothing (it only reads the kernel log; unlike
-    `dmesg -c` it never clears it).
+    Clock probes: at start and at stop it logs one debug line (`scoutfs-collect: kmsg
+    clock probe ...`) between two readings of the clocks; the line's since-boot stamp
+    then maps the kernel log's clock (sched_clock, which drifts from CLOCK_MONOTONIC:
+    ~1 ms after half an hour measured on a VM) to epoch time to a few microseconds
+    (details.clock_probes, used by `inspect --timeline`).
+
+    Changes on the system: the two probe lines in the kernel log; nothing else (it
+    only reads the kernel log; unlike `dmesg -c` it never clears it).
     Overhead: a thread asleep in poll() on /dev/kmsg; one small write per burst of
     kernel lines. Disk: the ring (typically 128 KiB-1 MiB) plus what the kernel
     logs during the run, at most `max_mb` (the oldest half is dropped beyond it).
@@ -91,6 +99,7 @@ class DmesgCollector(Collector):
         self.started = time.time()
         self.stopped: Optional[float] = None
         self.reader = KmsgReader(self.options.device)
+        self.probes: Dict[str, Dict[str, object]] = {}
         ring = self.reader.read_available()
         with open(self.workdir / RING_FILE, "wb") as f:
             f.write(b"".join(r.raw for r in ring))
@@ -104,6 +113,27 @@ class DmesgCollector(Collector):
         self.out: BinaryIO = open(self.workdir / FOLLOW_FILE, "ab")
         self.follower = KmsgFollower(self.reader, self._write, self.ctx.fail, f"dmesg-{self.ctx.name}")
         self.follower.start()
+        self._probe("start")
+
+    def _probe(self, when: str) -> None:
+        """Log a probe line between two clock readings (see the class notes)."""
+        text = f"{PROBE_TAG} {when} {uuid.uuid4().hex[:12]}"
+        try:
+            fd = os.open(self.options.device, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self.ctx.details["clock_probe_error"] = f"{self.options.device}: {exc.strerror}"
+            return
+        try:
+            r0, m0 = time.time(), time.clock_gettime(time.CLOCK_MONOTONIC)
+            os.write(fd, f"<7>{text}\n".encode())
+            m1, r1 = time.clock_gettime(time.CLOCK_MONOTONIC), time.time()
+        except OSError as exc:
+            self.ctx.details["clock_probe_error"] = f"{self.options.device}: {exc.strerror}"
+            return
+        finally:
+            os.close(fd)
+        self.probes[text] = {"when": when, "realtime": round((r0 + r1) / 2, 7),
+                             "monotonic": round((m0 + m1) / 2, 7), "spread_us": round((r1 - r0) * 1e6, 1)}
 
     def _write(self, records: List[KmsgRecord]) -> None:
         data = b"".join(r.raw for r in records)
@@ -126,6 +156,7 @@ class DmesgCollector(Collector):
 
     def stop(self) -> None:
         self.stopped = time.time()
+        self._probe("stop")  # ~20 us; the drain below reads it back
         if self.follower.stop(timeout=1.0):  # drains what is readable: the trigger line
             self.out.close()
             self.reader.close()
@@ -159,11 +190,22 @@ class DmesgCollector(Collector):
             "reader": self.reader.stats(),
             "gaps": [dataclasses.asdict(g) for g in gaps],
             "lost": sum(g.count for g in gaps),
+            "clock_probes": self._probe_results(records),
         })
         if records:
             first, last = (round(self.clock.epoch(r.usec), 6) for r in (records[0], records[-1]))
             self.ctx.set_window(first, last)
         self.ctx.details["journal"] = self._save_journal()
+
+    def _probe_results(self, records: List[KmsgRecord]) -> List[Dict[str, object]]:
+        """Each probe line found: its clock readings, its stamp, and ``offset`` (epoch
+        seconds minus the record's since-boot seconds)."""
+        out = []
+        for r in records:
+            probe = self.probes.get(r.text)
+            if probe is not None:
+                out.append(dict(probe, usec=r.usec, offset=round(float(probe["realtime"]) - r.usec / 1e6, 7)))
+        return out
 
     def _gap_reason(self, gap: Gap) -> Gap:
         for first, last in self.dropped:

@@ -62,7 +62,13 @@ class ClockMap:
             own = _num(recorded)
         return None if own is None else own - self.node_offset
 
-    def kmsg_offset(self, recorded: Any = None) -> Optional[float]:
-        """Seconds to add to a kernel log record's since-boot seconds (``usec`` / 1e6)."""
-        own = self.mono_offset if self.mono_offset is not None else _num(recorded)
+    def kmsg_offset(self, details: Dict[str, Any]) -> Optional[float]:
+        """Seconds to add to a kernel log record's since-boot seconds (``usec`` / 1e6):
+        from the dmesg collector's last clock probe (a line logged between two clock
+        readings), else the manifest's monotonic reading (the kernel log clock drifts
+        from it by ~1 ms per half hour of uptime), else the collector's offset."""
+        probes = [p for p in details.get("clock_probes") or [] if isinstance(p, dict)]
+        own = _num(probes[-1].get("offset")) if probes else None
+        if own is None:
+            own = self.mono_offset if self.mono_offset is not None else _num(details.get("epoch_offset"))
         return None if own is None else own - self.node_offset

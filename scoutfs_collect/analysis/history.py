@@ -129,10 +129,13 @@ def _tcpdump_ring(det: Dict[str, Any]) -> Optional[float]:
 def _packets(h: SourceHistory, det: Dict[str, Any], ref: Optional[float], clocks: ClockMap) -> None:
     captured, kept = _num(det.get("packets_captured")), _num(det.get("packets_in_files"))
     dropped = _num(det.get("packets_dropped_by_kernel")) or 0
+    order = [str(n) for n in det.get("files_in_order") or []]
     if captured is not None and kept is not None:
-        h.wrapped = captured > kept
+        # fewer packets in the files than captured, or the ring's names reused out of order
+        h.wrapped = captured > kept or order != sorted(order, key=lambda n: int("0" + n[12:]))
         if h.wrapped:
-            h.lost = f"{int(captured - kept)} older packets in rotated-out files"
+            h.lost = (f"{int(captured - kept)} older packets in rotated-out files" if captured > kept
+                      else "older files rotated out")
     if dropped:
         h.lost = "; ".join(x for x in (h.lost, f"{int(dropped)} dropped by the kernel") if x)
     files = [f for f in det.get("files") or [] if isinstance(f, dict)]

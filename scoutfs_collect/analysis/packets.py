@@ -10,6 +10,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 BURST = 20  # packets in one slot above which the slot becomes one summary line
 SLOT = 0.01  # seconds
+MAX_FLOWS = 64
 _PROTO = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
 # linktype -> offset of the ethertype field and of the network header (None: raw IP)
 _LINK = {1: (12, 14), 113: (14, 16), 276: (0, 20), 101: (None, 0), 12: (None, 0), 228: (None, 0)}
@@ -72,37 +73,47 @@ def decode(time: float, linktype: Optional[int], data: bytes, length: int) -> Pa
         return unknown
 
 
+@dataclasses.dataclass
+class _Flow:
+    """One flow's packets in one slot: the first BURST kept, the rest only counted."""
+
+    first: float
+    held: List[Packet] = dataclasses.field(default_factory=list)
+    count: int = 0
+    size: int = 0
+
+
 def lines(packets: Iterable[Packet]) -> Iterator[Tuple[float, str]]:
-    """(time, text) per packet, or one ``burst:`` line per 10 ms slot holding more than
-    BURST packets (memory: at most BURST packets and the flow counts of one slot)."""
+    """(time, text) per packet, or one ``burst:`` line for a flow (src, dst, proto) with
+    more than BURST packets in one 10 ms slot, in time order. Memory: at most BURST
+    packets of MAX_FLOWS flows (the rest of a slot's flows share one "other" flow)."""
     slot: Optional[int] = None
-    held: List[Packet] = []
-    count = size = 0
-    flows: Dict[str, int] = {}
-    first = 0.0
+    flows: Dict[str, _Flow] = {}
     for p in packets:
         s = int(p.time // SLOT)
         if s != slot:
-            yield from _flush(held, count, size, flows, first)
-            slot, held, count, size, flows, first = s, [], 0, 0, {}, p.time
-        count += 1
-        size += p.length
-        flow = f"{p.src} → {p.dst} {p.proto}"
-        if flow in flows or len(flows) < 64:
-            flows[flow] = flows.get(flow, 0) + 1
-        if count <= BURST:
-            held.append(p)
+            yield from _flush(flows)
+            slot, flows = s, {}
+        key = f"{p.src} → {p.dst} {p.proto}"
+        if key not in flows and len(flows) >= MAX_FLOWS:
+            key = "other flows"
+        flow = flows.get(key)
+        if flow is None:
+            flow = flows[key] = _Flow(p.time)
+        flow.count += 1
+        flow.size += p.length
+        if flow.count <= BURST:
+            flow.held.append(p)
+    yield from _flush(flows)
+
+
+def _flush(flows: Dict[str, _Flow]) -> Iterator[Tuple[float, str]]:
+    out: List[Tuple[float, str]] = []
+    for key, flow in flows.items():
+        if flow.count <= BURST:
+            out += [(p.time, p.text()) for p in flow.held]
         else:
-            held = held[:1]
-    yield from _flush(held, count, size, flows, first)
-
-
-def _flush(held: List[Packet], count: int, size: int, flows: Dict[str, int],
-           first: float) -> Iterator[Tuple[float, str]]:
-    if count <= BURST:
-        for p in held:
-            yield p.time, p.text()
-        return
-    top = sorted(flows.items(), key=lambda kv: -kv[1])[:3]
-    text = ", ".join(f"{flow} ×{n}" for flow, n in top)
-    yield first, f"burst: {count} packets, {size} bytes in {SLOT * 1000:.0f} ms: {text}"
+            out.append((flow.first, f"burst: {flow.count} packets, {flow.size} bytes within "
+                                    f"{SLOT * 1000:.0f} ms: {key}"))
+    out.sort(key=lambda item: item[0])
+    yield from out

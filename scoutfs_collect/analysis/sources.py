@@ -59,7 +59,7 @@ def specs(manifest: Dict[str, Any], clocks: ClockMap) -> List[SourceSpec]:
         if kind == "ftrace":
             offset = clocks.trace_clock_offset(det.get("trace_clock"), det.get("clock_offset_s"))
         elif kind == "kmsg":
-            offset = clocks.kmsg_offset(det.get("epoch_offset"))
+            offset = clocks.kmsg_offset(det)
         else:
             offset = -clocks.node_offset
         out.append(SourceSpec(name, kind, offset, det))

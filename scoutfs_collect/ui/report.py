@@ -1,0 +1,210 @@
+"""``scoutfs-collect report``: one self-contained HTML file (no network, no scripts, no
+external fonts or styles; inline SVG) from an archive or bundle alone: header, one lane
+per source (per node and source in a bundle) with its kept window and density, the
+trigger and each stop, the counters that moved, the merged last seconds, the plugins."""
+
+from __future__ import annotations
+
+import math
+import os
+import string
+from html import escape
+from importlib import resources
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+from scoutfs_collect import __version__
+from scoutfs_collect.analysis import scan
+from scoutfs_collect.analysis.timeline import Analysis, utc_us
+
+EVENTS_MAX = 3000  # lines of the merged timeline shown
+COUNTERS_MAX = 40
+BINS = 240
+W, LANE, LEFT, TOP = 1100, 34, 210, 24
+
+
+def _e(x: Any) -> str:
+    return escape(str(x), quote=True)
+
+
+def _table(head: List[str], rows: List[List[str]], cls: str = "") -> str:
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><tr>{th}</tr>{body}</table>'
+
+
+def _num(v: Any) -> Optional[float]:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _header(a: Analysis) -> str:
+    rows = []
+    for n in a.nodes:
+        m = n.manifest
+        host, trig, result = m.get("host") or {}, m.get("trigger") or {}, m.get("result") or {}
+        when = n.aligned(trig.get("time")) if isinstance(trig, dict) else None
+        trig_text = (f"{_e(trig.get('name'))} ({_e(trig.get('type'))}): {_e(trig.get('reason'))}"
+                     f" at {utc_us(when)}" if when is not None else "none fired")
+        status = result.get("exit_status")
+        cls = "ok" if status == 0 else "bad"
+        rows.append([_e(n.node or host.get("hostname", "?")), _e(host.get("kernel", "?")), trig_text,
+                     f'<span class="{cls}">exit {_e(status)}</span>'])
+    out = _table(["host", "kernel", "trigger", "result"], rows)
+    if a.bundle is not None:
+        o = a.bundle.origin
+        out = (f"<p>Cluster bundle: origin <b>{_e(o.get('node'))}</b>, trigger {_e(o.get('name'))} "
+               f"({_e(o.get('type'))}): {_e(o.get('reason'))}</p>") + out
+        head = ["node", "status", "clock offset", "stop after origin's trigger", "error"]
+        out += "<p></p>" + _table(head, [
+            [_e(b.name), _e(b.status), f"{b.clock_offset_ms:+.3f} ms",
+             "-" if b.stop_lag_ms is None else f"{b.stop_lag_ms:.1f} ms", _e(b.error or "")]
+            for b in a.bundle.nodes])
+    return out
+
+
+def _range(a: Analysis) -> Tuple[float, float]:
+    ref = a.window.ref
+    starts = [n.aligned((n.manifest.get("times") or {}).get("started")) for n in a.nodes]
+    stops = [n.aligned((n.manifest.get("times") or {}).get("stopped")) for n in a.nodes]
+    firsts = [s.first for s in a.stats() if s.first is not None and s.kind != "kmsg"]
+    lo = min([t for t in starts + firsts if t is not None] + [ref - a.window.before])
+    hi = max([t for t in stops if t is not None] + [ref + a.window.after])
+    pad = (hi - lo) * 0.02 or 0.1
+    return lo - pad, hi + pad
+
+
+def _bins(s: scan.SourceStats, ref: float, lo: float, hi: float) -> List[int]:
+    out = [0] * BINS
+    span = hi - lo
+    for table, width in ((s.fine, scan.FINE), (s.coarse, 1.0)):
+        for k, count in table.items():
+            t = ref + (k + 0.5) * width
+            if lo <= t < hi:
+                out[min(BINS - 1, int((t - lo) / span * BINS))] += count
+    return out
+
+
+def _chart(a: Analysis) -> str:
+    lo, hi = _range(a)
+    ref, stats = a.window.ref, a.stats()
+    x = lambda t: LEFT + (min(max(t, lo), hi) - lo) / (hi - lo) * (W - LEFT - 10)  # noqa: E731
+    height = TOP + LANE * len(stats) + 30
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
+             f'viewBox="0 0 {W} {height}" role="img" aria-label="timeline of every source">']
+    for i in range(6):  # axis ticks
+        t = lo + (hi - lo) * i / 5
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="middle">{t - ref:+.2f} s</text>')
+    for i, s in enumerate(stats):
+        y = TOP + i * LANE
+        parts.append(f'<g class="lane" data-source="{_e(s.label)}" data-records="{s.count}">')
+        parts.append(f'<text x="4" y="{y + LANE / 2 + 4:.1f}">{_e(s.label)} ({s.count})</text>')
+        if s.first is not None and s.last is not None:
+            x0, x1 = x(s.first), x(s.last)
+            parts.append(f'<rect class="kept" x="{x0:.1f}" y="{y + 3}" width="{max(1.0, x1 - x0):.1f}" '
+                         f'height="{LANE - 6}"><title>{_e(s.label)}: kept {utc_us(s.first)} .. '
+                         f'{utc_us(s.last)}</title></rect>')
+            if s.first < lo:
+                parts.append(f'<text x="{LEFT - 2}" y="{y + LANE / 2 + 4:.1f}" text-anchor="end">◀</text>')
+        bins = _bins(s, ref, lo, hi)
+        top = max(bins) or 1
+        bw = (W - LEFT - 10) / BINS
+        for j, c in enumerate(bins):
+            if c:
+                h = (LANE - 8) * math.log1p(c) / math.log1p(top)
+                parts.append(f'<rect class="density" x="{LEFT + j * bw:.1f}" y="{y + LANE - 4 - h:.1f}" '
+                             f'width="{max(bw - 0.3, 0.5):.2f}" height="{h:.1f}"/>')
+        parts.append("</g>")
+    bottom = TOP + LANE * len(stats)
+    for n in a.nodes:
+        stop = n.aligned((n.manifest.get("times") or {}).get("stopped"))
+        if stop is not None:
+            label = f"stop {n.node + ' ' if n.node else ''}{(stop - ref) * 1000:+.1f} ms"
+            parts.append(f'<g class="stopline" data-node="{_e(n.node)}"><line class="stop" '
+                         f'x1="{x(stop):.1f}" x2="{x(stop):.1f}" y1="{TOP - 4}" y2="{bottom}"/>'
+                         f'<text x="{x(stop) + 3:.1f}" y="{bottom + 12}">{_e(label)}</text></g>')
+    parts.append(f'<g id="trigger"><line class="trigger" x1="{x(ref):.1f}" x2="{x(ref):.1f}" y1="{TOP - 14}" '
+                 f'y2="{bottom}"/><text x="{x(ref) + 3:.1f}" y="{TOP - 6}" fill="#d00">trigger</text></g>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _history(a: Analysis) -> str:
+    rows = []
+    for h in a.history():
+        wrap = {True: '<span class="bad">wrapped</span>', False: "no", None: "?"}[h.wrapped]
+        reach = "-" if h.reach_s is None else f"{h.reach_s:.3f} s"
+        rows.append([_e((h.node + "/" if h.node else "") + h.name), _e(h.kind), reach, wrap,
+                     _e(h.lost), _e(h.hint)])
+    return _table(["source", "kind", "reaches back", "ring wrapped", "lost", "sizing hint"], rows)
+
+
+def _spark(points: List[Tuple[float, int]], lo: float, hi: float) -> str:
+    vmin, vmax = min(v for _, v in points), max(v for _, v in points)
+    w, h = 220, 28
+    xy = " ".join(f"{(t - lo) / (hi - lo) * w:.1f},{h - 2 - (v - vmin) / ((vmax - vmin) or 1) * (h - 4):.1f}"
+                  for t, v in points)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">'
+            f'<polyline class="spark" points="{xy}"/></svg>')
+
+
+def _counters(a: Analysis) -> str:
+    moved = []
+    lo, hi = _range(a)
+    for n in a.nodes:
+        for (mount, name), series in n.counters.items():
+            if len(series.points) >= 2 and series.points[0][1] != series.points[-1][1]:
+                delta = series.points[-1][1] - series.points[0][1]
+                moved.append((abs(delta), n.node, mount, name, delta, series.points))
+    if not moved:
+        return "<p>No counter moved.</p>"
+    moved.sort(key=lambda m: (-m[0], m[3]))
+    rows = [[_e(f"{node + '/' if node else ''}{name}"), _e(mount), f"{delta:+d}", _spark(points, lo, hi)]
+            for _, node, mount, name, delta, points in moved[:COUNTERS_MAX]]
+    hidden = len(moved) - COUNTERS_MAX
+    more = f"<p class='muted'>{hidden} more not shown.</p>" if hidden > 0 else ""
+    return _table(["counter", "mount", "change", "over the run"], rows, "counter") + more
+
+
+def _events(a: Analysis) -> str:
+    rows, ref, total = [], a.window.ref, 0
+    for e in a.events():
+        total += 1
+        if total <= EVENTS_MAX:
+            rows.append([utc_us(e.time), f"{e.time - ref:+.6f}", _e(e.label), _e(e.text)])
+    note = (f"<p class='muted'>{total} records from {a.window.before:g} s before the trigger to "
+            f"{a.window.after:g} s after" + (f"; the first {EVENTS_MAX} shown" if total > EVENTS_MAX else "")
+            + ".</p>")
+    return note + _table(["UTC", "s", "source", "record"], rows, "events")
+
+
+def _plugins(a: Analysis) -> str:
+    rows = []
+    for n in a.nodes:
+        for name, p in sorted((n.manifest.get("plugins") or {}).items()):
+            if not isinstance(p, dict):
+                continue
+            status = str(p.get("status", "?"))
+            cls = "ok" if status == "ok" else "bad"
+            errors = p.get("errors") or ([p["error"]] if p.get("error") else [])
+            rows.append([_e((n.node + "/" if n.node else "") + name), _e(f"{p.get('kind')}/{p.get('type')}"),
+                         f'<span class="{cls}">{_e(status)}</span>', "<br>".join(_e(x) for x in errors)])
+    return _table(["plugin", "kind/type", "status", "errors"], rows)
+
+
+def render(a: Analysis) -> str:
+    """The report's HTML text."""
+    template = string.Template(resources.files("scoutfs_collect.ui").joinpath("report.html")
+                               .read_text(encoding="utf-8"))
+    kind = "cluster bundle" if a.bundle is not None else "archive"
+    return template.substitute(
+        title=_e(f"scoutfs-collect report: {kind} {a.path.name}"), header=_header(a), chart=_chart(a),
+        per_node=" (per node and source)" if a.bundle is not None else "", ref_utc=utc_us(a.window.ref),
+        history=_history(a), counters=_counters(a), events=_events(a), plugins=_plugins(a),
+        version=_e(__version__), input=_e(a.path.name))
+
+
+def write(a: Analysis, path: Path) -> None:
+    """Write the report atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(a), encoding="utf-8")
+    os.replace(tmp, path)

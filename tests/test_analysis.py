@@ -1,0 +1,322 @@
+"""The analysis of a real archive through the CLI: ``inspect --timeline`` (one clock for
+ftrace, the kernel log, packets and counters), the history each ring kept, the Perfetto
+export, the HTML report rendered by a real browser, and cluster bundles.
+
+One capture (module fixture) records real trace_marker writes, /dev/kmsg lines and UDP
+packets on lo; a trace_marker write, a kernel log line and a UDP packet made at one
+instant must land within 1 ms of each other on the timeline. The scoutfs sysfs tree is
+the fixture (the module cannot load here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from scoutfs_collect.archive.read import read_manifest
+from scoutfs_collect.demo import fixture
+from tests.conftest import Cli, finish
+from tests.helpers import archive_of, kmsg_write, unique, wait_for
+
+TRACEFS = Path("/sys/kernel/tracing")
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+class Capture:
+    """The archive of one real run, and what was sent into it."""
+
+    def __init__(self, cli: Cli, archive: str, nonce: str, sport: int, port: int) -> None:
+        self.cli, self.archive, self.nonce, self.sport, self.port = cli, archive, nonce, sport, port
+
+    def run(self, *args: str):
+        return self.cli.run(*args)
+
+    def timeline(self, *args: str) -> dict:
+        result = self.cli.run("inspect", self.archive, "--timeline", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> Capture:
+    tmp = tmp_path_factory.mktemp("analysis")
+    cli = Cli(tmp)
+    nonce, instance = unique("tl"), unique("sc_tl")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (mount,) = fixture.build(tmp / "sysfs", mounts=1)
+    profile = cli.profile(f"""\
+collectors:
+  dmesg: {{}}
+  scoutfs-counters: {{sysfs_root: {tmp / 'sysfs'}, interval: 0.2}}
+  ftrace:
+    instance: {instance}
+    events: ["sched:sched_process_exec"]
+    buffer_size_kb: 128
+    freeze_on: ["*{nonce} reconnect timed out, fencing*"]
+  tcpdump: {{interface: lo, heartbeat_timeout: 0, file_size_mb: 1, file_count: 2}}
+triggers:
+  fencing: {{type: kmsg, pattern: '{nonce} reconnect timed out, fencing'}}
+""")
+    proc = cli.start("--profile", str(profile), "--output-dir", str(cli.out),
+                     "--events-file", str(cli.events), "127.0.0.1", str(port))
+    try:
+        cli.wait_event("armed", proc)
+        marker = os.open(TRACEFS / "instances" / instance / "trace_marker", os.O_WRONLY)
+        kmsg = os.open("/dev/kmsg", os.O_WRONLY)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sync_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sync_udp.bind(("127.0.0.1", 0))  # its own flow: not folded into the filler's burst
+        try:
+            for i in range(20000):  # wraps the 128 KiB ring of this CPU
+                os.write(marker, f"{nonce} filler {i:05d} ".encode() * 3)
+            ring = next(cli.out.glob("scoutfs-collect.*/tcpdump"))
+            for _ in range(400):  # until tcpdump reuses pcap0: its ring of 2 x 1 MB wrapped
+                if _pcap_ring_wrapped(ring):
+                    break
+                sizes = _sizes(ring)
+                for _ in range(50):
+                    udp.sendto(b"x" * 1400, ("127.0.0.1", port))
+                wait_for(lambda before=sizes: _sizes(ring) != before, 10, "tcpdump to write the batch")
+            assert _pcap_ring_wrapped(ring)
+            fixture.bump(mount, "lock_lock", 7)
+            # one instant, three sources: each write takes a few microseconds
+            os.write(marker, f"{nonce} sync".encode())
+            os.write(kmsg, f"<6>{nonce} sync\n".encode())
+            sync_udp.sendto(f"{nonce} sync".encode(), ("127.0.0.1", port))
+            sport = sync_udp.getsockname()[1]
+        finally:
+            os.close(marker)
+            os.close(kmsg)
+            udp.close()
+            sync_udp.close()
+        kmsg_write(f"scoutfs f.000001.r.000002: client 127.0.0.1:{port} {nonce} reconnect timed out, fencing")
+        code, out, err = finish(proc)
+        assert code == 0, err
+    finally:
+        cli.cleanup()
+    return Capture(cli, archive_of(out), nonce, sport, port)
+
+
+def _sizes(ring: Path) -> dict:
+    return {p.name: p.stat().st_size for p in ring.glob("tcpdump.pcap*")}
+
+
+def _pcap_ring_wrapped(ring: Path) -> bool:
+    files = {p.name: p.stat().st_mtime_ns for p in ring.glob("tcpdump.pcap[0-9]")}
+    return len(files) == 2 and files["tcpdump.pcap0"] > files["tcpdump.pcap1"]
+
+
+def _sync_events(doc: dict, cap: Capture) -> dict:
+    found = {}
+    for e in doc["events"]:
+        if e["source"] == "ftrace" and e["text"].endswith(f"tracing_mark_write: {cap.nonce} sync"):
+            found["ftrace"] = e
+        elif e["source"] == "dmesg" and e["text"] == f"{cap.nonce} sync":
+            found["dmesg"] = e
+        elif e["source"] == "tcpdump" and e["text"].startswith(
+                f"127.0.0.1:{cap.sport} → 127.0.0.1:{cap.port} UDP"):
+            found["tcpdump"] = e
+    return found
+
+
+def test_marker_kmsg_line_and_udp_packet_of_one_instant_land_within_1_ms(capture):
+    doc = capture.timeline()
+    found = _sync_events(doc, capture)
+    assert set(found) == {"ftrace", "dmesg", "tcpdump"}, found
+    times = [e["time"] for e in found.values()]
+    assert max(times) - min(times) < 0.001, found
+    assert all(-2.0 <= e["rel"] < 0 for e in found.values())
+    assert all(e["utc"].endswith("Z") and len(e["utc"]) == len("2026-12-03T14:09:18.675884Z")
+               for e in found.values())
+    # one merged order, every source present, the counter change as `name +delta`
+    assert [e["time"] for e in doc["events"]] == sorted(e["time"] for e in doc["events"])
+    assert any(e["source"] == "scoutfs-counters" and e["text"].startswith("lock_lock +7")
+               for e in doc["events"])
+    # batches of 50 packets within a few ms are one burst line each, not 50 lines
+    packet_lines = [e for e in doc["events"] if e["source"] == "tcpdump"]
+    bursts = [int(e["text"].split()[1]) for e in packet_lines if e["text"].startswith("burst: ")]
+    assert bursts and all(n > 20 for n in bursts)
+    assert sum(bursts) > 5 * len(packet_lines)
+
+
+def test_timeline_text_window_and_sources(capture):
+    out = capture.run("inspect", capture.archive, "--timeline", "--sources", "kmsg,packets")
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line[:4].isdigit()]
+    assert lines and all(("  dmesg  " in line) or ("  tcpdump  " in line) for line in lines)
+    sync = next(line for line in lines if line.endswith(f"{capture.nonce} sync"))
+    rel = float(sync.split()[1])
+    assert -2.0 <= rel < 0 and len(sync.split()[1].split(".")[1]) == 6
+    # a window that ends before the sync instant does not show it
+    doc = capture.timeline("--before", "1000000", "--after", "0")
+    assert all(e["rel"] <= 0 for e in doc["events"])
+    assert doc["events"][0]["rel"] < -2.0  # the kernel ring at start holds older lines
+    narrow = capture.timeline("--before", "0", "--after", "0.1")
+    assert _sync_events(narrow, capture) == {}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sources", "bogus"], "unknown source 'bogus'"),
+    (["--before", "-1"], "--before"),
+    (["--export", "perfetto"], "needs -o"),
+])
+def test_timeline_bad_arguments_exit_2_with_one_line(capture, args, message):
+    result = capture.run("inspect", capture.archive, "--timeline", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_timeline_of_a_file_that_is_not_an_archive_exits_2(capture, tmp_path):
+    bad = tmp_path / "bad.tar.zst"
+    bad.write_bytes(b"not an archive at all")
+    result = capture.run("inspect", str(bad), "--timeline")
+    assert result.returncode == 2 and "bad.tar.zst" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_history_says_which_rings_wrapped_with_a_sizing_hint(capture):
+    result = capture.run("inspect", "--json", capture.archive)
+    assert result.returncode == 0, result.stderr
+    history = {h["name"]: h for h in json.loads(result.stdout)["history"]}
+    ft, pk = history["ftrace"], history["tcpdump"]
+    assert ft["wrapped"] is True and "overwritten" in ft["lost"]
+    assert ft["hint"].startswith("ftrace kept ") and "buffer_size_kb: " in ft["hint"]
+    assert 0 < ft["complete_s"] <= ft["reach_s"]
+    suggested = int(ft["hint"].split("buffer_size_kb: ")[1].split()[0])
+    assert suggested > 128 and ft["rate_bytes_s"] > 0
+    assert pk["wrapped"] is True and "rotated-out" in pk["lost"] and "file_count: " in pk["hint"]
+    assert history["scoutfs-counters"]["wrapped"] is False
+    text = capture.run("inspect", capture.archive).stdout
+    assert "History kept" in text and "WRAPPED" in text and "buffer_size_kb: " in text
+
+
+def test_perfetto_export_follows_the_trace_event_format(capture, tmp_path):
+    out = tmp_path / "trace.json"
+    result = capture.run("inspect", capture.archive, "--export", "perfetto", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.read_text())
+    events = doc["traceEvents"]
+    threads = {}
+    for ev in events:
+        assert ev["ph"] in ("M", "i", "C"), ev
+        assert isinstance(ev["pid"], int) and isinstance(ev["tid"], int) and isinstance(ev["name"], str)
+        if ev["ph"] == "M":
+            assert ev["name"] in ("process_name", "thread_name", "thread_sort_index") and "args" in ev
+            if ev["name"] == "thread_name":
+                threads[(ev["pid"], ev["tid"])] = ev["args"]["name"]
+            continue
+        assert isinstance(ev["ts"], (int, float)) and ev["ts"] >= 0
+        if ev["ph"] == "i":
+            assert ev["s"] in ("g", "p", "t")
+        if ev["ph"] == "C":
+            assert all(isinstance(v, (int, float)) for v in ev["args"].values())
+    names = set(threads.values())
+    assert {"dmesg (kmsg)", "ftrace (ftrace)", "tcpdump (packets)", "scoutfs-counters (counters)"} <= names
+    records = [ev for ev in events if ev["ph"] == "i" and ev["s"] == "t"]
+    assert all((ev["pid"], ev["tid"]) in threads for ev in records)
+    assert [ev for ev in events if ev["name"] == "trigger" and ev["s"] == "g"]
+    syncs = [ev for ev in records if ev["args"]["text"] == f"{capture.nonce} sync"
+             or ev["args"]["text"].endswith(f"tracing_mark_write: {capture.nonce} sync")]
+    assert len(syncs) == 2 and abs(syncs[0]["ts"] - syncs[1]["ts"]) < 1000  # microseconds
+
+
+def _png_is_not_blank(path: Path) -> bool:
+    """Decode the PNG's pixel rows (zlib) and look for more than a handful of byte values."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            idat += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    return len(set(zlib.decompress(idat))) > 16
+
+
+def _chromium(tmp_path: Path, html: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"chromium-{len(list(tmp_path.glob('chromium-*')))}"
+    return subprocess.run(CHROMIUM + [f"--user-data-dir={profile}", *args, html.as_uri()],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+def _check_report(tmp_path: Path, html: Path, lanes: set) -> str:
+    text = html.read_text()
+    for needle in ("<script", "http://", "https://", "@import", "url("):
+        assert needle not in text.replace('xmlns="http://www.w3.org/2000/svg"', ""), needle
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, html, "--window-size=1200,1600", f"--screenshot={shot}")
+    assert shot.exists() and _png_is_not_blank(shot)
+    dom = _chromium(tmp_path, html, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="trigger"' in dom.stdout
+    found = {part.split('"')[1] for part in dom.stdout.split('class="lane" data-source=')[1:]}
+    assert lanes <= found, found
+    return dom.stdout
+
+
+def test_report_is_one_self_contained_file_a_browser_renders(capture, tmp_path):
+    html = tmp_path / "report.html"
+    result = capture.run("report", capture.archive, "-o", str(html))
+    assert result.returncode == 0, result.stderr
+    dom = _check_report(tmp_path, html, {"dmesg", "ftrace", "tcpdump", "scoutfs-counters"})
+    assert "lock_lock" in dom and "wrapped" in dom and f"{capture.nonce} sync" in dom
+    assert "fencing" in dom  # the trigger in the header
+
+
+def make_bundle(archive: str, dest: Path, offsets: dict) -> Path:
+    """A cluster bundle as issue 9 describes it, from one real archive copied per node
+    (each node's clock then only differs by its clock_offset_ms)."""
+    top = "scoutfs-collect-cluster.20261203-000000Z"
+    name = Path(archive).name
+    nodes = {}
+    m = read_manifest(Path(archive))
+    origin = sorted(offsets)[0]
+    for node, offset in offsets.items():
+        trig = dict(m["trigger"], time=m["trigger"]["time"] + offset / 1000)
+        nodes[node] = {"status": "ok", "exit": 0, "archive": f"nodes/{node}/{name}", "sha256": "",
+                       "trigger": trig if node == origin else dict(trig, type="peer"),
+                       "stopped": m["times"]["stopped"] + offset / 1000,
+                       "stop_lag_ms": round((m["times"]["stopped"] - m["trigger"]["time"]) * 1000, 3),
+                       "clock_offset_ms": offset, "error": None}
+    cluster = {"format": 1, "nodeset": ",".join(offsets), "nodes": nodes,
+               "origin": {"node": origin, "name": m["trigger"]["name"], "type": m["trigger"]["type"],
+                          "reason": m["trigger"]["reason"], "time": nodes[origin]["trigger"]["time"]}}
+    bundle = dest / f"{top}.tar"
+    doc = dest / "cluster.json"
+    doc.write_text(json.dumps(cluster))
+    with tarfile.open(bundle, "w") as tar:
+        tar.add(doc, f"{top}/cluster.json")
+        for node in offsets:
+            tar.add(archive, f"{top}/nodes/{node}/{name}")
+    return bundle
+
+
+def test_bundle_timeline_aligns_node_clocks_and_report_has_a_lane_per_node(capture, tmp_path):
+    offsets = {"node1": 0.0, "node2": 250.0, "node3": -40.0}
+    bundle = make_bundle(capture.archive, tmp_path, offsets)
+    result = capture.run("inspect", str(bundle), "--timeline", "--json", "--sources", "kmsg")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["bundle"] is True
+    sync = {e["node"]: e["time"] for e in doc["events"] if e["text"] == f"{capture.nonce} sync"}
+    assert set(sync) == set(offsets)
+    for node, offset in offsets.items():  # the same instant, seen through each node's clock
+        assert abs((sync["node1"] - sync[node]) * 1000 - offset) < 0.01, (node, sync)
+    text = capture.run("inspect", str(bundle), "--timeline", "--sources", "kmsg").stdout
+    assert any(line.split()[2] == "node2/dmesg" for line in text.splitlines() if line[:4].isdigit())
+    html = tmp_path / "bundle.html"
+    result = capture.run("report", str(bundle), "-o", str(html))
+    assert result.returncode == 0, result.stderr
+    dom = _check_report(tmp_path, html, {f"{n}/{s}" for n in offsets for s in ("dmesg", "ftrace", "tcpdump")})
+    assert dom.count('class="stopline"') == 3 and "origin <b>node1</b>" in dom
