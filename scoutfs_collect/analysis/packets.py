@@ -4,7 +4,7 @@ per burst: a 10 ms slot with more than BURST packets is shown as one line."""
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
+import socket
 import struct
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -31,10 +31,11 @@ class Packet:
 
 
 def _endpoint(addr: bytes, port: Optional[int]) -> str:
-    ip = ipaddress.ip_address(addr)
+    v6 = len(addr) == 16
+    ip = socket.inet_ntop(socket.AF_INET6 if v6 else socket.AF_INET, addr)
     if port is None:
-        return str(ip)
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+        return ip
+    return f"[{ip}]:{port}" if v6 else f"{ip}:{port}"
 
 
 def decode(time: float, linktype: Optional[int], data: bytes, length: int) -> Packet:
@@ -69,7 +70,7 @@ def decode(time: float, linktype: Optional[int], data: bytes, length: int) -> Pa
             ports = struct.unpack_from(">HH", data, transport)
         name = _PROTO.get(proto, f"proto {proto}")
         return Packet(time, _endpoint(bytes(src), ports[0]), _endpoint(bytes(dst), ports[1]), name, length)
-    except (IndexError, struct.error, ValueError):
+    except (IndexError, struct.error, ValueError, OSError):
         return unknown
 
 

@@ -6,6 +6,7 @@ file per member, in time order, for :mod:`.timeline` to merge."""
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import os
 from pathlib import Path
@@ -117,7 +118,8 @@ def select(specs: Sequence[sources.SourceSpec], wanted: Optional[Sequence[str]])
 def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
          wanted: Optional[Sequence[str]] = None, counters: bool = False) -> NodeScan:
     """Read ``archive`` once. ``window_of(manifest, clocks)`` gives the :class:`Window`
-    (it is known only once the manifest, the first member, has been read)."""
+    (it is known only once the manifest, the first member, has been read). ``counters``
+    (the report): also keep each counter's values and every source's density."""
     with archive_read.open_stream(archive) as tar:
         manifest: Optional[Dict[str, Any]] = None
         result: Optional[NodeScan] = None
@@ -145,7 +147,8 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             assert stream is not None
             sink = _counter_sink(result.counters) if counters and spec.kind == "counters" else None
             path = spool_dir / f"{len(os.listdir(spool_dir)):05d}.spool"
-            _spool(sources.read(spec, stream, sink), result.stats[spec.name], window, path)
+            records = sources.read(spec, stream, (window.start, window.end), sink)
+            _spool(records, result.stats[spec.name], window, path, counters, f"\t{node}\t{spec.name}\t")
             result.spools.append((spec.name, path))
     if result is None:
         raise ValueError(f"{archive}: not a scoutfs-collect archive (no TOP/manifest.json)")
@@ -171,11 +174,16 @@ def _counter_sink(store: Dict[Tuple[str, str], CounterSeries]):
     return sink
 
 
-def _spool(records: Iterator[sources.TimedText], stats: SourceStats, window: Window, path: Path) -> None:
+def _spool(records: Iterator[sources.TimedText], stats: SourceStats, window: Window, path: Path,
+           density: bool, tag: str) -> None:
+    """Count every record into ``stats``; write those in the window as spool lines:
+    ``TIME<tab>NODE<tab>SOURCE<tab>TEXT``, TIME fixed-width (``%018.6f``) so that the
+    lines of several spools merge in time order as plain strings."""
     start, end, ref = window.start, window.end, window.ref
     fine_lo, fine_hi = ref - FINE_BEFORE, ref + FINE_AFTER
     fine, coarse = stats.fine, stats.coarse
     first, last, count, inside = stats.first, stats.last, 0, 0
+    held: List[str] = []
     with open(path, "w", encoding="utf-8") as out:
         for t, text in records:
             count += 1
@@ -183,7 +191,9 @@ def _spool(records: Iterator[sources.TimedText], stats: SourceStats, window: Win
                 first = t
             if last is None or t > last:
                 last = t
-            if fine_lo <= t < fine_hi:
+            if not density:
+                pass
+            elif fine_lo <= t < fine_hi:
                 k = int((t - ref) // FINE)
                 fine[k] = fine.get(k, 0) + 1
             else:
@@ -191,15 +201,22 @@ def _spool(records: Iterator[sources.TimedText], stats: SourceStats, window: Win
                 coarse[k] = coarse.get(k, 0) + 1
             if start <= t <= end:
                 inside += 1
-                out.write(f"{t!r}\t{text.replace(chr(9), ' ').replace(chr(10), ' ')}\n")
+                held.append(f"{t:018.6f}{tag}{text.replace(chr(9), ' ').replace(chr(10), ' ')}\n")
+                if len(held) >= 4096:
+                    out.writelines(held)
+                    held = []
+        out.writelines(held)
     stats.first, stats.last = first, last
     stats.count += count
     stats.in_window += inside
 
 
-def read_spool(path: Path) -> Iterator[Tuple[float, str]]:
-    """The (time, text) records a scan spooled, in order."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            t, _, text = line.rstrip("\n").partition("\t")
-            yield float(t), text
+def merged(paths: Sequence[Path]) -> Iterator[str]:
+    """The spool lines of ``paths`` merged in time order (string order of the
+    fixed-width time prefix), newline kept."""
+    files = [open(p, encoding="utf-8") for p in paths]
+    try:
+        yield from heapq.merge(*files)
+    finally:
+        for f in files:
+            f.close()

@@ -69,25 +69,41 @@ def specs(manifest: Dict[str, Any], clocks: ClockMap) -> List[SourceSpec]:
 CounterSink = Callable[[float, str, str, int], None]  # (time, mount, counter, value)
 
 
-def read(spec: SourceSpec, stream: IO[bytes], on_counter: Optional[CounterSink] = None
+Span = Tuple[float, float]  # the window: records outside it get "" as text (not formatted)
+
+
+def read(spec: SourceSpec, stream: IO[bytes], span: Span, on_counter: Optional[CounterSink] = None
          ) -> Iterator[TimedText]:
-    """The (time, text) records of one member of ``spec``'s directory; counter values
-    also go to ``on_counter`` (the report's small plots)."""
+    """The (time, text) records of one member of ``spec``'s directory, text only inside
+    ``span``; counter values also go to ``on_counter`` (the report's small plots)."""
     if spec.offset is None:
         return iter(())
     if spec.kind == "counters":
         return counter_records(spec.offset, stream, on_counter)
-    reader: Callable[[float, IO[bytes]], Iterator[TimedText]] = _READERS[spec.kind]
-    return reader(spec.offset, stream)
+    reader: Callable[[float, IO[bytes], Span], Iterator[TimedText]] = _READERS[spec.kind]
+    return reader(spec.offset, stream, span)
+
+
+CHUNK = 1 << 20
 
 
 def _text(stream: IO[bytes]) -> Iterator[str]:
-    """Lines of a member stream (a TextIOWrapper would ask the tar stream to seek)."""
-    for raw in stream:
-        yield raw.decode("utf-8", "replace")
+    """Lines of a member stream, read in CHUNK pieces (line by line through the tar
+    stream's buffers costs more than the parsing; a TextIOWrapper would ask it to seek)."""
+    rest = b""
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            break
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for raw in lines:
+            yield raw.decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
 
 
-def kmsg_records(offset: float, stream: IO[bytes]) -> Iterator[TimedText]:
+def kmsg_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
     for line in _text(stream):
         try:
             row = json.loads(line)
@@ -98,29 +114,44 @@ def kmsg_records(offset: float, stream: IO[bytes]) -> Iterator[TimedText]:
         yield t, text
 
 
-def ftrace_records(offset: float, stream: IO[bytes]) -> Iterator[TimedText]:
+def ftrace_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
     """``TASK-PID [CPU] event: fields`` per event line of a text trace (tracefs ``trace``
-    or ``trace-cmd report``: ``TASK-PID [CPU] FLAGS TIMESTAMP: event: fields``)."""
+    or ``trace-cmd report``)."""
+    start, end = span
+    parse = tracefs.parse_line
     for line in _text(stream):
-        ts = tracefs.line_time(line)
-        if ts is None:
+        parsed = parse(line)
+        if parsed is None:
             continue
-        cpu_end = line.find("]")
-        rest = line[cpu_end + 1:].split(": ", 1)[-1] if cpu_end > 0 else line
-        yield ts + offset, f"{' '.join(line[:cpu_end + 1].split())} {rest.rstrip()}"
+        ts = parsed[0] + offset
+        yield (ts, f"{parsed[1]} [{parsed[2]}] {parsed[3]}") if start <= ts <= end else (ts, "")
 
 
-def packet_records(offset: float, stream: IO[bytes]) -> Iterator[TimedText]:
+def packet_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
+    """Packets outside ``span`` as (time, ""), those inside through :func:`packets.lines`
+    (one line each, or burst lines)."""
     reader = PcapReader("pcap", with_data=True, stream=stream)  # type: ignore[arg-type]
+    start, end = span
+    inside: List[packets.Packet] = []
+    try:
+        for r in reader:
+            t = r.time + offset
+            if start <= t <= end:
+                inside.append(packets.decode(t, reader.linktype, r.data, r.origlen))
+                if len(inside) >= 4096:  # a slot's burst may span the flush: lines() keeps order
+                    yield from _bursts(inside)
+                    inside = []
+            else:
+                yield from _bursts(inside)
+                inside = []
+                yield t, ""
+    except PcapError:
+        pass
+    yield from _bursts(inside)
 
-    def decoded() -> Iterator[packets.Packet]:
-        try:
-            for r in reader:
-                yield packets.decode(r.time + offset, reader.linktype, r.data, r.origlen)
-        except PcapError:
-            return
 
-    return packets.lines(decoded())
+def _bursts(held: List[packets.Packet]) -> Iterator[TimedText]:
+    return packets.lines(held) if held else iter(())
 
 
 def _utc(text: str) -> Optional[float]:

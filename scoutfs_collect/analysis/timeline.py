@@ -5,7 +5,6 @@ spools of :mod:`.scan`: memory stays flat whatever the archive's size)."""
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import json
 import tempfile
 import time
@@ -31,13 +30,15 @@ class Event(NamedTuple):
         return f"{self.node}/{self.source}" if self.node else self.source
 
 
-def utc_us(t: float) -> str:
+def utc_us(t: float, _last: List[Any] = [None, ""]) -> str:  # noqa: B006 (a one-entry cache)
     """Epoch seconds as ``2026-12-03T14:09:18.675884Z``."""
     whole = int(t // 1)
     micros = int(round((t - whole) * 1e6))
     if micros == 1000000:
         whole, micros = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+    if _last[0] != whole:
+        _last[0], _last[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_last[1]}.{micros:06d}Z"
 
 
 @dataclasses.dataclass
@@ -61,13 +62,16 @@ class Analysis:
     def close(self) -> None:
         self.tmp.cleanup()
 
+    def lines(self) -> Iterator[str]:
+        """The spool lines (``TIME\tNODE\tSOURCE\tTEXT\n``) of every node and source,
+        merged in time order."""
+        return scan.merged([p for n in self.nodes for _, p in n.spools])
+
     def events(self) -> Iterator[Event]:
         """Every spooled record of every node and source, merged in time order."""
-        def one(node: str, source: str, path: Path) -> Iterator[Event]:
-            for t, text in scan.read_spool(path):
-                yield Event(t, node, source, text)
-        streams = [one(n.node, name, p) for n in self.nodes for name, p in n.spools]
-        return heapq.merge(*streams)
+        for line in self.lines():
+            t, node, source, text = line[:-1].split("\t", 3)
+            yield Event(float(t), node, source, text)
 
     def history(self) -> List[history.SourceHistory]:
         out = []
@@ -147,10 +151,18 @@ def render(a: Analysis, out: TextIO) -> int:
         out.write(f"  {(h.node + '/' if h.node else '') + h.name:<24} {h.line()}\n")
     out.write("\n")
     width = max([len(s.label) for s in a.stats()] + [6])
-    count = 0
-    for e in a.events():
-        out.write(f"{utc_us(e.time)} {e.time - w.ref:+10.6f}  {e.label:<{width}}  {e.text}\n")
-        count += 1
+    labels = {f"{s.node}\t{s.name}": f"{s.label:<{width}}" for s in a.stats()}
+    count, ref, held = 0, w.ref, []
+    for line in a.lines():
+        t, node, source, text = line.split("\t", 3)
+        when = float(t)
+        held.append(f"{utc_us(when)} {when - ref:+10.6f}  {labels[node + chr(9) + source]}  {text}")
+        if len(held) >= 4096:
+            out.writelines(held)
+            count += len(held)
+            held = []
+    out.writelines(held)
+    count += len(held)
     if count == 0:
         out.write("(no records in the window)\n")
     return count

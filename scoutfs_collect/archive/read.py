@@ -43,7 +43,7 @@ def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
         raise ValueError(f"{archive}: cannot read: {exc.strerror or exc}") from None
     if comp != "zstd":
         try:
-            with tarfile.open(archive, "r|*") as tar:
+            with tarfile.open(archive, "r|*", bufsize=1 << 16) as tar:
                 yield tar
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ValueError(f"{archive}: not a scoutfs-collect archive ({exc})") from None
@@ -56,7 +56,7 @@ def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
     popen = subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=errors, start_new_session=True)
     try:
-        with tarfile.open(fileobj=popen.stdout, mode="r|") as tar:
+        with tarfile.open(fileobj=popen.stdout, mode="r|", bufsize=1 << 16) as tar:
             yield tar
     except (tarfile.TarError, EOFError) as exc:
         errors.seek(0)

@@ -8,7 +8,6 @@ count what was captured. Pure Python; no libpcap needed.
 from __future__ import annotations
 
 import dataclasses
-import os
 import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
@@ -20,6 +19,7 @@ _MAGIC = {  # first 4 bytes of the file -> (byte order, fraction units per secon
     b"\xa1\xb2\x3c\x4d": (">", 1_000_000_000),
 }
 _MAX_CAPLEN = 262144
+CHUNK = 1 << 20
 
 
 class PcapError(ValueError):
@@ -55,37 +55,35 @@ class PcapReader:
 
     def __iter__(self) -> Iterator[PcapRecord]:
         if self.stream is not None:
-            yield from self._records(self.stream, None)
+            yield from self._records(self.stream)
             return
         with open(self.path, "rb") as f:
-            yield from self._records(f, os.fstat(f.fileno()).st_size)
+            yield from self._records(f)
 
-    def _records(self, f: BinaryIO, size: Optional[int]) -> Iterator[PcapRecord]:
+    def _records(self, f: BinaryIO) -> Iterator[PcapRecord]:
+        """Records parsed from CHUNK-sized reads (two small reads per packet cost more
+        than the parsing on a tar member stream)."""
         head = f.read(24)
         if len(head) < 24 or head[:4] not in _MAGIC:
             raise PcapError(f"{self.path}: not a pcap file")
         order, units = _MAGIC[head[:4]]
         *_version, snaplen, self.linktype = struct.unpack(order + "HHiIII", head[4:])
         limit, rec = max(snaplen, _MAX_CAPLEN), struct.Struct(order + "IIII")
+        buf, pos, with_data, eof = b"", 0, self.with_data, False
         while True:
-            raw = f.read(16)
-            if len(raw) < 16:
-                self.truncated = len(raw) > 0
+            if not eof and len(buf) - pos < 16 + limit:  # top up: a whole record must fit
+                more = f.read(CHUNK)
+                buf, pos, eof = buf[pos:] + more, 0, not more
+            if len(buf) - pos < 16:
+                self.truncated = len(buf) - pos > 0
                 return
-            sec, frac, caplen, origlen = rec.unpack(raw)
-            if caplen > limit or (size is not None and f.tell() + caplen > size):
+            sec, frac, caplen, origlen = rec.unpack_from(buf, pos)
+            end = pos + 16 + caplen
+            if caplen > limit or end > len(buf):
                 self.truncated = True
                 return
-            if self.with_data or size is None:  # a stream cannot seek
-                data = f.read(caplen)
-                if len(data) < caplen:
-                    self.truncated = True
-                    return
-                data = data if self.with_data else b""
-            else:
-                data = b""
-                f.seek(caplen, os.SEEK_CUR)
-            yield PcapRecord(sec + frac / units, caplen, origlen, data)
+            yield PcapRecord(sec + frac / units, caplen, origlen, buf[pos + 16:end] if with_data else b"")
+            pos = end
 
 
 @dataclasses.dataclass

@@ -1,0 +1,179 @@
+"""Benchmark: ``inspect --timeline`` and ``report`` over a full default ftrace ring
+(10 MiB per CPU, wrapped) plus 100 MB of pcap, against ``trace-cmd report`` of the same
+trace.dat plus ``tcpdump -n -r`` of the same pcap files, in the same run.
+
+1. A real capture through the CLI: ftrace with the default ring (buffer_size_kb 10240)
+   on sched_switch/sched_wakeup plus trace_marker writes from one writer per CPU until
+   every CPU's ring has wrapped; tcpdump on lo (2 files of 50 MB) filled with ~110 MB of
+   1400-byte UDP datagrams; dmesg; a kmsg trigger line.
+2. Alternating runs (default 3) of each command, output to /dev/null: wall time and
+   peak RSS of the process tree (psutil, sampled every 20 ms; the largest process by
+   wait4 too). Ours reads the compressed archive as it is; the baselines read the
+   extracted files (extraction not counted).
+
+Prints a table and writes bench/results/timeline.json. It records numbers, it never
+fails on one. Run as root with the project's Python (tools/setup.sh makes .venv-3.11):
+    .venv-3.11/bin/python bench/timeline.py [--runs 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import common as c
+import psutil
+
+from scoutfs_collect.system import tracefs
+
+
+def _tree_rss(pid: int) -> int:
+    try:
+        p = psutil.Process(pid)
+        procs = [p] + p.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(argv: Sequence[str], env: Dict[str, str], cwd: Path) -> Dict[str, Any]:
+    """Wall time, peak tree RSS (sampled) and max RSS (wait4) of one command."""
+    began = time.monotonic()
+    p = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], _tree_rss(p.pid))
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.monotonic() - began
+    done.set()
+    t.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {err[-500:]}")
+    return {"wall_s": wall, "tree_rss_mb": peak[0] / 1e6, "maxrss_mb": usage.ru_maxrss / 1024}
+
+
+def fill_ring(instance: str, cpus: List[int], bytes_per_cpu: int) -> None:
+    """One marker writer pinned to each CPU, each writing ``bytes_per_cpu`` of markers."""
+    children = []
+    for cpu in cpus:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.sched_setaffinity(0, {cpu})
+                fd = os.open(f"/sys/kernel/tracing/instances/{instance}/trace_marker", os.O_WRONLY)
+                line, written, i = b"", 0, 0
+                while written < bytes_per_cpu:
+                    line = f"bench marker cpu{cpu} {i:08d} ".encode() * 4
+                    os.write(fd, line)
+                    written += len(line) + 16
+                    i += 1
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def capture(scratch: c.Scratch, env: Dict[str, str]) -> Path:
+    instance = scratch.instance_name("timeline")
+    load = c.UdpLoad(rate=0)
+    scratch.cleanups.append(load.close)
+    tag = f"scoutfs-bench-timeline-{os.getpid()}"
+    profile = scratch.dir / "p.yaml"
+    profile.write_text(f"""\
+collectors:
+  dmesg: {{}}
+  ftrace:
+    instance: {instance}
+    events: ["sched:sched_switch", "sched:sched_wakeup"]
+    freeze_on: ["*{tag} end*"]
+  tcpdump: {{interface: lo, heartbeat_timeout: 0, file_size_mb: 50, file_count: 2}}
+triggers:
+  end: {{type: kmsg, pattern: '{tag} end'}}
+""")
+    events = scratch.dir / "events.jsonl"
+    run = scratch.popen(c.cli_argv("--profile", profile, "--output-dir", scratch.dir, "--events-file", events,
+                                   "127.0.0.1", load.port), env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, text=True)
+    c.wait_event(events, "armed", run)
+    sent = load.fill(110_000_000, mb_per_s=60, size=1400)
+    cpus = tracefs.cpu_ids()
+    fill_ring(instance, cpus, 25 << 20)
+    c.kmsg_write(f"{tag} end")
+    out, _ = run.communicate(timeout=900)
+    archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])
+    print(f"capture: {archive} ({archive.stat().st_size / 1e6:.0f} MB), {sent / 1e6:.0f} MB of UDP sent")
+    return archive
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = ap.parse_args()
+    c.require_root()
+    with c.Scratch("timeline", keep=args.keep) as scratch:
+        env = c.cli_env(scratch.dir)
+        archive = capture(scratch, env)
+        top = c.extract(archive, scratch.dir / "x")
+        dat = top / "ftrace" / "trace.dat"
+        pcaps = sorted((top / "tcpdump").glob("tcpdump.pcap[0-9]"))
+        manifest = c.json.loads((top / "manifest.json").read_text())
+        ft = manifest["plugins"]["ftrace"]["details"]
+        commands = {
+            "inspect --timeline": c.cli_argv("inspect", archive, "--timeline"),
+            "report": c.cli_argv("report", archive, "-o", scratch.dir / "report.html"),
+            "trace-cmd report": ["trace-cmd", "report", str(dat)],
+        }
+        for i, p in enumerate(pcaps):
+            commands[f"tcpdump -n -r pcap{i}"] = ["tcpdump", "-n", "-r", str(p)]
+        results: Dict[str, List[Dict[str, Any]]] = {k: [] for k in commands}
+        for _ in range(args.runs):
+            for name, argv in commands.items():
+                results[name].append(measure(argv, env, scratch.dir))
+        med = {k: {f: c.median(r[f] for r in v) for f in ("wall_s", "tree_rss_mb", "maxrss_mb")}
+               for k, v in results.items()}
+        base_wall = med["trace-cmd report"]["wall_s"] + sum(
+            med[k]["wall_s"] for k in med if k.startswith("tcpdump"))
+        ours = med["inspect --timeline"]
+        lines = subprocess.run(commands["inspect --timeline"], capture_output=True, env=env,
+                               cwd=scratch.dir).stdout.count(b"\n")
+        rows = [[k, v["wall_s"], v["tree_rss_mb"], v["maxrss_mb"]] for k, v in med.items()]
+        rows.append(["baseline sum (trace-cmd + tcpdump)", base_wall, None, None])
+        print(c.table([f"command (median of {args.runs})", "wall s", "tree RSS MB", "max RSS MB"], rows))
+        print(f"inspect --timeline / baseline: {c.fmt(c.ratio(ours['wall_s'], base_wall), 2)}x "
+              f"(goal <= 1.0), RSS {c.fmt(ours['tree_rss_mb'])} MB (goal < 150); timeline lines: {lines}")
+        print(f"report: {c.fmt(med['report']['wall_s'], 2)} s (goal < 10)")
+        c.write_results("timeline", {
+            "archive_mb": archive.stat().st_size / 1e6,
+            "trace_dat_mb": dat.stat().st_size / 1e6,
+            "pcap_mb": sum(p.stat().st_size for p in pcaps) / 1e6,
+            "ftrace_overrun": sum(s["overrun"] for s in ft["cpu_stats"]),
+            "buffer_size_kb": ft["buffer_size_kb"], "timeline_lines": lines,
+            "median": med, "baseline_wall_s": base_wall,
+            "ratio": c.ratio(ours["wall_s"], base_wall), "runs": results,
+        })
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    c.run(main)
