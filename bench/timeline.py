@@ -3,8 +3,9 @@
 trace.dat plus ``tcpdump -n -r`` of the same pcap files, in the same run.
 
 1. A real capture through the CLI: ftrace with the default ring (buffer_size_kb 10240)
-   on sched_switch/sched_wakeup plus trace_marker writes from one writer per CPU until
-   every CPU's ring has wrapped; tcpdump on lo (2 files of 50 MB) filled with ~110 MB of
+   on sched_switch/sched_wakeup plus trace_marker writes from one writer per CPU at
+   3.3 MiB/s until every CPU's ring has wrapped 2.5 times (the ring then holds ~3 s, of
+   which the default 2 s window is most); tcpdump on lo (2 files of 50 MB) filled with ~110 MB of
    1400-byte UDP datagrams; dmesg; a kmsg trigger line.
 2. Alternating runs (default 3) of each command, output to /dev/null: wall time and
    peak RSS of the process tree (psutil, sampled every 20 ms; the largest process by
@@ -31,6 +32,8 @@ import common as c
 import psutil
 
 from scoutfs_collect.system import tracefs
+
+RING_RATE = 3.3 * (1 << 20)  # bytes/s per CPU: a 10 MiB ring then holds ~3 s (issue 12's example)
 
 
 def _tree_rss(pid: int) -> int:
@@ -71,8 +74,9 @@ def measure(argv: Sequence[str], env: Dict[str, str], cwd: Path) -> Dict[str, An
     return {"wall_s": wall, "tree_rss_mb": peak[0] / 1e6, "maxrss_mb": usage.ru_maxrss / 1024}
 
 
-def fill_ring(instance: str, cpus: List[int], bytes_per_cpu: int) -> None:
-    """One marker writer pinned to each CPU, each writing ``bytes_per_cpu`` of markers."""
+def fill_ring(instance: str, cpus: List[int], bytes_per_cpu: int, rate: float) -> None:
+    """One marker writer pinned to each CPU, each writing ``bytes_per_cpu`` of markers at
+    ``rate`` bytes/s (in 10 ms batches), so the ring holds the seconds such a rate gives."""
     children = []
     for cpu in cpus:
         pid = os.fork()
@@ -80,12 +84,16 @@ def fill_ring(instance: str, cpus: List[int], bytes_per_cpu: int) -> None:
             try:
                 os.sched_setaffinity(0, {cpu})
                 fd = os.open(f"/sys/kernel/tracing/instances/{instance}/trace_marker", os.O_WRONLY)
-                line, written, i = b"", 0, 0
+                written, i, began = 0, 0, time.monotonic()
                 while written < bytes_per_cpu:
-                    line = f"bench marker cpu{cpu} {i:08d} ".encode() * 4
-                    os.write(fd, line)
-                    written += len(line) + 16
-                    i += 1
+                    ahead = written / rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)  # pacing the load, not waiting for a condition
+                    for _ in range(200):
+                        line = f"bench marker cpu{cpu} {i:08d} ".encode() * 4
+                        os.write(fd, line)
+                        written += len(line) + 16
+                        i += 1
             finally:
                 os._exit(0)
         children.append(pid)
@@ -117,7 +125,7 @@ triggers:
     c.wait_event(events, "armed", run)
     sent = load.fill(110_000_000, mb_per_s=60, size=1400)
     cpus = tracefs.cpu_ids()
-    fill_ring(instance, cpus, 25 << 20)
+    fill_ring(instance, cpus, 25 << 20, RING_RATE)
     c.kmsg_write(f"{tag} end")
     out, _ = run.communicate(timeout=900)
     archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])

@@ -21,10 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from scoutfs_collect import Target
+from scoutfs_collect.analysis import packets
 from scoutfs_collect.archive.read import read_manifest
 from scoutfs_collect.demo import fixture
+from scoutfs_collect.plugins.collectors.tcpdump import Tcpdump
+from scoutfs_collect.system.pcap import PcapReader
 from tests.conftest import Cli, finish
-from tests.helpers import archive_of, kmsg_write, unique, wait_for
+from tests.helpers import archive_of, kmsg_write, make_plugin, unique, wait_for
 
 TRACEFS = Path("/sys/kernel/tracing")
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -320,3 +324,33 @@ def test_bundle_timeline_aligns_node_clocks_and_report_has_a_lane_per_node(captu
     assert result.returncode == 0, result.stderr
     dom = _check_report(tmp_path, html, {f"{n}/{s}" for n in offsets for s in ("dmesg", "ftrace", "tcpdump")})
     assert dom.count('class="stopline"') == 3 and "origin <b>node1</b>" in dom
+
+
+@pytest.mark.parametrize("ip, interface, linktype", [("127.0.0.1", "any", 276), ("::1", "lo", 1)])
+def test_packet_lines_of_real_captures_name_both_ends(tmp_path, ip, interface, linktype):
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sink:
+        sink.bind((ip, 0))
+        port = sink.getsockname()[1]
+        collector = make_plugin(Tcpdump, tmp_path / "t", Target(ip, port), interface=interface,
+                                heartbeat_timeout=0)
+        try:
+            assert collector.preflight() == []
+            collector.start()
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.bind((ip, 0))
+                sport = s.getsockname()[1]
+                for _ in range(3):
+                    s.sendto(b"p" * 100, (ip, port))
+            collector.stop()
+            collector.finalize()
+        finally:
+            collector.cleanup()
+    reader = PcapReader(tmp_path / "t" / "tcpdump.pcap0", with_data=True)
+    lines = [text for _, text in packets.lines(packets.decode(r.time, reader.linktype, r.data, r.origlen)
+                                               for r in reader)]
+    assert reader.linktype == linktype
+    src, dst = (f"[{ip}]:{p}" if ":" in ip else f"{ip}:{p}" for p in (sport, port))
+    lengths = [r.origlen for r in PcapReader(tmp_path / "t" / "tcpdump.pcap0")]
+    assert lines == [f"{src} → {dst} UDP len {n}" for n in lengths]
+    assert len(lines) == 3
