@@ -104,7 +104,7 @@ class Scratch:
                 p.wait(10)
         for name in self.instances:
             try:
-                tracefs.Instance(name).remove(timeout=5)
+                tracefs.TraceInstance(name).remove(timeout=5)
             except OSError as exc:
                 print(f"could not remove tracefs instance {name}: {exc}", file=sys.stderr)
         if not self.keep:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 from scoutfs_collect import PluginContext, Target
 from scoutfs_collect.demo import fixture
 from scoutfs_collect.plugin import options
-from scoutfs_collect.system.tracefs import Instance, TracefsError
+from scoutfs_collect.system.tracefs import TracefsError, TraceInstance
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ def counter_names() -> List[str]:
     return fixture.default_counter_names()
 
 
-def write_marker_if_on(inst: Instance, text: str) -> None:
+def write_marker_if_on(inst: TraceInstance, text: str) -> None:
     """Write a trace marker; once the instance is off the kernel refuses it (EBADF), and
     then nothing is recorded either way."""
     try:

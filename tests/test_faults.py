@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.system.tracefs import Instance
+from scoutfs_collect.system.tracefs import TraceInstance
 from tests.conftest import finish
 from tests.helpers import (  # archive_of, inspect: test_disk_space and test_security import them here
     archive_of,
@@ -159,9 +159,9 @@ def leftovers() -> Iterator[Dict]:
     left = [p for port in used["ports"] for p in tcpdumps(port)]
     for p in left:
         p.kill()
-    stale = [name for name in used["instances"] if Instance(name).exists()]
+    stale = [name for name in used["instances"] if TraceInstance(name).exists()]
     for name in stale:
-        Instance(name).remove()
+        TraceInstance(name).remove()
     assert not left, f"tcpdump left running: {[p.pid for p in left]}"
     assert not stale, f"tracefs instances left: {stale}"
 
@@ -218,12 +218,12 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     cli.wait_event("armed", first)
     children = psutil.Process(first.pid).children(recursive=True)
     assert [p.pid for p in tcpdumps(port)] == [p.pid for p in children if p.name() == "tcpdump"]
-    assert Instance(instance).exists()
+    assert TraceInstance(instance).exists()
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     wait_for(lambda: not any(alive(p) for p in children), 5, "children of the killed runner to die")
     assert tcpdumps(port) == []
-    assert Instance(instance).exists()  # kernel state outlives the process: the next run's job
+    assert TraceInstance(instance).exists()  # kernel state outlives the process: the next run's job
     old = started["workdir"]
     leftover = cli.out / ".scoutfs-collect-killed.partial"  # as a runner killed while packing leaves
     leftover.write_bytes(b"\0" * 4096)
@@ -239,7 +239,7 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     assert f"an earlier run (pid {first.pid}) did not finish" in err
     assert f"scoutfs-collect pack {old}" in err
     assert f"removed {leftover}" in err and not leftover.exists()
-    assert not Instance(instance).exists()
+    assert not TraceInstance(instance).exists()
     assert tcpdumps(port) == []
     m = inspect(cli, archive_of(out))
     notes = m["result"]["notes"]

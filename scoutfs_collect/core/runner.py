@@ -50,7 +50,7 @@ class RunRequest:
 
 
 @dataclasses.dataclass
-class Instance:
+class PluginInstance:
     """One configured plugin: its spec, type, object, context and manifest record."""
 
     spec: InstanceSpec
@@ -77,8 +77,8 @@ class Instance:
 
 def build_instances(
     profile: Profile, registry: Registry, target: Target, dry_run: bool
-) -> List[Instance]:
-    """One Instance per profile entry (collectors first), options already validated."""
+) -> List[PluginInstance]:
+    """One PluginInstance per profile entry (collectors first), options already validated."""
     out = []
     for spec in profile.collectors + profile.triggers:
         ptype = registry.get(spec.type_name, spec.kind)
@@ -92,7 +92,7 @@ def build_instances(
             log=logging.getLogger(f"scoutfs_collect.plugin.{spec.name}"),
         )
         out.append(
-            Instance(
+            PluginInstance(
                 spec=spec,
                 ptype=ptype,
                 plugin=ptype.cls(ctx, options),
@@ -171,7 +171,7 @@ class Runner:
                 self.times["clocks_at_trigger"] = manifest.clocks()
         self.triggered.set()
 
-    def _fire_callback(self, inst: Instance):
+    def _fire_callback(self, inst: PluginInstance):
         return lambda reason: self.fire(inst.name, inst.spec.type_name, str(reason))
 
     def handle_signal(self, signum: int) -> None:
@@ -376,7 +376,7 @@ class Runner:
             log.error("fsync of %s failed: %s", self.workdir, exc)
             self.events.emit("error", plugin="core", message=f"fsync failed: {exc}")
 
-    def _check_background_failures(self, inst: Instance) -> None:
+    def _check_background_failures(self, inst: PluginInstance) -> None:
         for message in inst.ctx.failures:
             if message not in inst.record.errors:
                 inst.record.record_error(message)
