@@ -217,10 +217,15 @@ def test_series_is_capped_keeping_newest(tmp_path, root, collectors, monkeypatch
 # ---------------------------------------------------------------- scoutfs-sim demo
 
 
-def test_sim_dry_run_builds_nothing(tmp_path, root):
+def test_sim_preflight_changes_nothing_and_cleanup_removes_what_prepare_built(tmp_path, root):
     sim = make(ScoutfsSim, tmp_path, "sim", dry_run=True, sysfs_root=str(root))
-    problems = sim.preflight()
-    assert problems and not any(p.fatal for p in problems)
+    assert [p.fatal for p in sim.preflight()] == [True]  # not prepared: reported, not built
+    assert not root.exists()
+    sim.prepare()
+    assert (root / ".scoutfs-sim").exists() and list(root.glob("f.*.r.*"))
+    notes = sim.preflight()
+    assert [p.fatal for p in notes] == [False] and "built demo" in notes[0].message
+    sim.cleanup()
     assert not root.exists()
 
 
@@ -228,14 +233,19 @@ def test_sim_refuses_foreign_and_system_paths(tmp_path, root):
     root.mkdir()
     (root / "precious").write_text("x")
     sim = make(ScoutfsSim, tmp_path, "sim", sysfs_root=str(root))
+    sim.prepare()
     assert any(p.fatal and "not made by scoutfs-sim" in p.message for p in sim.preflight())
     assert (root / "precious").exists()
+    sim.cleanup()
+    assert (root / "precious").exists()
     sys_sim = make(ScoutfsSim, tmp_path, "sim2", sysfs_root="/sys/fs/scoutfs")
+    sys_sim.prepare()
     assert any(p.fatal and "refusing" in p.message for p in sys_sim.preflight())
 
 
 def test_sim_demo_moves_counters_and_fires_fence(tmp_path, root, collectors):
     sim = make(ScoutfsSim, tmp_path, "sim", sysfs_root=str(root), interval=0.05, fence_after=0.3, mounts=2)
+    sim.prepare()
     notes = sim.preflight()
     assert [p.fatal for p in notes] == [False] and "built demo" in notes[0].message
     counters = start(
