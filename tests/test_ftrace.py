@@ -15,7 +15,7 @@ from scoutfs_collect.plugin.api import PluginContext, Target
 from scoutfs_collect.plugins.collectors.ftrace import Ftrace
 from scoutfs_collect.system import proc, tracefs
 from scoutfs_collect.system.tracefs import TraceInstance
-from tests.helpers import kmsg_write, make_plugin, unique, write_marker_if_on
+from tests.support.helpers import kmsg_write, make_plugin, unique, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from scoutfs_collect.core import registry
 from scoutfs_collect.plugin import hookspecs
-from tests.conftest import finish
-from tests.helpers import extract
+from tests.support.cli import finish
+from tests.support.helpers import extract
 
 SITE_PLUGIN = textwrap.dedent('''\
     """A site plugin as the README shows it."""

@@ -7,8 +7,8 @@ import os
 import signal
 import stat
 
-from tests.conftest import finish
-from tests.helpers import archive_of, extract, inspect, kmsg_write, unique
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, extract, inspect, kmsg_write, unique
 
 
 def kmsg_profile(cli, nonce: str, extra_collectors: str = "") -> str:

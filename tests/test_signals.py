@@ -22,8 +22,8 @@ from typing import List
 
 import pytest
 
-from tests.conftest import finish
-from tests.helpers import archive_of, extract, inspect, slow_pack_profile, wait_for
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, extract, inspect, slow_pack_profile, wait_for
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 

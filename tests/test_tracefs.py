@@ -12,7 +12,7 @@ import pytest
 
 from scoutfs_collect.system import tracefs
 from scoutfs_collect.system.tracefs import CpuStats, TracefsError, TraceInstance
-from tests.helpers import unique, wait_for, write_marker_if_on
+from tests.support.helpers import unique, wait_for, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT
 
