@@ -13,10 +13,17 @@ from typing import List, Optional, Sequence
 
 import psutil
 
-from scoutfs_collect import Collector, Problem, hookimpl, option
-from scoutfs_collect.plugin.api import directory_size
-from scoutfs_collect.system import proc, tracefs
-from scoutfs_collect.system.paths import fsync_path
+from scoutfs_collect import (
+    ChildProcess,
+    Collector,
+    Problem,
+    directory_size,
+    fsync_path,
+    hookimpl,
+    option,
+    run_command,
+)
+from scoutfs_collect.system import tracefs
 from scoutfs_collect.system.tracefs import TracefsError, TraceInstance
 
 CONSOLE = "printk:console"
@@ -87,7 +94,7 @@ class Ftrace(Collector):
     _created = False
     _finalized = False
     _clock_offset: Optional[float] = None
-    _child: Optional[proc.ChildProcess] = None
+    _child: Optional[ChildProcess] = None
     _events: List[str] = []  # replaced, never mutated
 
     # --- preflight ------------------------------------------------------------------
@@ -215,7 +222,7 @@ class Ftrace(Collector):
     def _start_record(self, inst: TraceInstance) -> None:
         tc, o, wd, det = tracefs.trace_cmd(), self.options, self.ctx.workdir, self.ctx.details
         assert tc is not None
-        det["partial_dat"] = proc.run([tc, "restore", "-c", "-o", wd / "partial.dat"], 120).returncode == 0
+        det["partial_dat"] = run_command([tc, "restore", "-c", "-o", wd / "partial.dat"], 120).returncode == 0
         argv = [tc, "record", "-m", str(o.record_max_kb), "-o", str(wd / "trace.dat"), "-B", inst.name]
         argv += ["-b", str(o.buffer_size_kb)]
         if det.get("trace_clock") in ("boot", "mono"):
@@ -225,7 +232,7 @@ class Ftrace(Collector):
         det["trace_cmd_argv"] = argv
         log = wd / "trace-cmd.log"
         fail = lambda rc: self.ctx.fail(f"trace-cmd record exited by itself ({rc}); see trace-cmd.log")  # noqa: E731
-        self._child = proc.ChildProcess(argv, stdout=log, stderr=log, on_unexpected_exit=fail).start()
+        self._child = ChildProcess(argv, stdout=log, stderr=log, on_unexpected_exit=fail).start()
 
     # --- stop / finalize --------------------------------------------------------------
     def stop(self) -> None:
@@ -285,7 +292,7 @@ class Ftrace(Collector):
         cpu_files = [raw / f"cpu{c}" for c in cpus]
         restore = [tc, "restore", "-i", partial, "-o", self.ctx.workdir / "trace.dat", *cpu_files]
         for argv in ([tc, "restore", "-c", "-o", partial], restore):
-            res = proc.run(argv, timeout=600)
+            res = run_command(argv, timeout=600)
             if res.returncode != 0:
                 det["trace_dat"] = f"failed: trace-cmd restore: {res.stderr.strip()[-300:]}"
                 return
@@ -297,7 +304,7 @@ class Ftrace(Collector):
         if tc is None or not dat.exists():
             self.ctx.details["trace_txt"] = "not written: ring too full to format first, no trace.dat"
             return
-        child = proc.ChildProcess([tc, "report", dat], stdout=txt).start()
+        child = ChildProcess([tc, "report", dat], stdout=txt).start()
         if child.wait(1800) is None:
             child.stop()
         with open(txt, errors="replace") as lines:

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from scoutfs_collect import Collector, Problem, hookimpl, option
+from scoutfs_collect import Collector, Problem, did_you_mean, hookimpl, option
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.plugin.options import did_you_mean
 
 MARKER = ".scoutfs-sim"
 REFUSED_PREFIXES = ("/sys", "/proc", "/dev", "/run", "/etc", "/boot", "/usr")

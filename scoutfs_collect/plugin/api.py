@@ -68,6 +68,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
 
 from scoutfs_collect.plugin.options import NoOptions
 
+#: What ``Trigger.arm`` receives: call it once with the reason the trigger fired.
 FireCallback = Callable[[str], None]
 
 
