@@ -20,6 +20,7 @@ fails on one. Run as root with the project's Python (tools/setup.sh makes .venv-
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def main() -> None:
         top = c.extract(archive, scratch.dir / "x")
         dat = top / "ftrace" / "trace.dat"
         pcaps = sorted((top / "tcpdump").glob("tcpdump.pcap[0-9]"))
-        manifest = c.json.loads((top / "manifest.json").read_text())
+        manifest = json.loads((top / "manifest.json").read_text())
         ft = manifest["plugins"]["ftrace"]["details"]
         commands = {
             "inspect --timeline": c.cli_argv("inspect", archive, "--timeline"),

@@ -27,8 +27,8 @@ from scoutfs_collect.archive.read import read_manifest
 from scoutfs_collect.demo import fixture
 from scoutfs_collect.plugins.collectors.tcpdump import Tcpdump
 from scoutfs_collect.system.pcap import PcapReader
-from tests.conftest import Cli, finish
-from tests.helpers import archive_of, kmsg_write, make_plugin, unique, wait_for
+from tests.support.cli import Cli, finish
+from tests.support.helpers import archive_of, kmsg_write, make_plugin, unique, wait_for
 
 TRACEFS = Path("/sys/kernel/tracing")
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -5,13 +5,14 @@ trigger and each stop, the counters that moved, the merged last seconds, the plu
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import string
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Deque, List, Optional, Tuple
 
 from scoutfs_collect import __version__
 from scoutfs_collect.analysis import scan
@@ -166,14 +167,20 @@ def _counters(a: Analysis) -> str:
 
 
 def _events(a: Analysis) -> str:
-    rows, ref, total = [], a.window.ref, 0
-    for e in a.events():
+    """The last EVENTS_MAX merged records of the window (the ones nearest the trigger)."""
+    ref, total = a.window.ref, 0
+    last: Deque[str] = collections.deque(maxlen=EVENTS_MAX)
+    for line in a.lines():
         total += 1
-        if total <= EVENTS_MAX:
-            rows.append([utc_us(e.time), f"{e.time - ref:+.6f}", _e(e.label), _e(e.text)])
+        last.append(line)
+    rows = []
+    for line in last:
+        t, node, source, text = line[:-1].split("\t", 3)
+        when, label = float(t), f"{node}/{source}" if node else source
+        rows.append([utc_us(when), f"{when - ref:+.6f}", _e(label), _e(text)])
+    shown = f"; the last {EVENTS_MAX} shown" if total > EVENTS_MAX else ""
     note = (f"<p class='muted'>{total} records from {a.window.before:g} s before the trigger to "
-            f"{a.window.after:g} s after" + (f"; the first {EVENTS_MAX} shown" if total > EVENTS_MAX else "")
-            + ".</p>")
+            f"{a.window.after:g} s after{shown}.</p>")
     return note + _table(["UTC", "s", "source", "record"], rows, "events")
 
 
