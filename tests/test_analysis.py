@@ -20,8 +20,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scoutfs_collect import Target
+from scoutfs_collect.analysis import cli as analysis_cli
 from scoutfs_collect.analysis import packets
 from scoutfs_collect.archive.read import read_manifest
 from scoutfs_collect.demo import fixture
@@ -354,3 +357,34 @@ def test_packet_lines_of_real_captures_name_both_ends(tmp_path, ip, interface, l
     lengths = [r.origlen for r in PcapReader(tmp_path / "t" / "tcpdump.pcap0")]
     assert lines == [f"{src} → {dst} UDP len {n}" for n in lengths]
     assert len(lines) == 3
+
+
+_scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+_json = st.recursive(_scalar, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+_DETAIL_KEYS = ["cpu_stats", "buffer_size_kb", "trace_clock", "clock_offset_s", "command", "files",
+                "files_in_order", "packets_captured", "packets_in_files", "lost", "first_seq",
+                "clock_probes", "series_dropped_before"]
+_plugin = st.fixed_dictionaries(
+    {"type": st.sampled_from(["ftrace", "tcpdump", "dmesg", "scoutfs-counters"])},
+    optional={"window": _json, "details": st.dictionaries(st.sampled_from(_DETAIL_KEYS), _json)})
+
+
+@settings(max_examples=150, deadline=None)
+@given(manifest=st.fixed_dictionaries({"format": st.just(1)}, optional={
+    "plugins": st.dictionaries(st.text(min_size=1, max_size=6), _plugin, max_size=3) | _json,
+    "times": _json, "trigger": _json}))
+def test_history_of_a_damaged_manifest_never_raises(manifest):
+    text = analysis_cli.history_text(manifest)
+    assert isinstance(analysis_cli.history_section(manifest), list) and isinstance(text, str)
+
+
+def test_a_bundle_with_a_broken_cluster_json_exits_2_naming_it(capture, tmp_path):
+    bundle = tmp_path / "scoutfs-collect-cluster.x.tar"
+    doc = tmp_path / "cluster.json"
+    doc.write_text('{"nodes": [1, 2]}')
+    with tarfile.open(bundle, "w") as tar:
+        tar.add(doc, "top/cluster.json")
+    result = capture.run("report", str(bundle), "-o", str(tmp_path / "r.html"))
+    assert result.returncode == 2 and "cluster.json" in result.stderr and "'nodes'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r.html").exists()

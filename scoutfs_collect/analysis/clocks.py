@@ -37,7 +37,9 @@ class ClockMap:
 
     @classmethod
     def from_manifest(cls, manifest: Dict[str, Any], node_offset: float = 0.0) -> ClockMap:
-        clocks = (manifest.get("times") or {}).get("clocks") or {}
+        times = manifest.get("times")
+        clocks = times.get("clocks") if isinstance(times, dict) else None
+        clocks = clocks if isinstance(clocks, dict) else {}
         for key in ("trigger", "start"):
             reading = clocks.get(key)
             if not isinstance(reading, dict):
@@ -67,7 +69,8 @@ class ClockMap:
         from the dmesg collector's last clock probe (a line logged between two clock
         readings), else the manifest's monotonic reading (the kernel log clock drifts
         from it by ~1 ms per half hour of uptime), else the collector's offset."""
-        probes = [p for p in details.get("clock_probes") or [] if isinstance(p, dict)]
+        listed = details.get("clock_probes")
+        probes = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
         own = _num(probes[-1].get("offset")) if probes else None
         if own is None:
             own = self.mono_offset if self.mono_offset is not None else _num(details.get("epoch_offset"))

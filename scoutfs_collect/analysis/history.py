@@ -52,6 +52,15 @@ def _num(v: Any) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _list(v: Any) -> List[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _ring_index(name: str) -> int:
+    digits = name[len("tcpdump.pcap"):]
+    return int(digits) if digits.isdigit() else -1
+
+
 def _secs(s: float) -> str:
     if s >= 3600:
         return f"{s / 3600:.1f} h"
@@ -66,28 +75,30 @@ def of_manifest(manifest: Dict[str, Any], ref: Optional[float], clocks: ClockMap
                 node: str = "") -> List[SourceHistory]:
     """The history of every timeline source of one archive; ``ref`` the aligned trigger."""
     out = []
-    for name, p in sorted((manifest.get("plugins") or {}).items()):
+    plugins = manifest.get("plugins")
+    for name, p in sorted(plugins.items() if isinstance(plugins, dict) else []):
         if not isinstance(p, dict) or p.get("type") not in KIND_OF_TYPE:
             continue
         kind = KIND_OF_TYPE[p["type"]]
-        w = p.get("window") or {}
+        w = p.get("window") if isinstance(p.get("window"), dict) else {}
         first, last = (_num(w.get(k)) for k in ("first", "last"))
         h = SourceHistory(node, name, kind, clocks.realtime(first) if first is not None else None,
                           clocks.realtime(last) if last is not None else None)
         if h.first is not None and ref is not None:
             h.reach_s = h.complete_s = round(ref - h.first, 6)
-        _FILL[kind](h, p.get("details") or {}, ref, clocks)
+        det = p.get("details")
+        _FILL[kind](h, det if isinstance(det, dict) else {}, ref, clocks)
         out.append(h)
     return out
 
 
 def _ftrace(h: SourceHistory, det: Dict[str, Any], ref: Optional[float], clocks: ClockMap) -> None:
-    stats = [s for s in det.get("cpu_stats") or [] if isinstance(s, dict)]
+    stats = [s for s in _list(det.get("cpu_stats")) if isinstance(s, dict)]
     size_kb = _num(det.get("buffer_size_kb"))
     if not stats or size_kb is None:
         return
     offset = clocks.trace_clock_offset(det.get("trace_clock"), det.get("clock_offset_s"))
-    overruns = {s.get("cpu"): int(s.get("overrun") or 0) for s in stats if s.get("overrun")}
+    overruns = {str(s.get("cpu")): int(_num(s.get("overrun")) or 0) for s in stats if _num(s.get("overrun"))}
     h.wrapped = bool(overruns)
     if overruns:
         h.lost = ", ".join(f"cpu{c}: {n} events overwritten" for c, n in sorted(overruns.items()))
@@ -98,7 +109,7 @@ def _ftrace(h: SourceHistory, det: Dict[str, Any], ref: Optional[float], clocks:
         if oldest is None or used is None or offset is None or last is None:
             continue
         span = last - (oldest + offset)
-        if s.get("cpu") in overruns and ref is not None:
+        if str(s.get("cpu")) in overruns and ref is not None:
             complete = ref - (oldest + offset)
             h.complete_s = complete if h.complete_s is None else min(h.complete_s, complete)
         if span > 0:
@@ -118,7 +129,7 @@ def _ftrace(h: SourceHistory, det: Dict[str, Any], ref: Optional[float], clocks:
 
 
 def _tcpdump_ring(det: Dict[str, Any]) -> Optional[float]:
-    argv = [str(a) for a in det.get("command") or []]
+    argv = [str(a) for a in _list(det.get("command"))]
     try:
         size_mb, count = float(argv[argv.index("-C") + 1]), int(argv[argv.index("-W") + 1])
     except (ValueError, IndexError):
@@ -129,16 +140,16 @@ def _tcpdump_ring(det: Dict[str, Any]) -> Optional[float]:
 def _packets(h: SourceHistory, det: Dict[str, Any], ref: Optional[float], clocks: ClockMap) -> None:
     captured, kept = _num(det.get("packets_captured")), _num(det.get("packets_in_files"))
     dropped = _num(det.get("packets_dropped_by_kernel")) or 0
-    order = [str(n) for n in det.get("files_in_order") or []]
+    order = [str(n) for n in _list(det.get("files_in_order"))]
     if captured is not None and kept is not None:
         # fewer packets in the files than captured, or the ring's names reused out of order
-        h.wrapped = captured > kept or order != sorted(order, key=lambda n: int("0" + n[12:]))
+        h.wrapped = captured > kept or order != sorted(order, key=_ring_index)
         if h.wrapped:
             h.lost = (f"{int(captured - kept)} older packets in rotated-out files" if captured > kept
                       else "older files rotated out")
     if dropped:
         h.lost = "; ".join(x for x in (h.lost, f"{int(dropped)} dropped by the kernel") if x)
-    files = [f for f in det.get("files") or [] if isinstance(f, dict)]
+    files = [f for f in _list(det.get("files")) if isinstance(f, dict)]
     size = sum(_num(f.get("bytes")) or 0 for f in files)
     ring = _tcpdump_ring(det)
     if h.first is None or h.last is None or h.last <= h.first or not size or ring is None:
@@ -154,7 +165,7 @@ def _packets(h: SourceHistory, det: Dict[str, Any], ref: Optional[float], clocks
 
 
 def _ring_count(det: Dict[str, Any]) -> int:
-    argv = [str(a) for a in det.get("command") or []]
+    argv = [str(a) for a in _list(det.get("command"))]
     try:
         return int(argv[argv.index("-W") + 1])
     except (ValueError, IndexError):

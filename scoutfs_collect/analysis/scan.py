@@ -100,7 +100,7 @@ class NodeScan:
 def reference_time(manifest: Dict[str, Any]) -> Optional[float]:
     """The archive's own trigger time (realtime), else its stop, else its end."""
     trig = manifest.get("trigger")
-    times = manifest.get("times") or {}
+    times = manifest.get("times") if isinstance(manifest.get("times"), dict) else {}
     for t in ((trig or {}).get("time") if isinstance(trig, dict) else None,
               times.get("stopped"), times.get("finished")):
         if isinstance(t, (int, float)) and not isinstance(t, bool):

@@ -52,10 +52,12 @@ class SourceSpec:
 def specs(manifest: Dict[str, Any], clocks: ClockMap) -> List[SourceSpec]:
     """The timeline sources of an archive, from its manifest's plugins."""
     out = []
-    for name, plugin in sorted((manifest.get("plugins") or {}).items()):
+    plugins = manifest.get("plugins")
+    for name, plugin in sorted(plugins.items() if isinstance(plugins, dict) else []):
         if not isinstance(plugin, dict) or plugin.get("type") not in KIND_OF_TYPE:
             continue
-        kind, det = KIND_OF_TYPE[plugin["type"]], plugin.get("details") or {}
+        kind, det = KIND_OF_TYPE[plugin["type"]], plugin.get("details")
+        det = det if isinstance(det, dict) else {}
         if kind == "ftrace":
             offset = clocks.trace_clock_offset(det.get("trace_clock"), det.get("clock_offset_s"))
         elif kind == "kmsg":
