@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
+import math
 import os
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -182,31 +183,34 @@ def _spool(records: Iterator[sources.TimedText], stats: SourceStats, window: Win
     start, end, ref = window.start, window.end, window.ref
     fine_lo, fine_hi = ref - FINE_BEFORE, ref + FINE_AFTER
     fine, coarse = stats.fine, stats.coarse
-    first, last, count, inside = stats.first, stats.last, 0, 0
+    first, last, count, inside = math.inf, -math.inf, 0, 0
     held: List[str] = []
     with open(path, "w", encoding="utf-8") as out:
         for t, text in records:
             count += 1
-            if first is None or t < first:
+            if t < first:
                 first = t
-            if last is None or t > last:
+            if t > last:
                 last = t
-            if not density:
-                pass
-            elif fine_lo <= t < fine_hi:
-                k = int((t - ref) // FINE)
-                fine[k] = fine.get(k, 0) + 1
-            else:
-                k = int((t - ref) // 1)
-                coarse[k] = coarse.get(k, 0) + 1
+            if density:
+                if fine_lo <= t < fine_hi:
+                    k = int((t - ref) // FINE)
+                    fine[k] = fine.get(k, 0) + 1
+                else:
+                    k = int((t - ref) // 1)
+                    coarse[k] = coarse.get(k, 0) + 1
             if start <= t <= end:
                 inside += 1
-                held.append(f"{t:018.6f}{tag}{text.replace(chr(9), ' ').replace(chr(10), ' ')}\n")
+                if "\t" in text or "\n" in text:
+                    text = text.replace("\t", " ").replace("\n", " ")
+                held.append(f"{t:018.6f}{tag}{text}\n")
                 if len(held) >= 4096:
                     out.writelines(held)
                     held = []
         out.writelines(held)
-    stats.first, stats.last = first, last
+    if count:
+        stats.first = first if stats.first is None else min(stats.first, first)
+        stats.last = last if stats.last is None else max(stats.last, last)
     stats.count += count
     stats.in_window += inside
 

@@ -117,16 +117,16 @@ def kmsg_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[Timed
 
 
 def ftrace_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
-    """``TASK-PID [CPU] event: fields`` per event line of a text trace (tracefs ``trace``
-    or ``trace-cmd report``)."""
+    """Each event line of a text trace (tracefs ``trace`` or ``trace-cmd report``) as it
+    is, ftrace's own timestamp included (to find it in trace.txt)."""
     start, end = span
-    parse = tracefs.parse_line
+    event_time = tracefs.event_time
     for line in _text(stream):
-        parsed = parse(line)
-        if parsed is None:
+        ts = event_time(line)
+        if ts is None:
             continue
-        ts = parsed[0] + offset
-        yield (ts, f"{parsed[1]} [{parsed[2]}] {parsed[3]}") if start <= ts <= end else (ts, "")
+        ts += offset
+        yield (ts, line.strip()) if start <= ts <= end else (ts, "")
 
 
 def packet_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:

@@ -135,23 +135,20 @@ def line_time(line: str) -> Optional[float]:
     return float(m.group(1)) if m else None
 
 
-def parse_line(line: str) -> Optional[Tuple[float, str, str, str]]:
-    """(timestamp, TASK-PID, CPU, the event and its fields) of one event line of a text
-    trace (tracefs ``trace``: ``TASK-PID [CPU] FLAGS TS: event: fields``, or ``trace-cmd
-    report``); None for a comment or any other line. String searches, no regex: the
-    timeline reads every line of a full ring."""
+def event_time(line: str) -> Optional[float]:
+    """:func:`line_time` with string searches instead of a regex (the timeline reads every
+    line of a full ring): the number before the first ``": "`` after the ``[CPU]`` field
+    of ``TASK-PID [CPU] FLAGS TS: event: fields``; None for a comment or any other line."""
     close = line.find("] ")
     if close < 0 or line.startswith("#"):
         return None
     colon = line.find(": ", close)
-    opening = line.rfind("[", 0, close)
-    if colon < 0 or opening < 0:
+    if colon < 0:
         return None
     try:
-        ts = float(line[line.rfind(" ", close, colon) + 1:colon])
+        return float(line[line.rfind(" ", close, colon) + 1:colon])
     except ValueError:
         return None
-    return ts, line[:opening].strip(), line[opening + 1:close], line[colon + 2:].rstrip()
 
 
 def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSpan:
