@@ -89,12 +89,12 @@ def _chart(a: Analysis) -> str:
     lo, hi = _range(a)
     ref, stats = a.window.ref, a.stats()
     x = lambda t: LEFT + (min(max(t, lo), hi) - lo) / (hi - lo) * (W - LEFT - 10)  # noqa: E731
-    height = TOP + LANE * len(stats) + 30
+    height = TOP + LANE * len(stats) + 30 + 12 * len(a.nodes)
     parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
              f'viewBox="0 0 {W} {height}" role="img" aria-label="timeline of every source">']
     for i in range(6):  # axis ticks
         t = lo + (hi - lo) * i / 5
-        parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="middle">{t - ref:+.2f} s</text>')
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 6}" text-anchor="middle">{t - ref:+.2f} s</text>')
     for i, s in enumerate(stats):
         y = TOP + i * LANE
         parts.append(f'<g class="lane" data-source="{_e(s.label)}" data-records="{s.count}">')
@@ -116,13 +116,14 @@ def _chart(a: Analysis) -> str:
                              f'width="{max(bw - 0.3, 0.5):.2f}" height="{h:.1f}"/>')
         parts.append("</g>")
     bottom = TOP + LANE * len(stats)
-    for n in a.nodes:
+    for i, n in enumerate(a.nodes):  # one label row per node: stops of a cluster are ms apart
         stop = n.aligned((n.manifest.get("times") or {}).get("stopped"))
         if stop is not None:
             label = f"stop {n.node + ' ' if n.node else ''}{(stop - ref) * 1000:+.1f} ms"
             parts.append(f'<g class="stopline" data-node="{_e(n.node)}"><line class="stop" '
-                         f'x1="{x(stop):.1f}" x2="{x(stop):.1f}" y1="{TOP - 4}" y2="{bottom}"/>'
-                         f'<text x="{x(stop) + 3:.1f}" y="{bottom + 12}">{_e(label)}</text></g>')
+                         f'x1="{x(stop):.1f}" x2="{x(stop):.1f}" y1="{TOP - 4}" y2="{bottom + 4 + 12 * i}"/>'
+                         f'<text x="{x(stop) + 3:.1f}" y="{bottom + 12 + 12 * i}" text-anchor="end">'
+                         f'{_e(label)}</text></g>')
     parts.append(f'<g id="trigger"><line class="trigger" x1="{x(ref):.1f}" x2="{x(ref):.1f}" y1="{TOP - 14}" '
                  f'y2="{bottom}"/><text x="{x(ref) + 3:.1f}" y="{TOP - 6}" fill="#d00">trigger</text></g>')
     parts.append("</svg>")
