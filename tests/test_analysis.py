@@ -16,8 +16,10 @@ import socket
 import struct
 import subprocess
 import tarfile
+import time
 import zlib
 from pathlib import Path
+from typing import Dict, Tuple
 
 import pytest
 from hypothesis import given, settings
@@ -41,8 +43,10 @@ CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disabl
 class Capture:
     """The archive of one real run, and what was sent into it."""
 
-    def __init__(self, cli: Cli, archive: str, nonce: str, sport: int, port: int) -> None:
+    def __init__(self, cli: Cli, archive: str, nonce: str, sport: int, port: int,
+                 instants: Dict[str, Tuple[float, float]]) -> None:
         self.cli, self.archive, self.nonce, self.sport, self.port = cli, archive, nonce, sport, port
+        self.instants = instants  # source -> (epoch before, epoch after) the sync write
 
     def run(self, *args: str):
         return self.cli.run(*args)
@@ -77,6 +81,7 @@ triggers:
 """)
     proc = cli.start("--profile", str(profile), "--output-dir", str(cli.out),
                      "--events-file", str(cli.events), "127.0.0.1", str(port))
+    instants: Dict[str, Tuple[float, float]] = {}
     try:
         cli.wait_event("armed", proc)
         marker = os.open(TRACEFS / "instances" / instance / "trace_marker", os.O_WRONLY)
@@ -97,10 +102,12 @@ triggers:
                 wait_for(lambda before=sizes: _sizes(ring) != before, 10, "tcpdump to write the batch")
             assert _pcap_ring_wrapped(ring)
             fixture.bump(mount, "lock_lock", 7)
-            # one instant, three sources: each write takes a few microseconds
-            os.write(marker, f"{nonce} sync".encode())
-            os.write(kmsg, f"<6>{nonce} sync\n".encode())
-            sync_udp.sendto(f"{nonce} sync".encode(), ("127.0.0.1", port))
+            # one instant, three sources: each write takes a few microseconds; the clock is
+            # read around each, so a preemption between two writes is not taken for an error
+            instants["ftrace"] = _bracket(lambda: os.write(marker, f"{nonce} sync".encode()))
+            instants["dmesg"] = _bracket(lambda: os.write(kmsg, f"<6>{nonce} sync\n".encode()))
+            sync = (f"{nonce} sync".encode(), ("127.0.0.1", port))
+            instants["tcpdump"] = _bracket(lambda: sync_udp.sendto(*sync))
             sport = sync_udp.getsockname()[1]
         finally:
             os.close(marker)
@@ -112,7 +119,13 @@ triggers:
         assert code == 0, err
     finally:
         cli.cleanup()
-    return Capture(cli, archive_of(out), nonce, sport, port)
+    return Capture(cli, archive_of(out), nonce, sport, port, instants)
+
+
+def _bracket(write) -> Tuple[float, float]:
+    before = time.time()
+    write()
+    return before, time.time()
 
 
 def _sizes(ring: Path) -> dict:
@@ -141,8 +154,12 @@ def test_marker_kmsg_line_and_udp_packet_of_one_instant_land_within_1_ms(capture
     doc = capture.timeline()
     found = _sync_events(doc, capture)
     assert set(found) == {"ftrace", "dmesg", "tcpdump"}, found
+    for source, (before, after) in capture.instants.items():  # each on the wall clock, to 1 ms
+        assert before - 0.001 <= found[source]["time"] <= after + 0.001, (source, before, after, found)
     times = [e["time"] for e in found.values()]
-    assert max(times) - min(times) < 0.001, found
+    written = [t for pair in capture.instants.values() for t in pair]
+    # within 1 ms of each other (plus whatever the scheduler put between the writes)
+    assert max(times) - min(times) < 0.001 + (max(written) - min(written)), found
     assert all(-2.0 <= e["rel"] < 0 for e in found.values())
     assert all(e["utc"].endswith("Z") and len(e["utc"]) == len("2026-12-03T14:09:18.675884Z")
                for e in found.values())
