@@ -53,7 +53,8 @@ def _tree_rss(pid: int) -> int:
 
 
 def measure(argv: Sequence[str], env: Dict[str, str], cwd: Path) -> Dict[str, Any]:
-    """Wall time, peak tree RSS (sampled) and max RSS (wait4) of one command."""
+    """Wall time, CPU time (wait4: it and its reaped children, e.g. zstd), peak tree RSS
+    (sampled) and max RSS (wait4) of one command."""
     began = time.monotonic()
     p = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
     peak, done = [0], threading.Event()
@@ -72,7 +73,8 @@ def measure(argv: Sequence[str], env: Dict[str, str], cwd: Path) -> Dict[str, An
     err = p.stderr.read().decode(errors="replace") if p.stderr else ""
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {err[-500:]}")
-    return {"wall_s": wall, "tree_rss_mb": peak[0] / 1e6, "maxrss_mb": usage.ru_maxrss / 1024}
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,  # with its reaped children
+            "tree_rss_mb": peak[0] / 1e6, "maxrss_mb": usage.ru_maxrss / 1024}
 
 
 def fill_ring(instance: str, cpus: List[int], bytes_per_cpu: int, rate: float) -> None:
@@ -115,7 +117,7 @@ collectors:
     instance: {instance}
     events: ["sched:sched_switch", "sched:sched_wakeup"]
     freeze_on: ["*{tag} end*"]
-  tcpdump: {{interface: lo, heartbeat_timeout: 0, file_size_mb: 50, file_count: 2}}
+  tcpdump: {{interface: lo, heartbeat_timeout: 0, file_size_mb: 50, file_count: 3}}
 triggers:
   end: {{type: kmsg, pattern: '{tag} end'}}
 """)
@@ -124,7 +126,7 @@ triggers:
                                    "127.0.0.1", load.port), env=env, stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL, text=True)
     c.wait_event(events, "armed", run)
-    sent = load.fill(110_000_000, mb_per_s=60, size=1400)
+    sent = load.fill(220_000_000, mb_per_s=40, size=1400)  # wraps the 3 x 50 MB ring: >= 100 MB kept
     cpus = tracefs.cpu_ids()
     fill_ring(instance, cpus, 25 << 20, RING_RATE)
     c.kmsg_write(f"{tag} end")
@@ -159,18 +161,22 @@ def main() -> None:
         for _ in range(args.runs):
             for name, argv in commands.items():
                 results[name].append(measure(argv, env, scratch.dir))
-        med = {k: {f: c.median(r[f] for r in v) for f in ("wall_s", "tree_rss_mb", "maxrss_mb")}
+        med = {k: {f: c.median(r[f] for r in v) for f in ("wall_s", "cpu_s", "tree_rss_mb", "maxrss_mb")}
                for k, v in results.items()}
-        base_wall = med["trace-cmd report"]["wall_s"] + sum(
-            med[k]["wall_s"] for k in med if k.startswith("tcpdump"))
+        baseline = [k for k in med if k.startswith(("trace-cmd", "tcpdump"))]
+        base_wall = sum(med[k]["wall_s"] for k in baseline)
+        base_cpu = sum(med[k]["cpu_s"] for k in baseline)
         ours = med["inspect --timeline"]
         lines = subprocess.run(commands["inspect --timeline"], capture_output=True, env=env,
                                cwd=scratch.dir).stdout.count(b"\n")
-        rows = [[k, v["wall_s"], v["tree_rss_mb"], v["maxrss_mb"]] for k, v in med.items()]
-        rows.append(["baseline sum (trace-cmd + tcpdump)", base_wall, None, None])
-        print(c.table([f"command (median of {args.runs})", "wall s", "tree RSS MB", "max RSS MB"], rows))
-        print(f"inspect --timeline / baseline: {c.fmt(c.ratio(ours['wall_s'], base_wall), 2)}x "
-              f"(goal <= 1.0), RSS {c.fmt(ours['tree_rss_mb'])} MB (goal < 150); timeline lines: {lines}")
+        rows = [[k, v["wall_s"], v["cpu_s"], v["tree_rss_mb"], v["maxrss_mb"]] for k, v in med.items()]
+        rows.append(["baseline sum (trace-cmd + tcpdump)", base_wall, base_cpu, None, None])
+        print(c.table([f"command (median of {args.runs})", "wall s", "CPU s", "tree RSS MB", "max RSS MB"],
+                      rows))
+        print(f"inspect --timeline / baseline: {c.fmt(c.ratio(ours['wall_s'], base_wall), 2)}x wall, "
+              f"{c.fmt(c.ratio(ours['cpu_s'], base_cpu), 2)}x CPU (goal <= 1.0), RSS "
+              f"{c.fmt(ours['tree_rss_mb'])} MB (goal < 150); timeline lines: {lines}; load average "
+              f"{os.getloadavg()[0]:.1f}")
         print(f"report: {c.fmt(med['report']['wall_s'], 2)} s (goal < 10)")
         c.write_results("timeline", {
             "archive_mb": archive.stat().st_size / 1e6,
@@ -178,8 +184,9 @@ def main() -> None:
             "pcap_mb": sum(p.stat().st_size for p in pcaps) / 1e6,
             "ftrace_overrun": sum(s["overrun"] for s in ft["cpu_stats"]),
             "buffer_size_kb": ft["buffer_size_kb"], "timeline_lines": lines,
-            "median": med, "baseline_wall_s": base_wall,
-            "ratio": c.ratio(ours["wall_s"], base_wall), "runs": results,
+            "median": med, "baseline_wall_s": base_wall, "baseline_cpu_s": base_cpu,
+            "ratio": c.ratio(ours["wall_s"], base_wall), "cpu_ratio": c.ratio(ours["cpu_s"], base_cpu),
+            "load_average": os.getloadavg(), "runs": results,
         })
 
 
