@@ -254,6 +254,7 @@ def test_output_dir_on_scoutfs_is_refused(tmp_path):
              f"tmpfs {tmp_path}/other\\040dir tmpfs rw 0 0"]
     (tmp_path / "deep").mkdir()
     (tmp_path / "other dir").mkdir()
+    table = "\n".join(table)
     (problem,) = check_output_dir(tmp_path / "deep", 0, 0, table)
     assert problem.fatal and f"is on the scoutfs filesystem {tmp_path}" in problem.message
     assert "--output-dir" in problem.fix

@@ -61,7 +61,7 @@ class PluginInstance:
     ctx: PluginContext
     record: PluginRecord
     timeout: float
-    outcomes: Dict[Phase, phases.PhaseOutcome] = dataclasses.field(default_factory=dict)
+    outcomes: Dict[Phase, phases.CallOutcome] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -82,7 +82,7 @@ class PluginInstance:
         outcome = self.outcomes.get(phase)
         return outcome is not None and outcome.returned
 
-    def record_outcome(self, phase: Phase, outcome: phases.PhaseOutcome) -> None:
+    def record_outcome(self, phase: Phase, outcome: phases.CallOutcome) -> None:
         """Keep a finished phase's outcome and put its timing and error in the manifest."""
         self.outcomes[phase] = outcome
         self.record.phases[phase.value] = round(outcome.seconds, 6)
@@ -184,7 +184,7 @@ class Runner:
         phase: Phase,
         at_once: bool = False,
         until: Optional[Callable[[], bool]] = None,
-    ) -> List[Tuple[PluginInstance, phases.PhaseOutcome]]:
+    ) -> List[Tuple[PluginInstance, phases.CallOutcome]]:
         """Call ``phase`` of each instance under its timeout and record the outcome.
 
         One after the other in the given order (stopping early once ``until()`` is
@@ -198,15 +198,15 @@ class Runner:
                 return lambda: inst.plugin.arm(self._fire_callback(inst))
             return getattr(inst.plugin, phase.value)
 
-        done: List[Tuple[PluginInstance, phases.PhaseOutcome]] = []
+        done: List[Tuple[PluginInstance, phases.CallOutcome]] = []
         if at_once:
-            calls = [phases.PhaseCall(call_of(i), f"{phase.value}-{i.name}") for i in insts]
+            calls = [phases.TimedCall(call_of(i), f"{phase.value}-{i.name}") for i in insts]
             for inst, running in zip(insts, calls):
                 done.append((inst, running.result(inst.timeout)))
                 inst.record_outcome(phase, done[-1][1])
             return done
         for inst in insts:
-            outcome = phases.call(call_of(inst), inst.timeout, f"{phase.value}-{inst.name}")
+            outcome = phases.call_with_timeout(call_of(inst), inst.timeout, f"{phase.value}-{inst.name}")
             inst.record_outcome(phase, outcome)
             done.append((inst, outcome))
             if until is not None and until():
