@@ -14,7 +14,8 @@ A small toolkit, so that a site plugin does what the built-ins do:
     :func:`run_command` (a short command, argv only, output captured),
     :class:`ChildProcess` (a long-running program that dies with the runner),
     :func:`fsync_path` (make a file durable), :func:`directory_size`,
-    :func:`human_bytes`, :func:`did_you_mean` (the suggestion in option errors).
+    :func:`human_bytes`, :func:`did_you_mean` (the suggestion in option errors),
+    :func:`call_with_timeout` and :class:`TimedCall` (work that may hang, in a thread).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -32,6 +33,7 @@ from scoutfs_collect.plugin.api import (
 )
 from scoutfs_collect.plugin.hookspecs import hookimpl
 from scoutfs_collect.plugin.options import did_you_mean, option
+from scoutfs_collect.plugin.timed import CallOutcome, TimedCall, call_with_timeout
 from scoutfs_collect.system.paths import fsync_path
 from scoutfs_collect.system.proc import ChildProcess
 from scoutfs_collect.system.proc import run as run_command
@@ -43,6 +45,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+source"
 
 __all__ = [
+    "CallOutcome",
     "ChildProcess",
     "Collector",
     "FireCallback",
@@ -52,7 +55,9 @@ __all__ = [
     "ThreadedTrigger",
     "Trigger",
     "Wakeup",
+    "TimedCall",
     "__version__",
+    "call_with_timeout",
     "did_you_mean",
     "directory_size",
     "fsync_path",

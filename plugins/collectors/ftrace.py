@@ -251,8 +251,6 @@ class Ftrace(Collector):
             inst = self._inst
             if inst is None or not self._created or not inst.exists():
                 return
-            if inst.tracing_on:  # stop() was not called (the run ended another way)
-                self.stop()
             wd, det = self.ctx.workdir, self.ctx.details
             stats = inst.cpu_stats()
             det["cpu_stats"] = [dataclasses.asdict(s) for s in stats]
@@ -321,8 +319,8 @@ class Ftrace(Collector):
             pass
 
     def cleanup(self) -> None:
-        """Stop trace-cmd and remove the instance if it is still there; safe to call
-        any time, any number of times (the runner may call it on every exit path)."""
+        """Stop trace-cmd and remove the instance if it is still there (the runner calls
+        this once, on every exit path, also after a failed or skipped start)."""
         try:
             self._stop_child()
         finally:
