@@ -26,6 +26,7 @@ from scoutfs_collect.system.kernel_log import (
 from scoutfs_collect.system.ringfile import HalfRotatingFile
 
 PROBE_TAG = "scoutfs-collect: kmsg clock probe"
+PROBE_TRIES, PROBE_SPREAD_US = 3, 200.0
 RING_FILE = "kmsg-ring-at-start.raw"
 FOLLOW_FILE = "kmsg-follow.raw"
 OLD_FOLLOW_FILE = "kmsg-follow.old.raw"
@@ -116,24 +117,29 @@ class DmesgCollector(Collector):
         self._probe("start")
 
     def _probe(self, when: str) -> None:
-        """Log a probe line between two clock readings (see the class notes)."""
-        text = f"{PROBE_TAG} {when} {uuid.uuid4().hex[:12]}"
+        """Log a probe line between two clock readings (see the class notes); again (at
+        most PROBE_TRIES lines) while the readings are more than PROBE_SPREAD_US apart,
+        which means this thread was preempted in between."""
         try:
             fd = os.open(self.options.device, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
             self.ctx.details["clock_probe_error"] = f"{self.options.device}: {exc.strerror}"
             return
         try:
-            r0, m0 = time.time(), time.clock_gettime(time.CLOCK_MONOTONIC)
-            os.write(fd, f"<7>{text}\n".encode())
-            m1, r1 = time.clock_gettime(time.CLOCK_MONOTONIC), time.time()
+            for _ in range(PROBE_TRIES):
+                text = f"{PROBE_TAG} {when} {uuid.uuid4().hex[:12]}"
+                r0 = time.time()
+                os.write(fd, f"<7>{text}\n".encode())
+                r1 = time.time()
+                spread = (r1 - r0) * 1e6
+                self.probes[text] = {"when": when, "realtime": round((r0 + r1) / 2, 7),
+                                     "spread_us": round(spread, 1)}
+                if spread <= PROBE_SPREAD_US:
+                    break
         except OSError as exc:
             self.ctx.details["clock_probe_error"] = f"{self.options.device}: {exc.strerror}"
-            return
         finally:
             os.close(fd)
-        self.probes[text] = {"when": when, "realtime": round((r0 + r1) / 2, 7),
-                             "monotonic": round((m0 + m1) / 2, 7), "spread_us": round((r1 - r0) * 1e6, 1)}
 
     def _write(self, records: List[KmsgRecord]) -> None:
         first = self.follow_seqs[0] if self.follow_seqs else records[0].seq

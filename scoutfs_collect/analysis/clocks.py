@@ -66,12 +66,16 @@ class ClockMap:
 
     def kmsg_offset(self, details: Dict[str, Any]) -> Optional[float]:
         """Seconds to add to a kernel log record's since-boot seconds (``usec`` / 1e6):
-        from the dmesg collector's last clock probe (a line logged between two clock
-        readings), else the manifest's monotonic reading (the kernel log clock drifts
+        from the dmesg collector's clock probe (a line logged between two clock readings;
+        the tightest of the last round), else the manifest's monotonic reading (the kernel log clock drifts
         from it by ~1 ms per half hour of uptime), else the collector's offset."""
         listed = details.get("clock_probes")
-        probes = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
-        own = _num(probes[-1].get("offset")) if probes else None
+        probes = [p for p in listed if isinstance(p, dict) and _num(p.get("offset")) is not None
+                  and _num(p.get("spread_us")) is not None] if isinstance(listed, list) else []
+        # the tightest reading of the last round (stop, else start): its error is half its spread
+        last = [p for p in probes if p.get("when") == probes[-1].get("when")] if probes else []
+        best = min(last, key=lambda p: _num(p.get("spread_us")) or 0.0) if last else None
+        own = _num(best.get("offset")) if best else None
         if own is None:
             own = self.mono_offset if self.mono_offset is not None else _num(details.get("epoch_offset"))
         return None if own is None else own - self.node_offset
