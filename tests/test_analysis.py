@@ -302,8 +302,10 @@ def test_report_is_one_self_contained_file_a_browser_renders(capture, tmp_path):
 
 
 def make_bundle(archive: str, dest: Path, offsets: dict) -> Path:
-    """A cluster bundle as issue 9 describes it, from one real archive copied per node
-    (each node's clock then only differs by its clock_offset_ms)."""
+    """A cluster bundle in issue 9's format (cluster.json first, nodes/NODE/<archive>), from
+    one real archive copied per node, so each node's clock differs only by its
+    clock_offset_ms and the alignment can be checked exactly. A stand-in: the cluster
+    coordinator that writes real bundles (issue 9) is not in main yet."""
     top = "scoutfs-collect-cluster.20261203-000000Z"
     name = Path(archive).name
     nodes = {}
