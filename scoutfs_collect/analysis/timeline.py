@@ -9,7 +9,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, TextIO
 
 from scoutfs_collect.analysis import history, scan, sources
 from scoutfs_collect.analysis.bundle import Bundle, open_bundle
@@ -200,7 +200,3 @@ def history_of_manifest(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
     clocks = ClockMap.from_manifest(manifest)
     ref = scan.reference_time(manifest)
     return [h.as_dict() for h in history.of_manifest(manifest, ref, clocks)]
-
-
-def select_names(names: Optional[Sequence[str]]) -> Optional[List[str]]:
-    return list(names) if names else None
