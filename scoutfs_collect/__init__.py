@@ -16,6 +16,8 @@ from scoutfs_collect.plugin.api import (
 from scoutfs_collect.plugin.hookspecs import hookimpl
 from scoutfs_collect.plugin.options import option
 
+# The one place the version is written: pyproject.toml reads it (dynamic version), so the
+# installed package metadata, `scoutfs-collect --version` and manifest.json agree.
 __version__ = "0.1.0"
 
 __all__ = [
