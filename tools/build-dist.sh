@@ -49,6 +49,8 @@ tar -C dist -czf "$wheels.tar.gz" "$(basename "$wheels")"
 # --venv: the first run lays out a venv under PEX_ROOT, later runs exec it directly (the start-up
 # of an installed CLI). The interpreter constraint is written into the pex, so its boot picks a
 # python3.9-3.13 on the node's PATH; tools/pex_boot.py then adds the preamble for the rest.
+# (pex also makes the build venv's Python a target when it fits the constraint: same wheels as
+# its platform's, but its name comes first in the boot's list of names to try.)
 "$build/bin/pex" --resolver-version pip-2020-resolver --no-pypi --find-links "$wheels" "scoutfs-collect==$version" \
   "${platforms[@]}" --interpreter-constraint 'CPython>=3.9,<3.14' \
   --console-script scoutfs-collect --sh-boot --venv --runtime-pex-root /var/cache/scoutfs-collect/pex \
@@ -59,6 +61,7 @@ rm -rf "$wheels"
 
 "$build/bin/argparse-manpage" --module scoutfs_collect.core.cli --function build_parser \
   --prog scoutfs-collect --project-name scoutfs-collect --version "$version" --manual-section 8 \
+  --description "flight recorder for the scoutfs clustered filesystem" \
   --manual-title "System Administration" --output dist/scoutfs-collect.8
 "$build/bin/shtab" --shell=bash --prog scoutfs-collect scoutfs_collect.core.cli.build_parser \
   > dist/completion/scoutfs-collect.bash
