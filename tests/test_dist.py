@@ -52,6 +52,14 @@ def run_pex(dist: Dist, env: Dict[str, str], cwd: Path, *args: str, timeout: flo
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", "scoutfs_collect", "--version"], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == f"scoutfs-collect {version('scoutfs-collect')}"
+
+
 def test_pex_is_one_file_with_wheels_for_both_arches_and_every_python(dist):
     assert dist.pex.stat().st_size <= 15 * 1024 * 1024
     assert dist.pex.read_bytes()[:10] == b"#!/bin/sh\n"
