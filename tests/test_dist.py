@@ -22,8 +22,8 @@ from typing import Dict, List
 import pytest
 
 from scoutfs_collect.core import cli
-from tests.dist_support import Dist, NodePath, build_dist, make_node_path, node_env, pyenv_python
-from tests.helpers import wait_for
+from tests.support.dist import Dist, NodePath, build_dist, make_node_path, node_env, pyenv_python
+from tests.support.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHES = ("x86_64", "aarch64")

@@ -1,4 +1,4 @@
-"""What the distribution tests share: the built dist/ (tools/build-dist.sh, once per session),
+"""What the distribution tests (test_dist.py) share: the built dist/ (tools/build-dist.sh, once per session),
 the pyenv interpreters that stand for a node's Pythons, and a node's PATH made of them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Set by tools/test.sh after it ran tools/build-dist.sh once for every Python it tests on.
 PREBUILT_ENV = "SCOUTFS_COLLECT_DIST"
 
