@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import stat
@@ -82,11 +81,8 @@ def test_pex_on_a_node_whose_python3_is_36_runs_on_39(dist, node, pex_root, tmp_
     assert (version.returncode, version.stdout.strip()) == (0, f"scoutfs-collect {dist.version}")
 
     check = run_pex(dist, env, tmp_path, "check", "--profile", "demo", "127.0.0.1", "7000")
-    # The demo's simulated sysfs tree is built by the run itself: check reports it missing.
-    assert check.returncode == 2, check.stderr
-    assert "scoutfs kernel module not loaded" in check.stderr
-    assert re.search(r"^check: \d+ problem\(s\) must be fixed", check.stderr, re.M), check.stderr
-    assert "Traceback" not in check.stderr
+    assert check.returncode == 0, check.stderr
+    assert check.stderr.splitlines()[-1] == "check: ready to run", check.stderr
 
     out = tmp_path / "out"
     out.mkdir()

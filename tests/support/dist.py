@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1].parent  # the checkout: tests/support/ -> tests/ -> .
 #: Set by tools/test.sh after it ran tools/build-dist.sh once for every Python it tests on.
 PREBUILT_ENV = "SCOUTFS_COLLECT_DIST"
 
