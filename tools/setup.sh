@@ -13,24 +13,33 @@ if [ "${1:-}" = "--test" ]; then extras="[test]"; shift; fi
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(3.11)
 
-need=()
-for tool in trace-cmd tcpdump zstd; do
-  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
-done
-# The tests render `scoutfs-collect report` in a real browser (headless chromium).
-if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  need+=(chromium)
+apt_need=()
+dnf_need=()
+want() {  # want COMMAND DEBIAN_PACKAGE RPM_PACKAGE: install the package when COMMAND is missing
+  command -v "$1" >/dev/null 2>&1 || { apt_need+=("$2"); dnf_need+=("$3"); }
+}
+want trace-cmd trace-cmd trace-cmd
+want tcpdump tcpdump tcpdump
+want zstd zstd zstd
+if [ -n "$extras" ]; then
+  # The distribution tests: systemd-analyze verifies the unit (and man finds its man page),
+  # the real sos report runs the sos plugin.
+  want systemd-analyze systemd systemd
+  want man man-db man-db
+  want sos sosreport sos
+  # The report tests render `scoutfs-collect report` in a real browser (headless chromium).
+  want chromium chromium chromium
 fi
-if [ ${#need[@]} -gt 0 ]; then
+if [ ${#apt_need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
-    echo "installing ${need[*]} with apt-get" >&2
+    echo "installing ${apt_need[*]} with apt-get" >&2
     apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_need[@]}" >&2
   elif command -v dnf >/dev/null 2>&1; then
-    echo "installing ${need[*]} with dnf" >&2
-    dnf install -y -q "${need[@]}" >&2
+    echo "installing ${dnf_need[*]} with dnf" >&2
+    dnf install -y -q "${dnf_need[@]}" >&2
   else
-    echo "please install: ${need[*]}" >&2
+    echo "please install: ${apt_need[*]}" >&2
     exit 1
   fi
 fi

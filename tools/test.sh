@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mapfile -t pythons < <(bash tools/setup.sh --test 3.9 3.11)
 "${pythons[-1]}" -m ruff check .
+# The pex, wheelhouse, man page and completion, built once for the dist tests of every Python.
+bash tools/build-dist.sh
+export SCOUTFS_COLLECT_DIST="$PWD/dist"
 status=0
 for py in "${pythons[@]}"; do
   echo "=== tests on $("$py" --version) ==="

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scoutfs-collect",
         description="Flight recorder for scoutfs: record ftrace, packets, the kernel log and "
                     "counters in bounded rings until a trigger fires, then pack one archive.",
-        epilog="'run' is the default command: scoutfs-collect --profile default IP PORT",
+        epilog="The default command is run: scoutfs-collect --profile default IP PORT",
     )
     parser.add_argument("--version", action="version", version=f"scoutfs-collect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
