@@ -1,10 +1,12 @@
 """``--events-file``: one JSON line per lifecycle event, for scripts and cluster coordination.
 
 Every line has ``event`` and ``time`` (epoch seconds); events: ``started``, ``armed``,
-``triggered`` (``trigger``, ``type``, ``reason``), ``post_trigger`` (``seconds``: recording
-goes on that long before the stop), ``stopped``, ``durable``, ``finalized``,
-``archive`` (``path``), ``error`` (``plugin``, ``message``), ``finished``
-(``exit_status``). Lines are flushed as they are written.
+``triggered`` (``trigger``, ``type``, ``reason``, ``trigger_time``; written the moment the
+first trigger fires, before the stop), ``post_trigger`` (``seconds``: recording goes on
+that long before the stop), ``stopped``, ``durable``, ``finalized``, ``archive``
+(``path``), ``error`` (``plugin``, ``message``), ``finished`` (``exit_status``); under a
+cluster coordinator (``--control-stdin``) also ``pong`` (``sent``: the coordinator's
+time echoed, for its clock-offset estimate). Lines are flushed as they are written.
 """
 
 from __future__ import annotations
