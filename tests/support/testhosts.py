@@ -136,6 +136,11 @@ class Host:
         return self.dir / "run"
 
     @property
+    def bin(self) -> Path:
+        """First on the host's PATH (empty): a test may put a stand-in command there."""
+        return self.dir / "bin"
+
+    @property
     def output(self) -> Path:
         """A per-host output dir tests may pass as --output-dir (``out/%h``)."""
         return self.dir.parent / "out" / self.name
@@ -211,13 +216,13 @@ class TestHosts:
 
     def _start_sshd(self, host: Host) -> None:
         host.dir.mkdir(mode=0o755)
-        for sub in ("run", "etc"):
+        for sub in ("run", "etc", "bin"):
             (host.dir / sub).mkdir(mode=0o755)
         host.output.mkdir(parents=True, mode=0o755, exist_ok=True)
         hostkey = host.dir / "ssh_host_ed25519_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)], check=True)
         (host.dir / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
-        path = f"{self.venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        path = f"{host.bin}:{self.venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         config = host.dir / "sshd_config"
         config.write_text(
             f"ListenAddress {host.address}\nPort 22\nHostKey {hostkey}\n"
