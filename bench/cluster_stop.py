@@ -62,7 +62,7 @@ def _fire(hosts: TestHosts, node: str) -> None:
     common.kmsg_write(f"bench-freeze-{node}-{hosts.token}")
 
 
-def cluster_round(hosts: TestHosts, tmp: Path, n: int, cpu_seconds: float = 0) -> Dict[str, float]:
+def cluster_round(hosts: TestHosts, tmp: Path, n: int, cpu_seconds: float = 0) -> Dict[str, Any]:
     events = tmp / f"cluster-{n}.jsonl"
     argv = common.cli_argv("cluster", "-w", hosts.nodeset, "-o", hosts.ssh_options,
                            "--bundle-dir", tmp, "--profile", tmp / "p.yaml",
@@ -73,11 +73,18 @@ def cluster_round(hosts: TestHosts, tmp: Path, n: int, cpu_seconds: float = 0) -
     proc = SCRATCH.popen(argv, death_signal=signal.SIGTERM, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True)
     armed = common.wait_event(events, "armed", proc)
-    out: Dict[str, float] = {"armed_s": armed["time"] - started}
+    out: Dict[str, Any] = {"armed_s": armed["time"] - started}
     if cpu_seconds:
         out.update(_cpu(proc, cpu_seconds))
     _fire(hosts, "th1")
-    stdout, _ = proc.communicate(timeout=300)
+    try:
+        stdout, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # reported, not hidden: the run counts as missing
+        proc.kill()
+        proc.wait()
+        print(f"run {n}: no bundle within 120 s; its events:\n{events.read_text()}", file=sys.stderr)
+        out["last_stop_ms"] = None
+        return out
     bundle = Path(stdout.strip().splitlines()[-1].split(": ", 1)[1])
     with tarfile.open(bundle) as tar:
         first = tar.next()
@@ -174,7 +181,7 @@ def main() -> None:
             results[str(count)] = {"cluster": cl, "ssh_stop": base, "cpu": cpu,
                                    "median_cluster_ms": med_c, "median_ssh_stop_ms": med_b,
                                    "median_armed_s": common.median(r["armed_s"] for r in cl)}
-            rows.append([count, med_c, max(r["last_stop_ms"] for r in cl), med_b,
+            rows.append([count, med_c, max((r["last_stop_ms"] or 0) for r in cl), med_b,
                          common.ratio(med_b, med_c), results[str(count)]["median_armed_s"],
                          cpu.get("cpu_pct"), cpu.get("cpu_with_ssh_pct")])
             print(f"{count} hosts done", file=sys.stderr)

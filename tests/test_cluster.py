@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 
+import psutil
 import pytest
 
 from scoutfs_collect import __version__
@@ -156,6 +157,27 @@ def test_check_reports_grouped_by_node_and_a_version_mismatch(cluster):
     r = c.run(c.argv())
     assert r.returncode == 2 and "nothing was started" in r.stderr
     assert list(c.hosts["th1"].output.iterdir()) == []
+
+
+def test_tree_mode_through_one_gateway(cluster):
+    c = cluster(2)
+    c.use_gateway()
+    proc = c.start()
+    c.wait_event("armed", proc)
+    gateway_procs = [p for p in psutil.Process(c.gateway.sshd.pid).children(recursive=True)
+                     if "ClusterShell.Gateway" in " ".join(p.cmdline())]
+    assert gateway_procs, "the sessions do not go through the gateway"
+    c.fire("th1")
+    status, out, err = c.finish(proc)
+    assert status == 0, err
+    assert "tree mode" in err
+    doc = cluster_json(bundle_path(out))
+    assert doc["origin"]["node"] == "th1"
+    assert doc["nodes"]["th2"]["trigger"]["type"] == "peer"
+    inside = members(bundle_path(out))
+    for name, node in doc["nodes"].items():
+        assert node["status"] == "ok" and inside[node["archive"]] > 0
+        assert node["archive"].startswith(f"nodes/{name}/scoutfs-collect.{name}.")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -117,9 +117,18 @@ def cmd_run(ns, argv, console: Console) -> int:
                      + (f" ({remote.fold([n for n in req.nodes if n not in start])} missing)"
                         if len(start) < len(req.nodes) else ""))
         sessions = RunSessions(task, run, events, on_change=console.line)
-        sessions.start(remote.run_commands(req.capture, start))
+        tree = remote.tree_mode(task)
+        if tree:
+            console.line("tree mode: through the gateways of ClusterShell's topology.conf")
+        sessions.start(remote.run_commands(req.capture, start, tree))
         try:
-            task.resume()
+            remote.resume(task, "run")
+        except UsageError as exc:  # the nodes go on recording; gather what finished
+            events.emit("error", message=str(exc))
+            console.line(f"error: {exc}")
+            for state in run.nodes.values():
+                if state.status == "running":
+                    state.status, state.error = "lost", f"session lost: {exc}"
         finally:
             sessions.close()
         return _bundle(task, run, req, events, console)
@@ -163,6 +172,9 @@ class _Status(EventHandler):
 
     def ev_read(self, worker, node, sname, msg) -> None:
         text = msg.decode("utf-8", "replace").strip()
+        if node not in self.run.nodes:  # a gateway's own message (tree mode)
+            log.warning("%s: %s", node, text)
+            return
         if sname == "stdout" and text.startswith("{"):
             try:
                 self.reports[node] = json.loads(text)
@@ -186,7 +198,7 @@ def cmd_gather(ns, argv, console: Console) -> int:
         status = _Status(run)
         for node in req.nodes:
             task.shell(remote.status_command(), nodes=node, handler=status, stderr=True, timeout=60)
-        task.resume()
+        remote.resume(task, "gather")
         for node, state in run.nodes.items():
             report = status.reports.get(node)
             said = "; ".join(t for t in status.lines.get(node, []) if t)

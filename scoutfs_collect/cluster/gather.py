@@ -63,7 +63,9 @@ def fetch(task, run: ClusterRun, staging: Path, events: EventLog) -> None:
     for node, path in wanted.items():
         task.rcopy(path, str(staging), nodes=node, handler=copies, stderr=True, timeout=3600)
     if wanted:
-        task.resume()
+        from scoutfs_collect.cluster.remote import resume
+
+        resume(task, "gather")
     for node, path in wanted.items():
         state = run.nodes[node]
         base = os.path.basename(path)

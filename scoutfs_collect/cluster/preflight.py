@@ -10,6 +10,7 @@ nodes with the same report are folded into one node set (``th[1-3]: ready``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Dict, List, Optional
 
 from ClusterShell.Event import EventHandler
@@ -18,6 +19,7 @@ from scoutfs_collect import __version__
 from scoutfs_collect.cluster import remote
 
 SSH_FAILED = 255
+log = logging.getLogger("scoutfs_collect.cluster")
 
 
 @dataclasses.dataclass
@@ -68,7 +70,10 @@ class _Collect(EventHandler):
 
     def ev_read(self, worker, node, sname, msg) -> None:
         text = msg.decode("utf-8", "replace")
-        check = self.checks[node]
+        check = self.checks.get(node)
+        if check is None:  # a gateway's own message (tree mode)
+            log.warning("%s: %s", node, text.strip())
+            return
         if sname == "stderr":
             check.ssh_errors.append(text.strip())
             return
@@ -79,7 +84,8 @@ class _Collect(EventHandler):
             check.lines.append(text.rstrip())
 
     def ev_hup(self, worker, node, rc) -> None:
-        self.checks[node].rc = rc
+        if node in self.checks:
+            self.checks[node].rc = rc
 
 
 def run_checks(task, args: remote.CaptureArgs, nodes: List[str]) -> Dict[str, NodeCheck]:
@@ -89,7 +95,7 @@ def run_checks(task, args: remote.CaptureArgs, nodes: List[str]) -> Dict[str, No
     for node in nodes:
         task.shell(remote.check_command(args, node), nodes=node, handler=handler, stderr=True,
                    timeout=120)
-    task.resume()
+    remote.resume(task, "preflight")
     for check in checks.values():
         if check.rc is None:  # timed out
             check.rc = SSH_FAILED if check.version is None else 1

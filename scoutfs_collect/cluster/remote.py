@@ -9,6 +9,7 @@ version query plus ``check`` (preflight), ``run ... --events-file /dev/stdout
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 from typing import Dict, List, Optional
@@ -43,6 +44,15 @@ class CaptureArgs:
             args += ["--output-dir", self.output_dir.replace("%h", node)]
         return args + [self.ip, str(self.port)]
 
+    def shell_words(self, node: Optional[str]) -> str:
+        """The arguments quoted for the node's shell. ``node`` None (tree mode, one command
+        for every node): ``%h`` becomes ``$(hostname -s)`` evaluated on the node, as
+        ClusterShell's own tree-mode rcopy names nodes."""
+        if node is not None:
+            return " ".join(shlex.quote(a) for a in self.for_node(node))
+        return " ".join('"$(hostname -s)"'.join(shlex.quote(part) for part in a.split("%h"))
+                        for a in self.for_node("%h"))
+
 
 def nodes_of(nodeset: str) -> List[str]:
     """The node names of a ClusterShell node set (``node[01-16],admin``)."""
@@ -67,24 +77,53 @@ def make_task(ssh_options: Optional[str], node_count: int) -> Task:
     # Each long-lived session holds a fan-out slot: every node must get one at once.
     task.set_info("fanout", max(int(task.info("fanout") or 64), node_count))
     task.set_info("connect_timeout", 10)
+    # Tree mode: a gateway batches messages up to this long (default 0.25 s); a node's
+    # 'triggered' must come through at once to stop the others within the budget.
+    task.set_info("grooming_delay", 0.01)
     task.set_default("stdout_msgtree", False)  # events are handled live, never kept
     task.set_default("stderr_msgtree", False)
     return task
 
 
+def resume(task, what: str) -> None:
+    """Run the task's loop; a ClusterShell routing failure (tree mode: no gateway left for
+    some nodes) becomes a one-line error instead of a traceback."""
+    from ClusterShell.Propagation import RouteResolvingError
+    from ClusterShell.Topology import TopologyError
+
+    try:
+        task.resume()
+    except (RouteResolvingError, TopologyError) as exc:
+        raise UsageError(f"cluster: {what}: {exc} (tree mode: check the gateways and "
+                         "topology.conf)") from None
+
+
+def tree_mode(task) -> bool:
+    """Whether ClusterShell will go through gateways: a topology.conf in one of its
+    config paths (/etc/clustershell, $CLUSTERSHELL_CFGDIR, ...) and auto_tree on."""
+    if task.topology is None:
+        for path in reversed(Task.TOPOLOGY_CONFIGS):
+            if os.path.exists(path):
+                task.load_topology(path)
+                break
+    return task.topology is not None and bool(task.default("auto_tree"))
+
+
 def check_command(args: CaptureArgs, node: str) -> str:
-    q = " ".join(shlex.quote(a) for a in args.for_node(node))
-    return f"{REMOTE} --version 2>&1 && exec {REMOTE} check {q} 2>&1"
+    return f"{REMOTE} --version 2>&1 && exec {REMOTE} check {args.shell_words(node)} 2>&1"
 
 
-def run_command(args: CaptureArgs, node: str) -> str:
-    q = " ".join(shlex.quote(a) for a in args.for_node(node))
-    return f"exec {REMOTE} run --events-file /dev/stdout --control-stdin {q}"
+def run_command(args: CaptureArgs, node: Optional[str]) -> str:
+    return f"exec {REMOTE} run --events-file /dev/stdout --control-stdin {args.shell_words(node)}"
 
 
 def status_command() -> str:
     return f"exec {REMOTE} cluster node-status"
 
 
-def run_commands(args: CaptureArgs, nodes: List[str]) -> Dict[str, str]:
+def run_commands(args: CaptureArgs, nodes: List[str], tree: bool) -> Dict[str, str]:
+    """One command per node; in tree mode one command for all (key: the folded node set):
+    a ClusterShell gateway delivers stdin writes to its latest worker only."""
+    if tree:
+        return {fold(nodes): run_command(args, None)}
     return {node: run_command(args, node) for node in nodes}

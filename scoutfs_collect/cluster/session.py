@@ -20,6 +20,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from ClusterShell.Event import EventHandler
+from ClusterShell.NodeSet import NodeSet
 from ClusterShell.Worker.Worker import StreamWorker
 
 from scoutfs_collect.cluster.state import PEER_TYPES, ClusterRun, NodeState, Origin, Trigger
@@ -53,10 +54,13 @@ class RunSessions(EventHandler):
     # -- starting ---------------------------------------------------------------------
 
     def start(self, commands: Dict[str, str]) -> None:
-        """One session per node (its own worker, so a write reaches that node only)."""
-        for node, command in commands.items():
-            self.run.nodes[node].status = "running"
-            self.workers[node] = self.task.shell(command, nodes=node, handler=self, stderr=True)
+        """One session per node: a worker per node (a write reaches that node only), or in
+        tree mode one worker for a node set (a write reaches all of it)."""
+        for nodes, command in commands.items():
+            worker = self.task.shell(command, nodes=nodes, handler=self, stderr=True)
+            for node in NodeSet(nodes):
+                self.run.nodes[node].status = "running"
+                self.workers[node] = worker
         reader = StreamWorker(handler=self, autoclose=True)  # never keeps the loop alive
         reader.set_reader("signal", self._signal_r)
         self.task.schedule(reader)
@@ -91,7 +95,8 @@ class RunSessions(EventHandler):
             self.stop_all("operator", f"{text.strip()} on the coordinator ({socket.gethostname()})")
             return
         state = self.run.nodes.get(node)
-        if state is None:
+        if state is None:  # a gateway's own message (tree mode)
+            log.warning("%s: %s", node, text.strip())
             return
         received = time.time()
         state.last_heard = received
@@ -132,11 +137,14 @@ class RunSessions(EventHandler):
             self.events.emit("error", node=node, message=state.error)
         self.on_change(f"{node}: {state.status}" + (f" ({state.error})" if state.error else ""))
 
+    def _write(self, nodes: List[str], line: bytes) -> None:
+        """Write to the sessions of ``nodes`` (each shared worker once)."""
+        workers = {id(self.workers[n]): self.workers[n] for n in nodes}
+        for worker in workers.values():
+            worker.write(line)
+
     def ev_timer(self, timer) -> None:
-        now = time.time()
-        for node, worker in self.workers.items():
-            if self.run.nodes[node].status == "running":
-                worker.write(f"ping {now:.6f}\n".encode())
+        self._write(running_nodes(self.run), f"ping {time.time():.6f}\n".encode())
 
     # -- node events ------------------------------------------------------------------
 
@@ -189,10 +197,10 @@ class RunSessions(EventHandler):
     # -- stopping ---------------------------------------------------------------------
 
     def _stop_others(self, origin: str, reason: str) -> None:
-        line = f"stop peer {_one_line(reason)}\n".encode()
-        for node, worker in self.workers.items():
-            if node != origin and self.run.nodes[node].status == "running":
-                worker.write(line)
+        # In tree mode the origin shares the others' worker and sees the line too; it has
+        # triggered already, so the line is only logged there.
+        self._write([n for n in running_nodes(self.run) if n != origin],
+                    f"stop peer {_one_line(reason)}\n".encode())
 
     def stop_all(self, type_name: str, reason: str) -> None:
         """Stop every node still running (Ctrl-C/SIGTERM on the coordinator)."""
@@ -206,10 +214,7 @@ class RunSessions(EventHandler):
             self.on_change("already stopping; waiting for the nodes to pack")
             return
         self.stopping = True
-        line = f"stop {type_name} {_one_line(reason)}\n".encode()
-        for node, worker in self.workers.items():
-            if self.run.nodes[node].status == "running":
-                worker.write(line)
+        self._write(running_nodes(self.run), f"stop {type_name} {_one_line(reason)}\n".encode())
 
     @staticmethod
     def _last_words(state: NodeState, what: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -41,6 +42,7 @@ class Cluster:
         self.profile.write_text(text)
         self.ftrace = ftrace
         self.procs: List[subprocess.Popen] = []
+        self.env = dict(os.environ)
 
     def argv(self, *extra: str, nodeset: Optional[str] = None) -> List[str]:
         sets = ["--set", f"triggers.freeze.pattern=freeze-%h-{self.hosts.token}"]
@@ -61,11 +63,11 @@ class Cluster:
 
     def run(self, argv: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(argv, cwd=self.tmp, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=self.env)
 
     def start(self, *extra: str, nodeset: Optional[str] = None) -> subprocess.Popen:
         """The coordinator in the background, in its own process group (like a login)."""
-        p = subprocess.Popen(self.argv(*extra, nodeset=nodeset), cwd=self.tmp, text=True,
+        p = subprocess.Popen(self.argv(*extra, nodeset=nodeset), cwd=self.tmp, text=True, env=self.env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(p)
@@ -87,6 +89,18 @@ class Cluster:
                                      f"{proc.stderr.read() if proc.stderr else ''}")
             return None
         return wait_for(found, timeout, f"cluster event {name} {fields}")
+
+    def use_gateway(self) -> None:
+        """Tree mode: a gateway host in front of every host, named in a topology.conf
+        that ClusterShell finds through CLUSTERSHELL_CFGDIR."""
+        self.gateway = self.hosts.add_gateway("gw")
+        cfg = self.tmp / "clustershell"
+        cfg.mkdir()
+        root = socket.gethostname().split(".")[0]
+        (cfg / "topology.conf").write_text(f"[routes]\n{root}: gw\ngw: {self.hosts.nodeset}\n")
+        self.env["CLUSTERSHELL_CFGDIR"] = str(cfg)
+        # The gateway runs 'python -m ClusterShell.Gateway': this venv's python has it.
+        self.env["CLUSTERSHELL_GW_PYTHON_EXECUTABLE"] = sys.executable
 
     def fire(self, node: str) -> None:
         """The kernel line only ``node``'s trigger matches."""

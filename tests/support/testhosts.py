@@ -49,6 +49,7 @@ PREFIX = "sfc-th-"
 VETH_PREFIX = "sfth"
 SUBNET = "10.231"
 SSHD = "/usr/sbin/sshd"
+GATEWAY_PIDS = Path("/tmp/sfc-th-gateways")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -100,8 +101,25 @@ def remove_namespace(ns: str) -> None:
     _ip("netns", "delete", ns, check=False)
 
 
+def _remove_stale_gateways() -> None:
+    if not GATEWAY_PIDS.is_dir():
+        return
+    for entry in GATEWAY_PIDS.iterdir():
+        owner, _, pid = entry.name.partition("-")
+        if not (owner.isdigit() and pid.isdigit()) or _alive(int(owner)):
+            continue
+        try:  # only if that pid is still the sshd started with that config
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            if entry.read_text() in cmdline:
+                os.kill(int(pid), signal.SIGTERM)
+        except OSError:
+            pass
+        entry.unlink(missing_ok=True)
+
+
 def remove_leftovers() -> List[str]:
-    """Remove the namespaces of earlier runs whose owning process is gone."""
+    """Remove the namespaces (and gateway sshds) of earlier runs whose owner is gone."""
+    _remove_stale_gateways()
     removed = []
     for ns in namespaces():
         parts = ns[len(PREFIX):].split("-")
@@ -109,6 +127,35 @@ def remove_leftovers() -> List[str]:
             remove_namespace(ns)
             removed.append(ns)
     return removed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _end_gateway(host: Host) -> None:
+    """End a gateway's sshd and every session under it (they are not in a namespace)."""
+    if host.sshd is None:
+        return
+    try:
+        import psutil
+
+        procs = psutil.Process(host.sshd.pid).children(recursive=True)
+    except Exception:
+        procs = []
+    for p in [host.sshd] + procs:
+        try:
+            p.terminate()
+        except Exception:
+            pass
+    try:
+        host.sshd.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        host.sshd.kill()
+        host.sshd.wait()
+    (GATEWAY_PIDS / f"{os.getpid()}-{host.sshd.pid}").unlink(missing_ok=True)
 
 
 def _free_subnet() -> int:
@@ -171,6 +218,7 @@ class TestHosts:
         os.chmod(self.dir, 0o755)
         self.venv_bin = venv_bin or Path(sys.executable).parent
         self.hosts: Dict[str, Host] = {}
+        self.gateways: Dict[str, Host] = {}
         self._closed = False
         atexit.register(self.close)
         self._old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -214,7 +262,7 @@ class TestHosts:
         for host in self.hosts.values():
             self._wait_sshd(host)
 
-    def _start_sshd(self, host: Host) -> None:
+    def _start_sshd(self, host: Host, netns: bool = True, port: int = 22) -> None:
         host.dir.mkdir(mode=0o755)
         for sub in ("run", "etc", "bin"):
             (host.dir / sub).mkdir(mode=0o755)
@@ -225,7 +273,7 @@ class TestHosts:
         path = f"{host.bin}:{self.venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         config = host.dir / "sshd_config"
         config.write_text(
-            f"ListenAddress {host.address}\nPort 22\nHostKey {hostkey}\n"
+            f"ListenAddress {host.address}\nPort {port}\nHostKey {hostkey}\n"
             f"PidFile {host.dir / 'sshd.pid'}\nAuthorizedKeysFile {host.dir / 'authorized_keys'}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPrintMotd no\n"
@@ -235,24 +283,44 @@ class TestHosts:
             "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
         log = open(host.dir / "sshd.log", "wb")
         # nsenter, not 'ip netns exec': that remounts /sys, which would hide tracefs.
+        enter = ["nsenter", f"--net=/run/netns/{host.ns}"] if netns else []
         host.sshd = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{host.ns}", "unshare", "--uts", "sh", "-c",
+            [*enter, "unshare", "--uts", "sh", "-c",
              f"hostname {host.name} && exec {SSHD} -D -e -f {config}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
 
-    def _wait_sshd(self, host: Host, timeout: float = 20.0) -> None:
+    def _wait_sshd(self, host: Host, timeout: float = 20.0, port: int = 22) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if host.sshd is not None and host.sshd.poll() is not None:
                 raise RuntimeError(f"{host.name}: sshd exited: {(host.dir / 'sshd.log').read_text()}")
             try:
-                with socket.create_connection((host.address, 22), timeout=1):
+                with socket.create_connection((host.address, port), timeout=1):
                     return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{host.name}: sshd not listening on {host.address}:22") from None
+                    raise RuntimeError(f"{host.name}: sshd not listening on {host.address}:{port}") from None
                 time.sleep(0.02)  # polling for the listener, not a delay
+
+    def add_gateway(self, name: str = "gw") -> Host:
+        """A ClusterShell gateway host in front of the others: an sshd of its own in the
+        root namespace on 127.0.0.1 (only from there are all hosts routable without
+        turning on IP forwarding, a system-wide setting), hostname ``name``. Its pid file
+        is kept under GATEWAY_PIDS so a later run ends it if this one is killed."""
+        port = _free_port()
+        host = Host(name=name, ns="", address="127.0.0.1", dir=self.dir / name)
+        self._start_sshd(host, netns=False, port=port)
+        GATEWAY_PIDS.mkdir(mode=0o700, exist_ok=True)
+        assert host.sshd is not None
+        (GATEWAY_PIDS / f"{os.getpid()}-{host.sshd.pid}").write_text(str(host.dir / "sshd_config"))
+        self.gateways[name] = host
+        with open(self.ssh_config, "a") as f:
+            f.write(f"Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  User root\n"
+                    f"  IdentityFile {self.key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+                    "  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n\n")
+        self._wait_sshd(host, port=port)
+        return host
 
     # -- use --------------------------------------------------------------------------
 
@@ -294,6 +362,8 @@ class TestHosts:
         if self._closed:
             return
         self._closed = True
+        for host in self.gateways.values():
+            _end_gateway(host)
         for host in self.hosts.values():
             remove_namespace(host.ns)
             if host.sshd is not None:
