@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -93,6 +94,9 @@ def cmd_run(ns, argv, console: Console) -> int:
     """``cluster``: preflight, one session per node until every node packed, the bundle."""
     req = request_from(ns, argv)
     assert req.capture is not None
+    # SIGTERM as Ctrl-C: before the run nothing is started; during it the sessions'
+    # handler stops every node; while gathering it ends with exit 3.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     task = remote.make_task(req.ssh_options, len(req.nodes))
     run = ClusterRun(argv=req.argv, nodeset=req.nodeset, nodes={n: NodeState(n) for n in req.nodes})
     run.times["started"] = time.time()
@@ -144,7 +148,8 @@ def _bundle(task, run: ClusterRun, req: ClusterRequest, events: EventLog, consol
         if run.origin is None:
             run.origin = gather.origin_from_triggers(run)
         path = gather.write_bundle(run, staging, req.bundle_dir, stem)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyboardInterrupt) as exc:
+        exc = exc if not isinstance(exc, KeyboardInterrupt) else "interrupted while gathering"
         events.emit("error", message=f"bundle: {exc}")
         events.emit("finished", exit_status=EXIT_NO_ARCHIVE)
         console.line(f"error: no bundle written: {exc}; the archives are still on the nodes "

@@ -22,7 +22,9 @@ class EventLog:
     """Appends events to a file (or does nothing when no path was given)."""
 
     def __init__(self, path: Optional[Path]) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler on the main thread may fire a trigger (and emit)
+        # while that thread is inside emit().
+        self._lock = threading.RLock()
         self._file = open(path, "a", encoding="utf-8") if path else None
 
     def emit(self, event: str, **fields: Any) -> None:
