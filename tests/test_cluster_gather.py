@@ -7,8 +7,8 @@ import json
 import os
 import signal
 
-from tests.helpers import wait_for
 from tests.support.cluster import Cluster, bundle_path, cluster_json
+from tests.support.helpers import wait_for
 from tests.support.testhosts import testhosts  # noqa: F401  (the fixture)
 
 

@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from tests.helpers import kmsg_write, wait_for
+from tests.support.helpers import kmsg_write, wait_for
 from tests.support.testhosts import TestHosts
 
 PROFILE = """\
