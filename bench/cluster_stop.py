@@ -71,18 +71,22 @@ def cluster_round(hosts: TestHosts, tmp: Path, n: int, cpu_seconds: float = 0) -
                            "127.0.0.1", "7000")
     started = time.time()
     proc = SCRATCH.popen(argv, death_signal=signal.SIGTERM, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
+                         stderr=subprocess.PIPE, text=True)
     armed = common.wait_event(events, "armed", proc)
     out: Dict[str, Any] = {"armed_s": armed["time"] - started}
     if cpu_seconds:
         out.update(_cpu(proc, cpu_seconds))
     _fire(hosts, "th1")
     try:
-        stdout, _ = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # reported, not hidden: the run counts as missing
         proc.kill()
         proc.wait()
         print(f"run {n}: no bundle within 120 s; its events:\n{events.read_text()}", file=sys.stderr)
+        out["last_stop_ms"] = None
+        return out
+    if not stdout.startswith("bundle: "):
+        print(f"run {n}: coordinator exited {proc.returncode} without a bundle:\n{stderr}", file=sys.stderr)
         out["last_stop_ms"] = None
         return out
     bundle = Path(stdout.strip().splitlines()[-1].split(": ", 1)[1])

@@ -72,7 +72,7 @@ def test_trigger_on_one_host_stops_all_three_into_one_bundle(cluster):
     assert names.index("armed") < names.index("triggered") < names.index("bundle") < names.index("finished")
     # Every host gave its tracefs instance back.
     for name in nodes:
-        assert not tracefs.Instance(c.instance(name)).exists()
+        assert not tracefs.TraceInstance(c.instance(name)).exists()
     # inspect: the bundle's table, and one node's archive.
     shown = subprocess.run([*c.argv()[:3], "inspect", str(bundle)], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
