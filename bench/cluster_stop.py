@@ -63,7 +63,7 @@ def _fire(hosts: TestHosts, node: str) -> None:
 
 
 def cluster_round(hosts: TestHosts, tmp: Path, n: int, cpu_seconds: float = 0) -> Dict[str, Any]:
-    events = tmp / f"cluster-{n}.jsonl"
+    events = tmp / f"cluster-{len(hosts.names)}-{n}.jsonl"  # a new file per run: events append
     argv = common.cli_argv("cluster", "-w", hosts.nodeset, "-o", hosts.ssh_options,
                            "--bundle-dir", tmp, "--profile", tmp / "p.yaml",
                            "--set", f"triggers.freeze.pattern=bench-freeze-%h-{hosts.token}",

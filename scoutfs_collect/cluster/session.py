@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from ClusterShell.Event import EventHandler
 from ClusterShell.NodeSet import NodeSet
@@ -50,6 +50,7 @@ class RunSessions(EventHandler):
         self.stopping = False
         self._signal_r, self._signal_w = os.pipe()
         self._old_signals: Dict[int, object] = {}
+        self._early_pinged: Set[int] = set()
 
     # -- starting ---------------------------------------------------------------------
 
@@ -152,8 +153,11 @@ class RunSessions(EventHandler):
         state.armed = node_time
         self.events.emit("node_armed", node=state.name)
         self.on_change(f"{state.name}: armed")
-        for delay in FIRST_PINGS:
-            self.task.timer(delay, _OnePing(self.workers[state.name]), autoclose=True)
+        worker = self.workers[state.name]
+        if id(worker) not in self._early_pinged:  # tree mode: once per shared worker
+            self._early_pinged.add(id(worker))
+            for delay in FIRST_PINGS:
+                self.task.timer(delay, _OnePing(worker), autoclose=True)
         running = [n for n in self.run.nodes.values() if n.status == "running"]
         if running and all(n.armed is not None for n in running) and self.run.times["armed"] is None:
             self.run.times["armed"] = received
