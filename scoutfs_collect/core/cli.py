@@ -23,7 +23,8 @@ from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_USAGE, Us
 from scoutfs_collect.plugin.api import Target
 from scoutfs_collect.ui.console import Console, ConsoleHandler, detach_stream, stdout_line
 
-COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "report", "pack", "stop")
+COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "report", "pack", "stop",
+            "cluster")
 log = logging.getLogger("scoutfs_collect")
 
 
@@ -78,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scoutfs-collect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _capture_args(sub.add_parser("run", help="record until a trigger fires or Ctrl-C, then pack"))
+    p = sub.add_parser("run", help="record until a trigger fires or Ctrl-C, then pack")
+    _capture_args(p)
+    p.add_argument("--control-stdin", action="store_true",
+                   help="take 'stop peer|operator REASON' lines from stdin (what 'cluster' uses); "
+                        "end of stdin does not stop the run")
     _capture_args(sub.add_parser("check", help="preflight only: print every problem and its fix"))
     p = sub.add_parser("plugins", help="list collector and trigger types with their options")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -91,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("profile", metavar="PROFILE")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--plugin-dir", action="append", default=[], metavar="DIR")
-    p = sub.add_parser("inspect", help="summarise an archive")
+    p = sub.add_parser("inspect", help="summarise an archive or a cluster bundle")
     p.add_argument("archive", type=Path, metavar="ARCHIVE")
+    p.add_argument("--node", metavar="NODE", help="in a cluster bundle: that node's archive")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--members", action="store_true",
                    help="list every member of the archive with its size (reads it all)")
@@ -102,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workdir", type=Path, metavar="WORKDIR")
     p = sub.add_parser("stop", help="ask the running instance to stop and pack (as Ctrl-C)")
     p.add_argument("--no-wait", action="store_true", help="return once the request is sent")
+    from scoutfs_collect.cluster import cli as cluster_cli
+
+    cluster_cli.add_parser(sub, _Parser, _ip, _port)
     return parser
 
 
@@ -110,6 +119,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     first = next((a for a in args if a not in ("--",)), None)
     if first is not None and first not in COMMANDS and first not in ("-h", "--help", "--version"):
         args.insert(0, "run")
+    if first == "cluster":
+        from scoutfs_collect.cluster.cli import insert_default
+
+        args = insert_default(args)
     ns = build_parser().parse_args(args)
     if ns.command is None:
         raise UsageError("scoutfs-collect: no command given (see scoutfs-collect --help)")
@@ -208,6 +221,10 @@ def cmd_run(ns, argv, console) -> int:
         runner.events.close()
         console.line(f"error: preflight found {fatal} problem(s); nothing was started")
         return EXIT_USAGE
+    if getattr(ns, "control_stdin", False):
+        from scoutfs_collect.cluster import control
+
+        control.start(runner)
     try:
         status = runner.run()
     except LockBusy as exc:
@@ -264,13 +281,24 @@ def cmd_validate(ns, argv, console) -> int:
     return EXIT_OK
 
 
+def cmd_cluster(ns, argv, console) -> int:
+    from scoutfs_collect.cluster.cli import dispatch
+
+    return dispatch(ns, argv, console)
+
+
 def cmd_inspect(ns, argv, console) -> int:
+    from scoutfs_collect.archive import bundle
     from scoutfs_collect.archive import read as inspect_archive
 
     if analysis_cli.wants_analysis(ns):
         return analysis_cli.inspect(ns)
     if not ns.archive.is_file():
         raise UsageError(f"inspect: {ns.archive}: no such archive")
+    if bundle.is_bundle(ns.archive):
+        return bundle.inspect(ns.archive, ns.node, ns.json, ns.members)
+    if ns.node:
+        raise UsageError(f"inspect: --node: {ns.archive} is a node archive, not a cluster bundle")
     try:
         data = inspect_archive.read_manifest(ns.archive)
     except ValueError as exc:

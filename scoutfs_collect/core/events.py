@@ -1,10 +1,12 @@
 """``--events-file``: one JSON line per lifecycle event, for scripts and cluster coordination.
 
 Every line has ``event`` and ``time`` (epoch seconds); events: ``started``, ``armed``,
-``triggered`` (``trigger``, ``type``, ``reason``), ``post_trigger`` (``seconds``: recording
-goes on that long before the stop), ``stopped``, ``durable``, ``finalized``,
-``archive`` (``path``), ``error`` (``plugin``, ``message``), ``finished``
-(``exit_status``). Lines are flushed as they are written.
+``triggered`` (``trigger``, ``type``, ``reason``, ``trigger_time``; written the moment the
+first trigger fires, before the stop), ``post_trigger`` (``seconds``: recording goes on
+that long before the stop), ``stopped``, ``durable``, ``finalized``, ``archive``
+(``path``), ``error`` (``plugin``, ``message``), ``finished`` (``exit_status``); under a
+cluster coordinator (``--control-stdin``) also ``pong`` (``sent``: the coordinator's
+time echoed, for its clock-offset estimate). Lines are flushed as they are written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ class EventLog:
     """Appends events to a file (or does nothing when no path was given)."""
 
     def __init__(self, path: Optional[Path]) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler on the main thread may fire a trigger (and emit)
+        # while that thread is inside emit().
+        self._lock = threading.RLock()
         self._file = open(path, "a", encoding="utf-8") if path else None
 
     def emit(self, event: str, **fields: Any) -> None:

@@ -148,12 +148,15 @@ class Runner:
         (but still wake it: a Ctrl-C during post_trigger_seconds stops at once)."""
         now = time.time()
         with self._trigger_lock:
-            if self.trigger is not None:
+            first = self.trigger is None
+            if not first:
                 log.info("also fired: %s (%s): %s", name, type_name, reason)
             else:
                 self.trigger = TriggerRecord(name=name, type=type_name, reason=reason, time=now)
                 self.times["clocks_at_trigger"] = manifest.clocks()
         self.triggered.set()
+        if first:  # at once: a cluster coordinator stops the other nodes on this event
+            self.events.emit("triggered", trigger=name, type=type_name, reason=reason, trigger_time=now)
 
     def _fire_callback(self, inst: PluginInstance):
         return lambda reason: self.fire(inst.name, inst.spec.type_name, str(reason))
@@ -316,8 +319,6 @@ class Runner:
             self.state = RunState.STOPPING
         self._stop_collectors()
         self.times["stopped"] = time.time()
-        self.events.emit("triggered", trigger=t.name, type=t.type, reason=t.reason,
-                         trigger_time=t.time)
         self.events.emit("stopped")
         self._notify("scoutfs_collect_triggered", run=self._run_info(),
                      trigger=dataclasses.asdict(t))

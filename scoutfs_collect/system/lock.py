@@ -77,6 +77,17 @@ class HostLock:
         finally:
             os.close(fd)
 
+    def last(self) -> Optional[Holder]:
+        """What the lock file says about the latest run, held or not (None: no run yet)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            return _read(fd)
+        finally:
+            os.close(fd)
+
     def wait_released(self) -> None:
         """Block until the current holder lets go of the lock (no polling)."""
         try:

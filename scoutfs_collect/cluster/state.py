@@ -1,0 +1,151 @@
+"""What the coordinator knows about the run and each node; ``cluster.json`` is made from it.
+
+``cluster.json`` (format 1): ``format``, ``tool``, ``argv``, ``nodeset``, ``origin``
+{``node``, ``name``, ``type``, ``reason``, ``time``}, ``times`` {``started``, ``armed``,
+``triggered``, ``gathered``}, ``nodes`` {NODE: {``status`` ok|failed|missing|lost,
+``exit``, ``archive`` (path in the bundle), ``sha256``, ``trigger`` {``name``, ``type``,
+``reason``, ``time``}, ``stopped`` (epoch, node clock), ``stop_lag_ms`` (stopped minus the
+origin's trigger time, both moved to the coordinator's clock), ``clock_offset_ms`` (node
+clock minus coordinator clock), ``error``}}.
+
+Statuses: ``ok`` the node's archive is in the bundle (its ``exit`` may be 1: a plugin
+failed, its manifest says which); ``failed`` the node ran or was asked but no archive came
+back; ``missing`` unreachable at preflight (``--allow-missing``); ``lost`` its session
+died mid-run (powered off, ssh gone) before it finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+from scoutfs_collect import __version__
+
+FORMAT = 1
+PEER_TYPES = ("peer", "operator")  # triggers the coordinator caused: never an origin
+
+
+@dataclasses.dataclass
+class Trigger:
+    """A trigger as a node (or the operator) reported it; ``time`` on that node's clock."""
+
+    name: str
+    type: str
+    reason: str
+    time: float
+
+
+@dataclasses.dataclass
+class Origin:
+    """The trigger that ended the run everywhere; ``node`` is None for the operator."""
+
+    node: Optional[str]
+    name: str
+    type: str
+    reason: str
+    time: float
+
+
+class ClockOffset:
+    """A node's clock minus the coordinator's, NTP-style.
+
+    From ``ping``/``pong`` round trips: offset = node_time - (sent + received) / 2, taken
+    from the sample with the shortest round trip (its error is at most half of it). Until
+    a round trip is in, every event gives a bound (node_time - received = offset - delay,
+    so the largest such value is the best one-way estimate).
+    """
+
+    def __init__(self) -> None:
+        self.best_rtt: Optional[float] = None
+        self.round_trip: Optional[float] = None
+        self.one_way: Optional[float] = None
+
+    def pong(self, sent: float, node_time: float, received: float) -> None:
+        rtt = received - sent
+        if rtt >= 0 and (self.best_rtt is None or rtt < self.best_rtt):
+            self.best_rtt = rtt
+            self.round_trip = node_time - (sent + received) / 2
+
+    def event(self, node_time: float, received: float) -> None:
+        bound = node_time - received
+        if self.one_way is None or bound > self.one_way:
+            self.one_way = bound
+
+    @property
+    def seconds(self) -> Optional[float]:
+        return self.round_trip if self.round_trip is not None else self.one_way
+
+
+@dataclasses.dataclass
+class NodeState:
+    """One node over the run."""
+
+    name: str
+    status: str = "pending"  # pending, running, then ok | failed | missing | lost
+    exit: Optional[int] = None
+    version: Optional[str] = None
+    armed: Optional[float] = None
+    trigger: Optional[Trigger] = None
+    stopped: Optional[float] = None
+    finished: bool = False
+    remote_archive: Optional[str] = None
+    archive: Optional[str] = None  # path inside the bundle
+    sha256: Optional[str] = None
+    error: Optional[str] = None
+    last_event: Optional[str] = None
+    last_heard: Optional[float] = None
+    output: List[str] = dataclasses.field(default_factory=list)  # last stderr lines
+    clock: ClockOffset = dataclasses.field(default_factory=ClockOffset)
+
+    def note_output(self, line: str, keep: int = 20) -> None:
+        self.output.append(line)
+        del self.output[:-keep]
+
+    def offset(self) -> float:
+        return self.clock.seconds or 0.0
+
+    def stop_lag_ms(self, origin: Optional[Origin], origin_offset: float) -> Optional[float]:
+        if origin is None or self.stopped is None:
+            return None
+        lag = (self.stopped - self.offset()) - (origin.time - origin_offset)
+        return round(lag * 1000, 3)
+
+    def as_json(self, origin: Optional[Origin], origin_offset: float) -> Dict[str, Any]:
+        offset = self.clock.seconds
+        return {
+            "status": self.status, "exit": self.exit, "archive": self.archive, "sha256": self.sha256,
+            "trigger": dataclasses.asdict(self.trigger) if self.trigger else None,
+            "stopped": self.stopped, "stop_lag_ms": self.stop_lag_ms(origin, origin_offset),
+            "clock_offset_ms": round(offset * 1000, 3) if offset is not None else None,
+            "error": self.error,
+        }
+
+
+@dataclasses.dataclass
+class ClusterRun:
+    """The whole cluster run (or gather): what ``cluster.json`` records."""
+
+    argv: List[str]
+    nodeset: str
+    nodes: Dict[str, NodeState]
+    origin: Optional[Origin] = None
+    times: Dict[str, Optional[float]] = dataclasses.field(
+        default_factory=lambda: {"started": None, "armed": None, "triggered": None, "gathered": None})
+
+    def origin_offset(self) -> float:
+        if self.origin is None or self.origin.node is None:
+            return 0.0
+        return self.nodes[self.origin.node].offset()
+
+    def as_json(self) -> Dict[str, Any]:
+        off = self.origin_offset()
+        return {
+            "format": FORMAT, "tool": f"scoutfs-collect {__version__}", "argv": self.argv,
+            "nodeset": self.nodeset,
+            "origin": dataclasses.asdict(self.origin) if self.origin else None,
+            "times": dict(self.times),
+            "nodes": {name: n.as_json(self.origin, off) for name, n in self.nodes.items()},
+        }
+
+    def all_ok(self) -> bool:
+        return all(n.status == "ok" for n in self.nodes.values())
