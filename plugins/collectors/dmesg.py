@@ -124,6 +124,10 @@ class DmesgCollector(Collector):
         self.out = open(self.workdir / FOLLOW_FILE, "ab")
         self.follow_bytes = 0
 
+    def streams(self) -> List[Path]:
+        """The followed kernel log (flushed after each burst) and its rotated half."""
+        return [self.ctx.workdir / FOLLOW_FILE, self.ctx.workdir / OLD_FOLLOW_FILE]
+
     def stop(self) -> None:
         self.stopped = time.time()
         if self.follower.stop(timeout=1.0):  # drains what is readable: the trigger line

@@ -22,7 +22,7 @@ from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_USAGE, Us
 from scoutfs_collect.plugin.api import Target
 from scoutfs_collect.ui.console import Console, ConsoleHandler, detach_stream, stdout_line
 
-COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "pack", "stop")
+COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "pack", "stop", "fence-hook")
 log = logging.getLogger("scoutfs_collect")
 
 
@@ -68,6 +68,16 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("port", type=_port, metavar="PORT", help="the scoutfs server port")
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400 * 365:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scoutfs-collect",
@@ -99,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workdir", type=Path, metavar="WORKDIR")
     p = sub.add_parser("stop", help="ask the running instance to stop and pack (as Ctrl-C)")
     p.add_argument("--no-wait", action="store_true", help="return once the request is sent")
+    p.add_argument("--wait", choices=("finished", "durable"), default="finished",
+                   help="return once the run has finished (default), or as soon as every "
+                        "collector's data is on disk and fsync'ed (durable: the ftrace ring's raw "
+                        "pages are written first, before text and trace.dat)")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="give up waiting after this long (exit 1; the run still stops)")
+    p.add_argument("--reason", metavar="TEXT", help="the trigger reason the manifest records")
+    p.add_argument("--type", dest="trigger_type", metavar="TYPE", default="operator",
+                   help="the trigger type the manifest records (default operator; the fence "
+                        "hook uses fence-hook)")
+    sub.add_parser("fence-hook", add_help=False, help="run by scoutfs-fenced before the fence "
+                   "agent: the victim persists its recorder first (fence-hook --help)")
     return parser
 
 
@@ -121,6 +143,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
     try:
+        if argv[:1] == ["fence-hook"]:  # its own parser: everything after -- is the agent's
+            from scoutfs_collect.fence.hook import main as fence_hook
+
+            return fence_hook(argv[1:])
         ns = parse(argv)
         command = getattr(sys.modules[__name__], f"cmd_{ns.command}")
         return command(ns, argv, console)
@@ -292,6 +318,11 @@ def cmd_stop(ns, argv, console) -> int:
         raise UsageError("stop: no scoutfs-collect is running on this host")
     if holder.pid <= 0:
         raise UsageError(f"stop: the host lock {lock.path} is held but names no pid")
+    if ns.reason is not None or ns.trigger_type != "operator" or ns.wait == "durable" or ns.timeout:
+        from scoutfs_collect.core.control import stop_over_socket
+
+        return stop_over_socket(holder.pid, ns.trigger_type, ns.reason, ns.wait, ns.timeout,
+                                ns.no_wait, console)
     os.kill(holder.pid, signal.SIGTERM)
     console.line(f"asked scoutfs-collect (pid {holder.pid}) to stop and pack")
     if ns.no_wait:

@@ -23,10 +23,12 @@ from scoutfs_collect.archive.manifest import PluginRecord, TriggerRecord
 from scoutfs_collect.archive.recover import remove_stale_partials
 from scoutfs_collect.core import phases
 from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, free_mb, packing_floor
+from scoutfs_collect.core.control import ControlServer, StopRequest
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from scoutfs_collect.core.events import EventLog
 from scoutfs_collect.core.profile import InstanceSpec, Profile
 from scoutfs_collect.core.registry import PluginType, Registry
+from scoutfs_collect.core.syncer import StreamSyncer
 from scoutfs_collect.plugin.api import PluginContext, Problem, Target
 from scoutfs_collect.plugin.options import build
 from scoutfs_collect.system import proc
@@ -126,6 +128,9 @@ class Runner:
         self.notes: List[str] = []
         self.stale: Optional[Holder] = None
         self.archive_path: Optional[Path] = None  # set once the archive is complete
+        self.durable_stop = False  # a stop client waits for "durable" (see request_stop)
+        self.control: Optional[ControlServer] = None
+        self.syncer: Optional[StreamSyncer] = None
 
     # -- preflight -------------------------------------------------------------------
 
@@ -186,6 +191,17 @@ class Runner:
         else:
             log.warning("%s received while %s: finishing that first", name, self.state)
 
+    def request_stop(self, request: StopRequest) -> Dict[str, Any]:
+        """A ``scoutfs-collect stop`` over the control socket (its thread): fire a trigger
+        of the requested type; with ``durable`` the collectors persist in ``stop()``
+        and no post_trigger_seconds are spent. What the client is told first."""
+        if request.durable:
+            self.durable_stop = True
+        self.fire(request.type, request.type, request.reason)
+        assert self.trigger is not None
+        return {"state": self.state, "trigger": {"type": self.trigger.type, "reason": self.trigger.reason},
+                "pid": os.getpid(), "workdir": str(self.workdir)}
+
     def _on_plugin_failure(self, name: str, message: str) -> None:
         self.events.emit("error", plugin=name, message=message)
 
@@ -200,7 +216,11 @@ class Runner:
         try:
             return self._run_locked()
         finally:
+            if self.syncer is not None:
+                self.syncer.join()
             self.cleanup()
+            if self.control is not None:
+                self.control.close()
             self.lock.release()
             self.events.close()
 
@@ -232,6 +252,9 @@ class Runner:
             log.warning(note)
         self.workdir = make_workdir(self.output_dir, run_stem(started))
         self.lock.write(Holder(pid=os.getpid(), workdir=str(self.workdir), started=started))
+        self.control = ControlServer(self.request_stop)
+        self.events.listeners.append(self.control.publish)
+        self.control.start()
         self._attach_run_log()
         log.info("work dir: %s", self.workdir)
         self.events.emit("started", workdir=str(self.workdir), pid=os.getpid())
@@ -246,6 +269,9 @@ class Runner:
         self._start_collectors()
         self._arm_triggers()
         self.times["armed"] = time.time()
+        self.syncer = StreamSyncer([(i.name, i.plugin.streams) for i in self.collectors
+                                    if "start" in i.record.phases], self.settings.sync_interval)
+        self.syncer.start()
         self._write_manifest()
         self.events.emit("armed", triggers=[t.name for t in self.triggers])
         self._notify("scoutfs_collect_run_started", run=self._run_info())
@@ -335,7 +361,7 @@ class Runner:
         t = self.trigger
         log.info("triggered by %s (%s): %s", t.name, t.type, t.reason)
         self.times["triggered"] = t.time
-        if self.settings.post_trigger_seconds > 0 and t.type != "disk-space":
+        if self.settings.post_trigger_seconds > 0 and t.type != "disk-space" and not self.durable_stop:
             log.info("recording %.1f s more (settings.post_trigger_seconds; Ctrl-C stops now)",
                      self.settings.post_trigger_seconds)
             self.events.emit("post_trigger", seconds=self.settings.post_trigger_seconds,
@@ -344,6 +370,10 @@ class Runner:
             self.triggered.clear()
             self.triggered.wait(self.settings.post_trigger_seconds)
             self.state = "stopping"
+        if self.syncer is not None:
+            self.syncer.stop()  # never waits on the disk; the stop's own fsync covers the rest
+        for inst in self.collectors:
+            inst.ctx.durable_stop = self.durable_stop
         self._stop_collectors()
         self.times["stopped"] = time.time()
         self.events.emit("triggered", trigger=t.name, type=t.type, reason=t.reason,

@@ -87,6 +87,11 @@ class PluginContext:
     window: Optional[Dict[str, Optional[float]]] = None
     failures: List[str] = dataclasses.field(default_factory=list)
     on_failure: Optional[Callable[[str, str], None]] = None
+    #: Set by the runner before ``stop()`` when whoever stopped the run waits for the
+    #: data to be durable (``scoutfs-collect stop --wait durable``: the fence hook, the
+    #: node may lose power within seconds). A collector still holding data in memory
+    #: (the ftrace ring) then writes and fsyncs it in ``stop()`` instead of ``finalize()``.
+    durable_stop: bool = False
 
     def set_window(self, first: Optional[float], last: Optional[float]) -> None:
         """Record the epoch-seconds span the captured data covers (None when unknown)."""
@@ -149,6 +154,19 @@ class Collector(_PluginBase):
     def bytes_written(self) -> int:
         """Bytes recorded so far, for the live status line."""
         return directory_size(self.ctx.workdir)
+
+    def streams(self) -> List[Path]:
+        """The files this instance appends to while it records (a pcap ring, a followed
+        log, a counter series): the one way a plugin declares what it streams.
+
+        While the run is armed the core fdatasyncs each of them that changed, every
+        ``settings.sync_interval`` seconds, from its own thread, so a node powered off
+        without warning loses at most about that much. Called from that thread: be
+        quick, do not block, list files inside ``ctx.workdir`` (missing ones are
+        skipped). Write through to the kernel (flush) as you go, or the sync finds
+        the data still in your own buffer. Default: none.
+        """
+        return []
 
 
 class Trigger(_PluginBase):
