@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what scoutfs-collect needs on this machine, idempotently, as root:
-#   system tools (trace-cmd, tcpdump, zstd) from the distribution, tracefs mounted,
+#   system tools (trace-cmd, tcpdump, zstd; with --test also openssh-server for the cluster
+#   tests' hosts) from the distribution, tracefs mounted,
 #   and a virtualenv per requested Python with scoutfs-collect installed in it.
 # Usage: tools/setup.sh [--test] [PYTHON_MINOR ...]     e.g. tools/setup.sh --test 3.9 3.11
 # Prints the path of each virtualenv's python, one per line, on stdout.
@@ -28,6 +29,22 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "please install: ${need[*]}" >&2
     exit 1
   fi
+fi
+
+# The cluster tests' hosts (tests/support/testhosts.py) each run their own sshd from
+# Debian's openssh-server in a network namespace; the system sshd is never started.
+if [ -n "$extras" ] && { [ ! -x /usr/sbin/sshd ] || ! command -v ip >/dev/null 2>&1; } \
+   && command -v apt-get >/dev/null 2>&1; then
+  echo "installing openssh-server iproute2 with apt-get (the system sshd is not started)" >&2
+  policy_made=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then  # keep invoke-rc.d from starting ssh.service
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    policy_made=1
+  fi
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client iproute2 >&2 \
+    || { [ -n "$policy_made" ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+  [ -n "$policy_made" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 if [ ! -e /sys/kernel/tracing/tracing_on ]; then

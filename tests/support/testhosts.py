@@ -1,0 +1,321 @@
+"""Test hosts on this machine: each a network namespace with its own sshd and hostname.
+
+A host is what a cluster test needs from a storage node: an address reached over a veth
+pair from the root namespace, an sshd (Debian ``openssh-server``, never the system one:
+its own config, host key, pid file and authorized key), its own hostname (``unshare
+--uts``) and, since all hosts share one kernel, its own scoutfs-collect lock and config
+dirs (``SCOUTFS_COLLECT_RUNTIME``/``SCOUTFS_COLLECT_ETC`` set by sshd's ``SetEnv``) and
+output dir. sshd puts the test's venv first on ``PATH`` so ``scoutfs-collect`` on a host
+is the one under test. A generated ``ssh_config`` (``ssh -F``) maps host names to their
+addresses, with host key checking off and ``BatchMode yes``.
+
+Addresses: 10.231.N.0/24, one /30 per host (root side .4i+1, host .4i+2), N chosen so
+no other interface on this machine uses it. Traffic only ever goes between the root
+namespace and these namespaces.
+
+Names carry the owning process id (``sfc-th-PID-I`` for namespaces, ``sfthPIDhI`` for
+root-side veths) so a later run removes the leftovers of a killed run (its pid is gone)
+and never touches a concurrent one. Teardown runs on every exit path: the fixture's
+finalizer, ``atexit`` and SIGTERM.
+
+Usage::
+
+    def test_x(testhosts):
+        hosts = testhosts(3)          # th1, th2, th3, sshd running
+        hosts.ssh_options             # '-F /tmp/.../ssh_config', for ClusterShell's -o
+        hosts.nodeset                 # 'th[1-3]'
+        hosts["th2"].kill()           # power it off: every process in it SIGKILLed
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+
+PREFIX = "sfc-th-"
+VETH_PREFIX = "sfth"
+SUBNET = "10.231"
+SSHD = "/usr/sbin/sshd"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def namespaces() -> List[str]:
+    """Names of the network namespaces made by this helper (any run)."""
+    out = _ip("netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+
+
+def _ns_pids(ns: str) -> List[int]:
+    out = _ip("netns", "pids", ns, check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def _end_processes(ns: str, grace: float = 10.0) -> None:
+    """SIGTERM every process in the namespace (scoutfs-collect then packs and gives its
+    tracefs instance back), SIGKILL what is left after ``grace`` seconds."""
+    for pid in _ns_pids(ns):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while _ns_pids(ns) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for the processes to be gone, not a delay
+    for pid in _ns_pids(ns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def remove_namespace(ns: str) -> None:
+    """End every process in ``ns`` and delete it (its veth pair goes with it)."""
+    _end_processes(ns)
+    _ip("netns", "delete", ns, check=False)
+
+
+def remove_leftovers() -> List[str]:
+    """Remove the namespaces of earlier runs whose owning process is gone."""
+    removed = []
+    for ns in namespaces():
+        parts = ns[len(PREFIX):].split("-")
+        if parts and parts[0].isdigit() and not _alive(int(parts[0])):
+            remove_namespace(ns)
+            removed.append(ns)
+    return removed
+
+
+def _free_subnet() -> int:
+    used = _ip("-4", "-o", "addr", "show").stdout
+    start = os.getpid() % 200 + 20
+    for n in list(range(start, 250)) + list(range(20, start)):
+        if f" {SUBNET}.{n}." not in used:
+            return n
+    raise RuntimeError(f"no free {SUBNET}.N.0/24 for test hosts")
+
+
+@dataclasses.dataclass
+class Host:
+    """One test host: its name (also its hostname), namespace, address and dirs."""
+
+    name: str
+    ns: str
+    address: str
+    dir: Path
+    sshd: Optional[subprocess.Popen] = None
+
+    @property
+    def runtime(self) -> Path:
+        """Its SCOUTFS_COLLECT_RUNTIME (the host lock lives there)."""
+        return self.dir / "run"
+
+    @property
+    def output(self) -> Path:
+        """A per-host output dir tests may pass as --output-dir (``out/%h``)."""
+        return self.dir.parent / "out" / self.name
+
+    def pids(self) -> List[int]:
+        """Every process running in the host (its sshd, sessions and their children)."""
+        return _ns_pids(self.ns)
+
+    def kill(self) -> None:
+        """Power the host off: SIGKILL every process in it; the namespace stays (no route
+        change), so ssh sees its connection reset as after a crash."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class TestHosts:
+    """A set of hosts made for one test; ``close()`` removes every one of them."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, count: int, venv_bin: Optional[Path] = None, base: Optional[Path] = None) -> None:
+        remove_leftovers()
+        self.token = uuid.uuid4().hex[:6]
+        self.dir = Path(tempfile.mkdtemp(prefix="sfc-th.", dir=base))
+        os.chmod(self.dir, 0o755)
+        self.venv_bin = venv_bin or Path(sys.executable).parent
+        self.hosts: Dict[str, Host] = {}
+        self._closed = False
+        atexit.register(self.close)
+        self._old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self._make(count)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def _make(self, count: int) -> None:
+        self.key = self.dir / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sfc-th",
+                        "-f", str(self.key)], check=True)
+        if not Path("/run/sshd").is_dir():  # Debian's sshd privilege-separation dir
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        subnet = _free_subnet()
+        pid = os.getpid()
+        for i in range(1, count + 1):
+            name = f"th{i}"
+            ns = f"{PREFIX}{pid}-{i}"
+            veth = f"{VETH_PREFIX}{pid}h{i}"
+            root_addr, host_addr = f"{SUBNET}.{subnet}.{4 * i + 1}", f"{SUBNET}.{subnet}.{4 * i + 2}"
+            host = Host(name=name, ns=ns, address=host_addr, dir=self.dir / name)
+            self.hosts[name] = host
+            _ip("netns", "add", ns)
+            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("addr", "add", f"{root_addr}/30", "dev", veth)
+            _ip("link", "set", veth, "up")
+            _ip("-n", ns, "addr", "add", f"{host_addr}/30", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            self._start_sshd(host)
+        self.ssh_config = self.dir / "ssh_config"
+        self.ssh_config.write_text("".join(
+            f"Host {h.name}\n  HostName {h.address}\n  User root\n  IdentityFile {self.key}\n"
+            "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+            "  BatchMode yes\n  LogLevel ERROR\n  ConnectTimeout 5\n\n"
+            for h in self.hosts.values()))
+        for host in self.hosts.values():
+            self._wait_sshd(host)
+
+    def _start_sshd(self, host: Host) -> None:
+        host.dir.mkdir(mode=0o755)
+        for sub in ("run", "etc"):
+            (host.dir / sub).mkdir(mode=0o755)
+        host.output.mkdir(parents=True, mode=0o755, exist_ok=True)
+        hostkey = host.dir / "ssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)], check=True)
+        (host.dir / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
+        path = f"{self.venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        config = host.dir / "sshd_config"
+        config.write_text(
+            f"ListenAddress {host.address}\nPort 22\nHostKey {hostkey}\n"
+            f"PidFile {host.dir / 'sshd.pid'}\nAuthorizedKeysFile {host.dir / 'authorized_keys'}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPrintMotd no\n"
+            "MaxStartups 100:30:200\nMaxSessions 100\n"
+            f"SetEnv SCOUTFS_COLLECT_RUNTIME={host.runtime} SCOUTFS_COLLECT_ETC={host.dir / 'etc'} "
+            f"PATH={path}\n"
+            "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+        log = open(host.dir / "sshd.log", "wb")
+        # nsenter, not 'ip netns exec': that remounts /sys, which would hide tracefs.
+        host.sshd = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{host.ns}", "unshare", "--uts", "sh", "-c",
+             f"hostname {host.name} && exec {SSHD} -D -e -f {config}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+
+    def _wait_sshd(self, host: Host, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if host.sshd is not None and host.sshd.poll() is not None:
+                raise RuntimeError(f"{host.name}: sshd exited: {(host.dir / 'sshd.log').read_text()}")
+            try:
+                with socket.create_connection((host.address, 22), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{host.name}: sshd not listening on {host.address}:22") from None
+                time.sleep(0.02)  # polling for the listener, not a delay
+
+    # -- use --------------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Host:
+        return self.hosts[name]
+
+    def __iter__(self) -> Iterator[Host]:
+        return iter(self.hosts.values())
+
+    @property
+    def names(self) -> List[str]:
+        return list(self.hosts)
+
+    @property
+    def nodeset(self) -> str:
+        """All hosts as a ClusterShell node set, e.g. ``th[1-3]``."""
+        return f"th[1-{len(self.hosts)}]" if len(self.hosts) > 1 else self.names[0]
+
+    @property
+    def ssh_options(self) -> str:
+        """ssh options that reach the hosts (ClusterShell's ``-o``)."""
+        return f"-F {self.ssh_config}"
+
+    def ssh(self, name: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run one command on a host with a fresh ssh connection."""
+        return subprocess.run(["ssh", "-F", str(self.ssh_config), name, command],
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    # -- teardown ---------------------------------------------------------------------
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.close()
+        signal.signal(signal.SIGTERM, self._old_term or signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self) -> None:
+        """End every process in every host, delete the namespaces and the files."""
+        if self._closed:
+            return
+        self._closed = True
+        for host in self.hosts.values():
+            remove_namespace(host.ns)
+            if host.sshd is not None:
+                try:
+                    host.sshd.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    host.sshd.kill()
+                    host.sshd.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            atexit.unregister(self.close)
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, self._old_term or signal.SIG_DFL)
+        except (ValueError, TypeError):  # not the main thread
+            pass
+
+
+@pytest.fixture
+def testhosts(tmp_path: Path):
+    """``testhosts(n)`` makes n hosts (th1..thN); all are removed when the test ends."""
+    made: List[TestHosts] = []
+
+    def make(count: int) -> TestHosts:
+        hosts = TestHosts(count)
+        made.append(hosts)
+        return hosts
+
+    yield make
+    for hosts in made:
+        hosts.close()
