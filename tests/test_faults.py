@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.system.tracefs import Instance
-from tests.conftest import finish
-from tests.helpers import (  # archive_of, inspect: test_disk_space and test_security import them here
+from scoutfs_collect.system.tracefs import TraceInstance
+from tests.support.cli import finish
+from tests.support.helpers import (  # archive_of, inspect: test_disk_space and test_security import them here
     archive_of,
     extract,
     inspect,
@@ -159,9 +159,9 @@ def leftovers() -> Iterator[Dict]:
     left = [p for port in used["ports"] for p in tcpdumps(port)]
     for p in left:
         p.kill()
-    stale = [name for name in used["instances"] if Instance(name).exists()]
+    stale = [name for name in used["instances"] if TraceInstance(name).exists()]
     for name in stale:
-        Instance(name).remove()
+        TraceInstance(name).remove()
     assert not left, f"tcpdump left running: {[p.pid for p in left]}"
     assert not stale, f"tracefs instances left: {stale}"
 
@@ -218,12 +218,12 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     cli.wait_event("armed", first)
     children = psutil.Process(first.pid).children(recursive=True)
     assert [p.pid for p in tcpdumps(port)] == [p.pid for p in children if p.name() == "tcpdump"]
-    assert Instance(instance).exists()
+    assert TraceInstance(instance).exists()
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     wait_for(lambda: not any(alive(p) for p in children), 5, "children of the killed runner to die")
     assert tcpdumps(port) == []
-    assert Instance(instance).exists()  # kernel state outlives the process: the next run's job
+    assert TraceInstance(instance).exists()  # kernel state outlives the process: the next run's job
     old = started["workdir"]
     leftover = cli.out / ".scoutfs-collect-killed.partial"  # as a runner killed while packing leaves
     leftover.write_bytes(b"\0" * 4096)
@@ -239,7 +239,7 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     assert f"an earlier run (pid {first.pid}) did not finish" in err
     assert f"scoutfs-collect pack {old}" in err
     assert f"removed {leftover}" in err and not leftover.exists()
-    assert not Instance(instance).exists()
+    assert not TraceInstance(instance).exists()
     assert tcpdumps(port) == []
     m = inspect(cli, archive_of(out))
     notes = m["result"]["notes"]
@@ -311,8 +311,11 @@ def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial
     workdir = Path(cli.wait_event("started", proc)["workdir"])
     (partial,) = wait_for(lambda: [p for p in cli.out.iterdir() if p.name.endswith(".partial")],
                           30, "packing to begin")
-    children = psutil.Process(proc.pid).children(recursive=True)
-    assert [p.name() for p in children] == ["xz"]
+    # The .partial is created before the compressor is spawned: wait for the compressor itself.
+    def compressor():
+        found = psutil.Process(proc.pid).children(recursive=True)
+        return found if [p.name() for p in found] == ["xz"] else None
+    children = wait_for(compressor, 30, "the xz compressor to run")
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     wait_for(lambda: not any(alive(p) for p in children), 10, "the compressor to end")
@@ -325,12 +328,11 @@ def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial
     busy = cli.out / ".scoutfs-collect-busy.partial"
     fresh = cli.out / ".scoutfs-collect-fresh.partial"
     fresh.write_bytes(b"x")
-    with open(busy, "wb") as held:
+    with open(busy, "wb"):
         os.utime(busy, (a_minute_ago, a_minute_ago))
-        packed = cli.run("pack", str(workdir))
+        packed = cli.run("pack", str(workdir))  # while the busy partial is held open
     assert packed.returncode == 0, packed.stderr
     assert f"removed {partial}" in packed.stderr
     assert not partial.exists() and busy.exists() and fresh.exists()
-    assert held.closed
     top = extract(archive_of(packed.stdout), tmp_path / "x")
     assert (top / "blob" / "blob.bin").stat().st_size == 3 << 20

@@ -21,8 +21,8 @@ from typing import Dict, List, Optional
 import pytest
 
 from scoutfs_collect.demo import fixture
-from tests.conftest import finish
-from tests.helpers import archive_of, inspect, unique, wait_for
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, inspect, unique, wait_for
 from tests.support.testhosts import Host, TestHosts
 
 pytestmark = pytest.mark.usefixtures("tracefs_untouched")

@@ -7,8 +7,8 @@ import os
 import signal
 import stat
 
-from tests.conftest import finish
-from tests.helpers import archive_of, extract, inspect, kmsg_write, unique
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, extract, inspect, kmsg_write, unique
 
 
 def kmsg_profile(cli, nonce: str, extra_collectors: str = "") -> str:
@@ -73,7 +73,7 @@ def test_kmsg_trigger_ends_run_with_complete_archive(cli, tmp_path):
     assert set(m["times"]["clocks"]["trigger"]) == {"realtime", "monotonic", "boottime"}
     marker = m["plugins"]["marker"]
     assert marker["status"] == "ok" and marker["error"] is None
-    assert set(marker["phases"]) == {"preflight", "start", "stop", "finalize"}
+    assert set(marker["phases"]) == {"prepare", "preflight", "start", "stop", "finalize"}
     assert marker["stopped_at"] >= m["trigger"]["time"]
     assert m["plugins"]["line"]["status"] == "ok"
 
@@ -172,13 +172,13 @@ def test_killed_run_is_packed_by_pack_and_reported_by_next_run(cli, tmp_path):
 
 def test_failing_plugin_is_recorded_and_others_still_archived(cli):
     nonce = unique("faulty")
-    profile = kmsg_profile(cli, nonce, "  broken: {type: test-faulty, raise_in: [start, finalize]}\n")
+    profile = kmsg_profile(cli, nonce, "  broken: {type: test-faulty, raise_in: [stop, finalize]}\n")
     code, out, err = run_until_line(cli, profile, f"{nonce} reconnect timed out, fencing")
     assert code == 1, err
     m = inspect(cli, archive_of(out))
     broken = m["plugins"]["broken"]
     assert broken["status"] == "failed"
-    assert "injected failure in start" in broken["error"]
+    assert "injected failure in stop" in broken["error"]  # finalize still runs after a failed stop
     assert any("injected failure in finalize" in e for e in broken["errors"])
     assert m["plugins"]["marker"]["status"] == "ok"
     assert m["plugins"]["marker"]["files"][0]["path"] == "marker.txt"

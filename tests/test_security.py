@@ -17,8 +17,8 @@ from typing import Iterator, List
 import pytest
 
 from scoutfs_collect.system.paths import run_stem
-from tests.conftest import finish
-from tests.helpers import extract, unique
+from tests.support.cli import finish
+from tests.support.helpers import extract, unique
 from tests.test_faults import archive_of
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,8 +22,8 @@ from typing import List
 
 import pytest
 
-from tests.conftest import finish
-from tests.helpers import archive_of, extract, inspect, slow_pack_profile, wait_for
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, extract, inspect, slow_pack_profile, wait_for
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 
@@ -62,7 +62,7 @@ triggers:
     assert out == ""
     assert list(cli.out.iterdir()) == []
     assert cli.event_list() == []
-    assert entered(marks) == ["slow preflight"]  # no phase after preflight ran
+    assert entered(marks) == ["slow prepare", "slow preflight", "slow cleanup"]  # then only cleanup
     lock = tmp_path / "run" / "lock"
     assert not lock.exists() or lock.read_text() == ""
 
@@ -91,7 +91,7 @@ triggers:
     assert m["trigger"]["name"] == "end" and m["trigger"]["type"] == "timer"
     assert m["plugins"]["slow"]["status"] == "ok"
     assert m["plugins"]["marker"]["status"] == "ok"
-    assert entered(marks)[-1] == "slow finalize"
+    assert entered(marks)[-2:] == ["slow finalize", "slow cleanup"]
 
 
 def partials(out: Path) -> List[str]:

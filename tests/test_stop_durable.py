@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from tests.conftest import finish
-from tests.helpers import archive_of, inspect, unique
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, inspect, unique
 
 pytestmark = pytest.mark.usefixtures("tracefs_untouched")
 TRACEFS = "/sys/kernel/tracing"

@@ -19,8 +19,8 @@ from typing import List
 import pytest
 
 from scoutfs_collect.core.syncer import StreamSyncer
-from tests.conftest import finish
-from tests.helpers import kmsg_write, unique, wait_for
+from tests.support.cli import finish
+from tests.support.helpers import kmsg_write, unique, wait_for
 
 SYNC_INTERVAL = 1.0
 IMAGE_DIR = Path("/var/tmp")  # ext4 here: O_DIRECT works (tmpfs may refuse it)

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
-from scoutfs_collect import Collector, Problem, hookimpl, option
-from scoutfs_collect.system import proc
+from scoutfs_collect import Collector, Problem, hookimpl, option, run_command
 from scoutfs_collect.system.kernel_log import (
     DEVICE,
     EpochClock,
@@ -215,7 +214,7 @@ class DmesgCollector(Collector):
             return {"saved": False, "note": "no systemd journal on this host"}
         argv = ["journalctl", "-k", "-b", "-n", "1000", "--no-pager"]
         try:
-            result = proc.run(argv, timeout=20)
+            result = run_command(argv, timeout=20)
         except Exception as exc:  # optional: a failure is only noted
             return {"saved": False, "note": f"{' '.join(argv)}: {exc}"}
         (self.workdir / "journalctl-kernel.txt").write_text(result.stdout, encoding="utf-8")

@@ -15,8 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import psutil
 
-from scoutfs_collect import Collector, hookimpl, option
-from scoutfs_collect.ui.console import human_bytes
+from scoutfs_collect import Collector, hookimpl, human_bytes, option
 
 COPIED = {"/proc/cmdline": "proc-cmdline.txt", "/proc/meminfo": "proc-meminfo.txt",
           "/proc/mounts": "proc-mounts.txt", "/etc/os-release": "os-release.txt"}

@@ -8,10 +8,36 @@ moves on; the thread dies with the process.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import threading
 import time
 import traceback
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Optional
+
+
+class Phase(str, enum.Enum):
+    """The plugin phases, in lifecycle order (see :mod:`scoutfs_collect.plugin.api`)."""
+
+    PREPARE = "prepare"
+    PREFLIGHT = "preflight"
+    START = "start"
+    ARM = "arm"
+    STOP = "stop"
+    DISARM = "disarm"
+    FINALIZE = "finalize"
+    CLEANUP = "cleanup"
+
+
+class RunState(str, enum.Enum):
+    """Where the whole run is; decides what a signal does (see Runner.handle_signal)."""
+
+    PREFLIGHT = "preflight"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FINALIZING = "finalizing"
+    PACKING = "packing"
+    DONE = "done"
 
 
 @dataclasses.dataclass
@@ -28,6 +54,11 @@ class PhaseOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None and not self.timed_out
+
+    @property
+    def returned(self) -> bool:
+        """The call came back (normally or by raising) before its timeout."""
+        return not self.timed_out
 
 
 class PhaseCall:
@@ -64,11 +95,3 @@ class PhaseCall:
 def call(fn: Callable[[], Any], timeout: float, name: str = "phase") -> PhaseOutcome:
     """Run ``fn()`` with a timeout and return its outcome (never raises)."""
     return PhaseCall(fn, name).result(timeout)
-
-
-def call_all(
-    calls: Sequence[Callable[[], Any]], timeouts: Sequence[float], names: Sequence[str]
-) -> List[PhaseOutcome]:
-    """Start every call at once (in the given order), then collect each under its timeout."""
-    running = [PhaseCall(fn, name) for fn, name in zip(calls, names)]
-    return [c.result(t) for c, t in zip(running, timeouts)]

@@ -1,26 +1,59 @@
-"""What a plugin author writes against: collector and trigger base classes and their context.
+"""What a plugin author writes against: collector and trigger base classes, their context,
+and the lifecycle contract the core guarantees.
 
-A *collector* records one kind of data. The runner drives each configured instance:
+A *collector* records one kind of data, a *trigger* decides when the run ends. The
+runner builds one object per profile entry and drives its phases; a plugin never calls
+its own phases and never needs to guard against the runner.
 
+Collector phases, in order::
+
+    prepare -> preflight -> start -> stop -> finalize -> cleanup
+
+Trigger phases, in order::
+
+    prepare -> preflight -> arm -> disarm -> cleanup
+
+``prepare()``
+    Provide what other plugins' preflights look for (only the demo's simulated scoutfs
+    tree does this). Runs for every instance, in profile order, before any preflight,
+    also under ``scoutfs-collect check``. The only phase before ``start``/``arm`` that
+    may change the system, and only in ways ``cleanup()`` undoes; say what in the class
+    docstring.
 ``preflight()``
-    Report problems (a list of :class:`Problem`), change nothing on the system
-    (``ctx.dry_run`` is True under ``scoutfs-collect check``; when False a preflight
-    may repair leftovers of a crashed run, and must say so with a non-fatal Problem).
-``start()``
-    Begin recording into ``ctx.workdir``.
-``stop()``
-    Called the moment a trigger fires: freeze the data at once, keep it. Be fast.
+    Report problems as a list of :class:`Problem`; change nothing. ``ctx.dry_run`` is
+    True under ``check``. In a real run a preflight may repair leftovers of a crashed
+    run of its own (a stale tracefs instance) and must say so with a non-fatal Problem.
+``start()`` / ``arm(fire)``
+    Begin recording into ``ctx.workdir`` (it exists) / begin watching. ``fire(reason)``
+    may be called once, from any thread, when the condition holds.
+``stop()`` / ``disarm()``
+    ``stop()`` is called the instant a trigger fires: freeze the data and return; do
+    the slow work in ``finalize()``. ``disarm()`` stops watching.
 ``finalize()``
-    Turn what was recorded into the files support reads, inside ``ctx.workdir``.
+    Write the output files into ``ctx.workdir``.
 ``cleanup()``
-    Give back what is still held on the system; runs on every exit path, even when
-    the run was aborted before ``start()`` or ``finalize()``.
+    Give back whatever the instance still holds on the system (a child, a tracefs
+    instance, a thread, a temporary tree).
 
-A *trigger* decides when the run ends: ``preflight()`` → ``arm(fire)`` → ``disarm()``.
-It calls ``fire(reason)`` once, from any thread, when its condition holds.
+What the runner guarantees (tested in ``tests/test_contract.py``):
 
-Every phase runs in a worker thread under a timeout; an exception or a timeout is
-recorded in the manifest and the run goes on with the other plugins.
+* Each phase of an instance runs at most once, in the order above, each in a worker
+  thread under the instance's timeout (``settings.phase_timeout`` or its ``timeout``).
+* ``start``/``arm`` run only when no preflight found a fatal problem.
+* ``stop`` runs only after a ``start`` that returned; ``disarm`` only after an ``arm``
+  that returned. After a ``start``/``arm`` that raised or timed out, neither runs:
+  ``cleanup`` must release what it took.
+* ``finalize`` runs only after a ``stop`` that returned (it may have raised); not after
+  a ``stop`` that timed out, which may still be running.
+* ``cleanup`` runs exactly once for every instance, on every exit path (a fatal
+  preflight, a signal, a failed phase), last. It may find a timed-out phase still
+  running in its abandoned thread.
+* An exception or a timeout in any phase is recorded in the manifest
+  (``plugins.NAME.status`` ``failed``/``timeout`` with the error); the other plugins go on.
+* Collectors start in profile order, stop all at once newest first, finalize in parallel.
+
+The public API is what :mod:`scoutfs_collect` exports; everything else in the package is
+internal and may change between releases.
 """
 
 from __future__ import annotations
@@ -35,6 +68,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
 
 from scoutfs_collect.plugin.options import NoOptions
 
+#: What ``Trigger.arm`` receives: call it once with the reason the trigger fired.
 FireCallback = Callable[[str], None]
 
 
@@ -73,8 +107,9 @@ class PluginContext:
     ``name`` is the instance name from the profile, ``type_name`` its plugin type.
     ``workdir`` is this instance's own output directory inside the run's work
     directory; it exists before ``start()``. ``details`` is free-form, JSON-able data
-    that lands in the manifest under ``plugins.NAME.details``; ``set_window`` records
-    the time span (epoch seconds) the data covers.
+    that lands in the manifest under ``plugins.NAME.details``. Report the time span the
+    data covers with :meth:`set_window` and failures noticed outside a phase with
+    :meth:`fail`.
     """
 
     name: str
@@ -84,9 +119,10 @@ class PluginContext:
     dry_run: bool = False
     log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("plugin"))
     details: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    window: Optional[Dict[str, Optional[float]]] = None
-    failures: List[str] = dataclasses.field(default_factory=list)
-    on_failure: Optional[Callable[[str, str], None]] = None
+    # The runner's bookkeeping, read through the properties below.
+    _window: Optional[Dict[str, Optional[float]]] = dataclasses.field(default=None, repr=False)
+    _failures: List[str] = dataclasses.field(default_factory=list, repr=False)
+    _on_failure: Optional[Callable[[str, str], None]] = dataclasses.field(default=None, repr=False)
     #: Set by the runner before ``stop()`` when whoever stopped the run waits for the
     #: data to be durable (``scoutfs-collect stop --wait durable``: the fence hook, the
     #: node may lose power within seconds). A collector still holding data in memory
@@ -95,17 +131,27 @@ class PluginContext:
 
     def set_window(self, first: Optional[float], last: Optional[float]) -> None:
         """Record the epoch-seconds span the captured data covers (None when unknown)."""
-        self.window = {"first": first, "last": last}
+        self._window = {"first": first, "last": last}
+
+    @property
+    def window(self) -> Optional[Dict[str, Optional[float]]]:
+        """The span last given to :meth:`set_window` (a copy), or None."""
+        return dict(self._window) if self._window is not None else None
 
     def fail(self, message: str) -> None:
         """Report a failure noticed outside a phase (a child process died, a reader broke).
 
         The manifest marks the plugin ``failed`` with this message; the run goes on.
         """
-        self.failures.append(message)
+        self._failures.append(message)
         self.log.error("%s: %s", self.name, message)
-        if self.on_failure is not None:
-            self.on_failure(self.name, message)
+        if self._on_failure is not None:
+            self._on_failure(self.name, message)
+
+    @property
+    def failures(self) -> List[str]:
+        """The messages given to :meth:`fail` so far (a copy)."""
+        return list(self._failures)
 
 
 class _PluginBase:
@@ -122,9 +168,16 @@ class _PluginBase:
     def log(self) -> logging.Logger:
         return self.ctx.log
 
+    def prepare(self) -> None:
+        """Provide what other plugins' preflights check (demo plugins only); see the module doc."""
+
     def preflight(self) -> List[Problem]:
         """Report everything that would stop this plugin from working; change nothing."""
         return []
+
+    def cleanup(self) -> None:
+        """Give back whatever this instance still holds on the system. Runs exactly once,
+        last, on every exit path (see the module doc for what may still be running)."""
 
 
 class Collector(_PluginBase):
@@ -145,11 +198,6 @@ class Collector(_PluginBase):
 
     def finalize(self) -> None:
         """Write the output files into ``self.ctx.workdir``."""
-
-    def cleanup(self) -> None:
-        """Give back whatever this instance still holds on the system (a child process,
-        a tracefs instance, a temporary tree). Called on every exit path once preflight
-        has run, after finalize or instead of it; must be safe to call any time, twice."""
 
     def bytes_written(self) -> int:
         """Bytes recorded so far, for the live status line."""

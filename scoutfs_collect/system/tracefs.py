@@ -150,7 +150,7 @@ def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSp
     return span
 
 
-class Instance:
+class TraceInstance:
     """One private ftrace instance, ``ROOT/instances/NAME``. All writes stay inside it."""
 
     def __init__(self, name: str, root: Path = DEFAULT_ROOT) -> None:
@@ -161,7 +161,7 @@ class Instance:
         self.path = self.root / "instances" / name
 
     def __repr__(self) -> str:
-        return f"Instance({self.name!r})"
+        return f"TraceInstance({self.name!r})"
 
     # --- life cycle ---------------------------------------------------------------
     def exists(self) -> bool:
