@@ -53,7 +53,8 @@ triggers:
             ["nsenter", f"--net=/run/netns/{host.ns}", sys.executable, "-m", "scoutfs_collect",
              "--profile", str(profile), "--output-dir", str(host.output), "--events-file",
              str(self.events), "127.0.0.1", "7001"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=tmp)  # not the checkout: -m would import the source tree first
         wait_for(lambda: self.event("armed") or self._exited(), 60, "the victim's recorder armed")
 
     def _exited(self) -> None:
@@ -139,7 +140,7 @@ def run_hook(tmp: Path, ip: str, options: str, agent_args: List[str], syslog_pat
         argv += ["--sysfs-root", str(sysfs)]
     launched = time.time()
     result = subprocess.run(argv + ["--", str(AGENT), *agent_args], env=env, capture_output=True,
-                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+                            text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp)
     return launched, result, Agent(record)
 
 
@@ -250,6 +251,6 @@ def test_agent_runs_within_the_grace(hosts, tmp_path, make, outcomes):
 def test_bad_hook_arguments_are_one_line_errors(tmp_path):
     for argv in (["fence-hook"], ["fence-hook", "--grace", "x", "--", "true"], ["fence-hook", "--"]):
         result = subprocess.run([sys.executable, "-m", "scoutfs_collect", *argv], capture_output=True,
-                                text=True, timeout=30)
+                                text=True, timeout=30, cwd=tmp_path)
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")

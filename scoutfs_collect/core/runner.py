@@ -425,6 +425,11 @@ class Runner:
         self._notify("scoutfs_collect_triggered", run=self._run_info(),
                      trigger=dataclasses.asdict(t))
         self._make_durable("durable")
+        if self.syncer is not None:
+            self.syncer.join()
+            st = self.syncer.stats
+            log.debug("stream syncer: %d rounds, %d files and %d dirs synced in %.3f s, %d errors",
+                      st.rounds, st.files_synced, st.dirs_synced, st.seconds, st.errors)
         self.state = RunState.FINALIZING
         self._run_phase([i for i in self.collectors if i.returned(Phase.STOP)], Phase.FINALIZE,
                         at_once=True)

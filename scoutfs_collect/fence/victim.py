@@ -98,8 +98,9 @@ class VictimCall:
             rc = self._child.returncode
             if self._killed:
                 return
-            self.answer = VictimAnswer(classify(rc, text), time.monotonic() - self.began,
-                                       _last_line(text) or f"ssh exit {rc}")
+            said = _last_line(text)
+            detail = f"victim says: {said}" if rc in (0, 1, 2) and said else said or f"ssh exit {rc}"
+            self.answer = VictimAnswer(classify(rc, text), time.monotonic() - self.began, detail)
         except Exception as exc:
             self.answer = VictimAnswer("error", time.monotonic() - self.began,
                                        f"{type(exc).__name__}: {exc}")

@@ -28,7 +28,9 @@ Trigger phases, in order::
     may be called once, from any thread, when the condition holds.
 ``stop()`` / ``disarm()``
     ``stop()`` is called the instant a trigger fires: freeze the data and return; do
-    the slow work in ``finalize()``. ``disarm()`` stops watching.
+    the slow work in ``finalize()``. One exception: when ``ctx.durable_stop`` is True
+    (a fence hook waits for the data to be durable), write and fsync in ``stop()`` what
+    exists only in memory (the ftrace ring). ``disarm()`` stops watching.
 ``finalize()``
     Write the output files into ``ctx.workdir``.
 ``cleanup()``
@@ -51,6 +53,8 @@ What the runner guarantees (tested in ``tests/test_contract.py``):
 * An exception or a timeout in any phase is recorded in the manifest
   (``plugins.NAME.status`` ``failed``/``timeout`` with the error); the other plugins go on.
 * Collectors start in profile order, stop all at once newest first, finalize in parallel.
+* While armed, the files a collector lists in ``streams()`` are fdatasync'ed every
+  ``settings.sync_interval`` seconds, from the core's own thread.
 
 The public API is what :mod:`scoutfs_collect` exports; everything else in the package is
 internal and may change between releases.
