@@ -268,10 +268,11 @@ def report(ours: Dict[str, Any], base: Optional[Dict[str, Any]], old: Optional[D
                      + f"{old['wakeups_per_s']:.1f} greps/s"])
     print(c.table(["measure (ours, armed)", "value", "goal", ""], rows))
     if nosync:
-        srows = [[k, ours[key], nosync[key], ours[key] - nosync[key]] for k, key in (
-            ("runner CPU (% of one core)", "runner_cpu_pct"),
-            ("runner wake-ups per second", "runner_wakeups_per_s"),
-            ("runner bytes to storage", "runner_write_bytes"))]
+        srows = [[k, f"{ours[key]:.3f}", f"{nosync[key]:.3f}", f"{ours[key] - nosync[key]:+.3f}"]
+                 for k, key in (
+                     ("runner CPU (% of one core)", "runner_cpu_pct"),
+                     ("runner wake-ups per second", "runner_wakeups_per_s"),
+                     ("runner bytes to storage", "runner_write_bytes"))]
         print(c.table(["settings.sync_interval cost", "1 s (default)", "0 (off)", "difference"], srows))
     if base:
         lo, lb = ours["load"], base["load"]
