@@ -1,9 +1,10 @@
 """Asking the node about to be fenced, over ssh, to make its recorder's data durable.
 
-One ``ssh`` child runs ``scoutfs-collect stop --wait durable`` on the victim; the
-answer is read from its exit status (0 durable, 1 not durable in time, 2 no recorder
-running, 127 scoutfs-collect not installed there, 255 ssh itself failed) and the last
-line it printed. The caller's deadline is absolute: at the deadline the ssh child and
+One ``ssh`` child runs ``scoutfs-collect stop --wait durable`` on the victim; its
+``durable after ...`` line is the answer the moment it arrives (the ssh session's
+teardown is not waited for), otherwise its exit status (1 not durable in time, 2 no
+recorder running, 127 scoutfs-collect not installed there, 255 ssh itself failed) and
+the last line it printed. The caller's deadline is absolute: at the deadline the ssh child and
 everything it started are killed, whatever they are doing.
 """
 
@@ -19,6 +20,8 @@ import threading
 import time
 from typing import List, Optional
 
+#: What ``scoutfs-collect stop --wait durable`` prints once the victim's data is durable.
+DURABLE_LINE = "durable after"
 #: Options always given to ssh before the site's own (-o): never ask for a password.
 SSH_BASE = ["-o", "BatchMode=yes"]
 
@@ -79,6 +82,7 @@ class VictimCall:
         self._child: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()
         self._killed = False
+        self._answered = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fence-victim", daemon=True)
 
     def start(self) -> VictimCall:
@@ -93,24 +97,35 @@ class VictimCall:
                 self._child = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, start_new_session=True)
-            out, _ = self._child.communicate()
-            text = out.decode(errors="replace")
-            rc = self._child.returncode
-            if self._killed:
-                return
+            assert self._child.stdout is not None
+            lines: List[str] = []
+            for raw in self._child.stdout:  # "durable after ..." ends the wait at once
+                lines.append(raw.decode(errors="replace"))
+                if lines[-1].startswith(DURABLE_LINE):
+                    self._answer(VictimAnswer("durable", time.monotonic() - self.began,
+                                              f"victim says: {lines[-1].strip()}"))
+            rc = self._child.wait()
+            text = "".join(lines)
             said = _last_line(text)
             detail = f"victim says: {said}" if rc in (0, 1, 2) and said else said or f"ssh exit {rc}"
-            self.answer = VictimAnswer(classify(rc, text), time.monotonic() - self.began, detail)
+            if not self._killed:
+                self._answer(VictimAnswer(classify(rc, text), time.monotonic() - self.began, detail))
         except Exception as exc:
-            self.answer = VictimAnswer("error", time.monotonic() - self.began,
-                                       f"{type(exc).__name__}: {exc}")
+            self._answer(VictimAnswer("error", time.monotonic() - self.began, f"{type(exc).__name__}: {exc}"))
+
+    def _answer(self, answer: VictimAnswer) -> None:
+        if self.answer is None:
+            self.answer = answer
+            self._answered.set()
 
     def wait(self, deadline: float) -> VictimAnswer:
-        """The answer, or ``no-answer`` at ``deadline`` (time.monotonic) with ssh killed."""
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self.answer is not None and not self._thread.is_alive():
-            return self.answer
+        """The answer, or ``no-answer`` at ``deadline`` (time.monotonic); ssh is killed
+        either way once this returns (after a durable answer it is only closing)."""
+        self._answered.wait(max(0.0, deadline - time.monotonic()))
+        answer = self.answer
         self.kill()
+        if answer is not None:
+            return answer
         return VictimAnswer("no-answer", time.monotonic() - self.began,
                             "no answer within the grace: ssh killed")
 
