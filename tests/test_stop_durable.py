@@ -87,3 +87,15 @@ def test_control_socket_is_private_and_removed_at_the_end(cli):
     assert cli.run("stop").returncode == 0
     finish(proc)
     assert not sock.exists()
+
+
+def test_stop_with_a_reason_waits_for_the_end_of_the_run(cli):
+    proc = start(cli, ftrace_profile(cli, unique("sc_reason")))
+    cli.wait_event("armed", proc)
+    result = cli.run("stop", "--reason", "maintenance window", "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    assert "its trigger: operator: maintenance window" in result.stderr
+    assert "finished after" in result.stderr
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert inspect(cli, archive_of(out))["trigger"]["reason"] == "maintenance window"
