@@ -14,7 +14,8 @@ A small toolkit, so that a site plugin does what the built-ins do:
     :func:`run_command` (a short command, argv only, output captured),
     :class:`ChildProcess` (a long-running program that dies with the runner),
     :func:`fsync_path` (make a file durable), :func:`directory_size`,
-    :func:`human_bytes`, :func:`did_you_mean` (the suggestion in option errors).
+    :func:`human_bytes`, :func:`did_you_mean` (the suggestion in option errors),
+    :func:`call_with_timeout` and :class:`TimedCall` (work that may hang, in a thread).
 """
 
 import importlib
@@ -34,6 +35,8 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "ChildProcess": ("scoutfs_collect.system.proc", "ChildProcess"),
     "run_command": ("scoutfs_collect.system.proc", "run"),
     "human_bytes": ("scoutfs_collect.ui.console", "human_bytes"),
+    **{name: ("scoutfs_collect.plugin.timed", name) for name in (
+        "CallOutcome", "TimedCall", "call_with_timeout")},
 }
 
 
@@ -63,6 +66,7 @@ def __dir__() -> list:
 
 
 __all__ = [
+    "CallOutcome",
     "ChildProcess",
     "Collector",
     "FireCallback",
@@ -72,7 +76,9 @@ __all__ = [
     "ThreadedTrigger",
     "Trigger",
     "Wakeup",
+    "TimedCall",
     "__version__",
+    "call_with_timeout",
     "did_you_mean",
     "directory_size",
     "fsync_path",

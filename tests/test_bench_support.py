@@ -4,6 +4,7 @@ no scoutfs_collect.plugins or scoutfs_collect.profiles there)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def test_a_bench_run_from_the_checkout_uses_a_normal_install(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
+    src = tmp_path / "src"  # pip builds in the source tree: keep the checkout clean
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".*", "build", "__pycache__", "*.egg-info"))
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
                    check=True, capture_output=True, cwd=tmp_path)
     run = subprocess.run([str(py), "-c", BENCH_LIKE, str(tmp_path)], cwd=REPO, capture_output=True,
                          text=True, timeout=120)

@@ -36,9 +36,7 @@ def run(cli, kind: str, fault: str, phase: str):
         + (victim if kind == "collector" else "")
         + "triggers:\n  end: {type: timer, after: 0.3}\n"
         + (victim if kind == "trigger" else ""))
-    proc = cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-                     "--output-dir", str(cli.out), "127.0.0.1", "7001")
-    code, _out, err = finish(proc, timeout=60)
+    code, _out, err = finish(cli.start_capture(profile), timeout=60)
     return code, err, entered(log)
 
 

@@ -34,12 +34,6 @@ from tests.support.helpers import (  # archive_of, inspect: test_disk_space and 
 MARGIN = 5.0  # seconds on top of the phase timeouts: Python start-up, packing, CI noise
 
 
-def start(cli, profile: Path, *extra: str) -> subprocess.Popen:
-    return cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-                     "--output-dir", str(cli.out), "--events-file", str(cli.events),
-                     *extra, "127.0.0.1", "7001")
-
-
 def archived_names(archive: str) -> List[str]:
     """Member paths below the archive's top directory, as the system tar lists them."""
     listing = subprocess.run(["tar", "-taf", archive], capture_output=True, text=True, check=True)
@@ -73,7 +67,7 @@ def test_fault_in_a_run_phase_is_recorded_and_the_others_are_archived(cli, kind,
         + f"triggers:\n  end: {{type: timer, after: {after}}}\n"
         + (faulty(kind, phase) if kind == "trigger" else ""))
     began = time.monotonic()
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     code, out, err = finish(proc, timeout=60)
     elapsed = time.monotonic() - began
     # start and arm run one plugin after the other, the other phases all at once.
@@ -112,7 +106,7 @@ def test_fault_in_preflight_stops_the_run_before_anything_changes(cli, kind):
         + "triggers:\n  end: {type: timer, after: 30}\n"
         + (faulty(kind, "preflight") if kind == "trigger" else ""))
     began = time.monotonic()
-    code, out, err = finish(start(cli, profile), timeout=60)
+    code, out, err = finish(cli.start_capture(profile), timeout=60)
     elapsed = time.monotonic() - began
     assert elapsed < 2 * 1.0 + MARGIN  # the hanger and the sloth each cost their timeout
     assert code == 2, err
@@ -176,16 +170,10 @@ def capture_profile(cli, port: int, instance: str = "") -> Path:
         "triggers:\n  never: {type: test-never}\n")
 
 
-def start_capture(cli, profile: Path, port: int) -> subprocess.Popen:
-    return cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-                     "--output-dir", str(cli.out), "--events-file", str(cli.events),
-                     "127.0.0.1", str(port))
-
-
 def test_killed_tcpdump_is_recorded_and_the_others_go_on(cli, leftovers):
     port = free_port()
     leftovers["ports"].append(port)
-    proc = start_capture(cli, capture_profile(cli, port), port)
+    proc = cli.start_capture(capture_profile(cli, port), port=port)
     cli.wait_event("armed", proc)
     (tcpdump,) = tcpdumps(port)
     assert tcpdump.ppid() == proc.pid
@@ -213,7 +201,7 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     leftovers["ports"].append(port)
     leftovers["instances"].append(instance)
     profile = capture_profile(cli, port, instance)
-    first = start_capture(cli, profile, port)
+    first = cli.start_capture(profile, port=port)
     started = cli.wait_event("started", first)
     cli.wait_event("armed", first)
     children = psutil.Process(first.pid).children(recursive=True)
@@ -229,7 +217,7 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     leftover.write_bytes(b"\0" * 4096)
     os.utime(leftover, (time.time() - 60, time.time() - 60))
 
-    second = start_capture(cli, profile, port)
+    second = cli.start_capture(profile, port=port)
     cli.wait_event("armed", second, nth=2)
     second.send_signal(signal.SIGTERM)
     code, out, err = finish(second)
@@ -274,7 +262,7 @@ collectors:
 triggers:
   line: {{type: kmsg, pattern: '{nonce} reconnect timed out, fencing'}}
 """)
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     cli.wait_event("armed", proc)
     fd = os.open("/dev/kmsg", os.O_WRONLY)
     try:
@@ -307,7 +295,7 @@ triggers:
 
 def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial(cli, tmp_path):
     profile = cli.profile(slow_pack_profile("end: {type: timer, after: 0.1}"))
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     workdir = Path(cli.wait_event("started", proc)["workdir"])
     (partial,) = wait_for(lambda: [p for p in cli.out.iterdir() if p.name.endswith(".partial")],
                           30, "packing to begin")

@@ -267,8 +267,6 @@ class Ftrace(Collector):
             inst = self._inst
             if inst is None or not self._created or not inst.exists():
                 return
-            if inst.tracing_on:  # stop() was not called (the run ended another way)
-                self.stop()
             wd, det, raw = self.ctx.workdir, self.ctx.details, self.ctx.workdir / "raw"
             written = self._raw_written
             text_first = False
@@ -340,8 +338,8 @@ class Ftrace(Collector):
             pass
 
     def cleanup(self) -> None:
-        """Stop trace-cmd and remove the instance if it is still there; safe to call
-        any time, any number of times (the runner may call it on every exit path)."""
+        """Stop trace-cmd and remove the instance if it is still there (the runner calls
+        this once, on every exit path, also after a failed or skipped start)."""
         try:
             self._stop_child()
         finally:

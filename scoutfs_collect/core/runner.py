@@ -19,19 +19,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from scoutfs_collect.archive import manifest
 from scoutfs_collect.archive import write as archive
-from scoutfs_collect.archive.manifest import PluginRecord, TriggerRecord
+from scoutfs_collect.archive.manifest import TriggerRecord
 from scoutfs_collect.archive.recover import remove_stale_partials
 from scoutfs_collect.core import phases
 from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, free_mb, packing_floor
 from scoutfs_collect.core.control import ControlServer, StopRequest
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from scoutfs_collect.core.events import EventLog
+from scoutfs_collect.core.instances import PluginInstance, build_instances
 from scoutfs_collect.core.phases import Phase, RunState
-from scoutfs_collect.core.profile import InstanceSpec, Profile
-from scoutfs_collect.core.registry import PluginType, Registry
+from scoutfs_collect.core.profile import Profile
+from scoutfs_collect.core.registry import Registry
 from scoutfs_collect.core.syncer import StreamSyncer
-from scoutfs_collect.plugin.api import PluginContext, Problem, Target
-from scoutfs_collect.plugin.options import build
+from scoutfs_collect.plugin.api import Problem, Target
 from scoutfs_collect.system import proc
 from scoutfs_collect.system.lock import Holder, HostLock
 from scoutfs_collect.system.paths import fsync_tree, make_workdir, run_stem
@@ -50,78 +50,6 @@ class RunRequest:
     target: Target
     argv: List[str]
     events_file: Optional[Path] = None
-
-
-@dataclasses.dataclass
-class PluginInstance:
-    """One configured plugin: its spec, type, object, context, manifest record and the
-    outcome of each phase it went through (each phase at most once)."""
-
-    spec: InstanceSpec
-    ptype: PluginType
-    plugin: Any
-    ctx: PluginContext
-    record: PluginRecord
-    timeout: float
-    outcomes: Dict[Phase, phases.PhaseOutcome] = dataclasses.field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def is_collector(self) -> bool:
-        return self.spec.kind == "collector"
-
-    def ran(self, phase: Phase) -> bool:
-        return phase in self.outcomes
-
-    def succeeded(self, phase: Phase) -> bool:
-        outcome = self.outcomes.get(phase)
-        return outcome is not None and outcome.ok
-
-    def returned(self, phase: Phase) -> bool:
-        outcome = self.outcomes.get(phase)
-        return outcome is not None and outcome.returned
-
-    def record_outcome(self, phase: Phase, outcome: phases.PhaseOutcome) -> None:
-        """Keep a finished phase's outcome and put its timing and error in the manifest."""
-        self.outcomes[phase] = outcome
-        self.record.phases[phase.value] = round(outcome.seconds, 6)
-        if not outcome.ok:
-            self.record.record_error(f"{phase.value}: {outcome.error}", timed_out=outcome.timed_out)
-            log.error("%s: %s %s", self.name, phase.value, outcome.error)
-            if outcome.detail:
-                log.debug("%s: %s traceback:\n%s", self.name, phase.value, outcome.detail)
-
-
-def build_instances(
-    profile: Profile, registry: Registry, target: Target, dry_run: bool
-) -> List[PluginInstance]:
-    """One PluginInstance per profile entry (collectors first), options already validated."""
-    out = []
-    for spec in profile.collectors + profile.triggers:
-        ptype = registry.get(spec.type_name, spec.kind)
-        options = build(ptype.cls.Options, spec.options)
-        ctx = PluginContext(
-            name=spec.name,
-            type_name=spec.type_name,
-            target=target,
-            workdir=Path("/nonexistent-until-start"),
-            dry_run=dry_run,
-            log=logging.getLogger(f"scoutfs_collect.plugin.{spec.name}"),
-        )
-        out.append(
-            PluginInstance(
-                spec=spec,
-                ptype=ptype,
-                plugin=ptype.cls(ctx, options),
-                ctx=ctx,
-                record=PluginRecord(kind=spec.kind, type=spec.type_name),
-                timeout=spec.timeout or profile.settings.phase_timeout,
-            )
-        )
-    return out
 
 
 class Runner:
@@ -189,7 +117,7 @@ class Runner:
         phase: Phase,
         at_once: bool = False,
         until: Optional[Callable[[], bool]] = None,
-    ) -> List[Tuple[PluginInstance, phases.PhaseOutcome]]:
+    ) -> List[Tuple[PluginInstance, phases.CallOutcome]]:
         """Call ``phase`` of each instance under its timeout and record the outcome.
 
         One after the other in the given order (stopping early once ``until()`` is
@@ -203,15 +131,15 @@ class Runner:
                 return lambda: inst.plugin.arm(self._fire_callback(inst))
             return getattr(inst.plugin, phase.value)
 
-        done: List[Tuple[PluginInstance, phases.PhaseOutcome]] = []
+        done: List[Tuple[PluginInstance, phases.CallOutcome]] = []
         if at_once:
-            calls = [phases.PhaseCall(call_of(i), f"{phase.value}-{i.name}") for i in insts]
+            calls = [phases.TimedCall(call_of(i), f"{phase.value}-{i.name}") for i in insts]
             for inst, running in zip(insts, calls):
                 done.append((inst, running.result(inst.timeout)))
                 inst.record_outcome(phase, done[-1][1])
             return done
         for inst in insts:
-            outcome = phases.call(call_of(inst), inst.timeout, f"{phase.value}-{inst.name}")
+            outcome = phases.call_with_timeout(call_of(inst), inst.timeout, f"{phase.value}-{inst.name}")
             inst.record_outcome(phase, outcome)
             done.append((inst, outcome))
             if until is not None and until():

@@ -65,12 +65,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import select
-import threading
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
 
 from scoutfs_collect.plugin.options import NoOptions
+from scoutfs_collect.system.wakeup import Wakeup, WatcherThread
 
 #: What ``Trigger.arm`` receives: call it once with the reason the trigger fired.
 FireCallback = Callable[[str], None]
@@ -234,54 +233,6 @@ class Trigger(_PluginBase):
         """Stop watching and release what ``arm`` took."""
 
 
-class Wakeup:
-    """A stop flag that a thread can wait on alone or together with file descriptors.
-
-    ``fd`` becomes readable once :meth:`set` is called, so a watcher can
-    ``poll([its_fd, wakeup.fd])`` and leave its loop without any periodic wake-up.
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-
-    @property
-    def fd(self) -> int:
-        return self._read_fd
-
-    def set(self) -> None:
-        if not self._event.is_set():
-            self._event.set()
-            try:
-                os.write(self._write_fd, b"x")
-            except OSError:
-                pass
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._event.wait(timeout)
-
-    def wait_readable(self, fds: List[int], timeout: Optional[float] = None) -> List[int]:
-        """Block until one of ``fds`` is readable or the wakeup is set; return readable fds."""
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN | select.POLLPRI)
-        poller.register(self._read_fd, select.POLLIN)
-        ms = None if timeout is None else int(timeout * 1000)
-        ready = poller.poll(ms)
-        return [fd for fd, _ in ready if fd != self._read_fd]
-
-    def close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 class ThreadedTrigger(Trigger):
     """A trigger whose watching loop runs in its own thread.
 
@@ -290,28 +241,19 @@ class ThreadedTrigger(Trigger):
     """
 
     def arm(self, fire: FireCallback) -> None:
-        self._wakeup = Wakeup()
-        self._thread = threading.Thread(
-            target=self._run, args=(fire,), name=f"trigger-{self.ctx.name}", daemon=True
+        self._watcher = WatcherThread(
+            lambda wakeup: self.watch(fire, wakeup),
+            on_error=lambda message: self.ctx.fail(f"watcher stopped: {message}"),
+            name=f"trigger-{self.ctx.name}",
         )
-        self._thread.start()
-
-    def _run(self, fire: FireCallback) -> None:
-        try:
-            self.watch(fire, self._wakeup)
-        except Exception as exc:  # a broken watcher must be visible, not silent
-            self.ctx.fail(f"watcher stopped: {exc}")
+        self._thread = self._watcher.thread
+        self._watcher.start()
 
     def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
         raise NotImplementedError
 
     def disarm(self) -> None:
-        wakeup = getattr(self, "_wakeup", None)
-        if wakeup is None:
-            return
-        wakeup.set()
-        self._thread.join()
-        wakeup.close()
+        self._watcher.stop(timeout=None)
 
 
 def directory_size(path: Union[str, Path]) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, TextIO, Tuple
 
 from scoutfs_collect.system import proc
+from scoutfs_collect.system.mounts import read_mounts
 
 DEFAULT_ROOT = Path("/sys/kernel/tracing")
 EPOCH_CLOCKS = (("boot", time.CLOCK_BOOTTIME), ("mono", time.CLOCK_MONOTONIC))
@@ -32,10 +33,7 @@ class TracefsError(RuntimeError):
 
 def find_root(mounts_text: Optional[str] = None) -> Optional[Path]:
     """Where tracefs is mounted (``/sys/kernel/tracing`` preferred), or None."""
-    if mounts_text is None:
-        mounts_text = Path("/proc/self/mounts").read_text()
-    fields = (line.split() for line in mounts_text.splitlines())
-    found = [Path(f[1]) for f in fields if len(f) > 2 and f[2] == "tracefs"]
+    found = [Path(m.point) for m in read_mounts(mounts_text) if m.fstype == "tracefs"]
     if DEFAULT_ROOT in found:
         return DEFAULT_ROOT
     return found[0] if found else None

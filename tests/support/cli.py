@@ -54,6 +54,18 @@ class Cli:
     def argv(self, *args: str) -> List[str]:
         return cli_argv(*args)
 
+    def capture_args(self, profile: Path, *extra: str, port: int = 7001) -> List[str]:
+        """The arguments of a capture run as most tests make one: the test kit's plugins,
+        ``profile``, this test's output dir and events file, ``extra``, then
+        127.0.0.1 ``port``."""
+        return ["--plugin-dir", str(self.plugin_dir()), "--profile", str(profile),
+                "--output-dir", str(self.out), "--events-file", str(self.events),
+                *extra, "127.0.0.1", str(port)]
+
+    def start_capture(self, profile: Path, *extra: str, port: int = 7001) -> subprocess.Popen:
+        """:meth:`start` with :meth:`capture_args`."""
+        return self.start(*self.capture_args(profile, *extra, port=port))
+
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv(*args), env=self.env, cwd=self.tmp, capture_output=True,
                               text=True, timeout=timeout)
