@@ -29,6 +29,7 @@ pytestmark = pytest.mark.usefixtures("tracefs_untouched")
 AGENT = Path(__file__).resolve().parent / "support" / "fence_agent.sh"
 RID = "00000000000000ab"
 GRACE = 5.0  # the default; ssh plus the victim shell take ~1 s here
+ROOMY = 20.0  # where the test is not about the grace: room for a loaded machine
 
 
 class Victim:
@@ -158,7 +159,7 @@ triggers: {{fence-request: {{type: scoutfs-fence, sysfs_root: {sysfs}, interval:
     fixture.add_fence_request(mount, RID, victim.host.address, reason="client_recovery")
     try:
         _, result, agent = run_hook(tmp_path, victim.host.address, ssh_options(hosts),
-                                    ["exit", "0", "--ipmi-host", "bmc-th1"], syslog[0], sysfs)
+                                    ["exit", "0", "--ipmi-host", "bmc-th1"], syslog[0], sysfs, ROOMY)
         assert result.returncode == 0, result.stderr
         code, out, err = finish(victim.proc)
     finally:
@@ -194,7 +195,8 @@ triggers: {{fence-request: {{type: scoutfs-fence, sysfs_root: {sysfs}, interval:
                          ids=["exit-0", "exit-3", "sigterm"])
 def test_agent_exit_status_is_passed_through(hosts, tmp_path, agent_args, status):
     # no recorder there: the hook goes straight on
-    _, result, agent = run_hook(tmp_path, hosts["th1"].address, ssh_options(hosts), agent_args)
+    _, result, agent = run_hook(tmp_path, hosts["th1"].address, ssh_options(hosts), agent_args,
+                                grace=ROOMY)
     assert agent.ran
     assert result.returncode == status, result.stderr
     assert "victim no-recorder" in result.stderr
