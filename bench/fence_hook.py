@@ -140,6 +140,11 @@ def ssh_true(hosts: TestHosts) -> float:
     return time.monotonic() - t0
 
 
+def _ms(rows: List[List[Any]]) -> List[List[Any]]:
+    """Seconds with 3 decimals (the table's default of one hides what the goals compare)."""
+    return [[r[0], "-" if r[1] is None else f"{r[1]:.3f}", *r[2:]] for r in rows]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="runs of each measurement (default 5)")
@@ -167,14 +172,14 @@ def main() -> None:
             ["fence request -> agent started", med["agent_s"], "", ""],
             ["victim: trigger -> durable", med["victim_trigger_to_durable_s"], "", "inside the victim"],
             ["victim: ftrace raw dump + fsync", med["raw_dump_fsync_s"], "", ""]]
-    print(c.table(["figure (median, seconds)", "value", "goal", ""], rows))
+    print(c.table(["figure (median, seconds)", "value", "goal", ""], _ms(rows)))
     hook, base, bare = c.median(idle), c.median(ssh), c.median(no_ssh)
     rows = [["hook, victim without recorder: request -> agent", hook, "< ssh + 0.2",
              "met" if hook < base + 0.2 else "MISSED"],
             ["baseline: ssh victim true", base, "", ""],
             ["baseline: hook without a victim (Python + agent)", bare, "", ""],
             ["hook minus ssh baseline", hook - base, "< 0.2", ""]]
-    print(c.table(["added delay (median, seconds)", "value", "goal", ""], rows))
+    print(c.table(["added delay (median, seconds)", "value", "goal", ""], _ms(rows)))
     c.write_results("fence_hook", {"runs": runs, "no_recorder_s": idle, "ssh_true_s": ssh,
                                    "no_victim_s": no_ssh, "medians": med})
 
