@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import List, NoReturn, Optional, Sequence
 
-from scoutfs_collect import __version__
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_USAGE, UsageError
 from scoutfs_collect.plugin.api import Target
 from scoutfs_collect.ui.console import Console, ConsoleHandler, detach_stream, stdout_line
@@ -68,6 +67,21 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("port", type=_port, metavar="PORT", help="the scoutfs server port")
 
 
+class _VersionAction(argparse.Action):
+    """--version, looking the version up only when asked (it scans the installed package
+    metadata: tens of ms that stop and fence-hook, on the fence path, do not spend)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import scoutfs_collect
+
+        sys.stdout.write(f"scoutfs-collect {scoutfs_collect.__version__}\n")
+        parser.exit()
+
+
 def _seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -85,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "counters in bounded rings until a trigger fires, then pack one archive.",
         epilog="'run' is the default command: scoutfs-collect --profile default IP PORT",
     )
-    parser.add_argument("--version", action="version", version=f"scoutfs-collect {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _capture_args(sub.add_parser("run", help="record until a trigger fires or Ctrl-C, then pack"))
     _capture_args(sub.add_parser("check", help="preflight only: print every problem and its fix"))
