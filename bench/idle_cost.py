@@ -14,6 +14,8 @@ and 100 UDP packets/s to the run's port. Over that window:
   write_bytes = to storage) and growth of each collector's work dir; the ftrace
   collector's must be 0 in ring mode;
 * the actual trace event rate (the instance's per-CPU stats, read only);
+* the cost of ``settings.sync_interval`` (fdatasync of the streamed files every second):
+  the same armed window again with ``sync_interval: 0`` (skipped with --no-baseline);
 * baselines measured in the same run: the load generator alone (``--baseline-seconds``;
   its own CPU with and without the run armed shows the in-kernel cost of recording
   the events and capturing the packets, which the kernel charges to it), and the old
@@ -132,8 +134,9 @@ def start_loadgen(scr: c.Scratch, seconds: float, port: int, args: argparse.Name
         f.close()
 
 
-def measure_ours(scr: c.Scratch, sysfs: Path, port: int, args: argparse.Namespace) -> Dict[str, Any]:
-    run_dir = scr.dir / "ours"
+def measure_ours(scr: c.Scratch, sysfs: Path, port: int, args: argparse.Namespace,
+                 sync_interval: Optional[float] = None) -> Dict[str, Any]:
+    run_dir = scr.dir / ("ours" if sync_interval is None else f"ours-sync-{sync_interval:g}")
     (run_dir / "out").mkdir(parents=True)
     nonce, instance = f"bench{uuid.uuid4().hex[:10]}", scr.instance_name("idle")
     sets = {"collectors.scoutfs-counters.sysfs_root": sysfs, "triggers.fence-request.sysfs_root": sysfs,
@@ -141,6 +144,8 @@ def measure_ours(scr: c.Scratch, sysfs: Path, port: int, args: argparse.Namespac
             "collectors.ftrace.instance": instance, "collectors.ftrace.freeze_on": f"['*{nonce}*']",
             "collectors.tcpdump.interface": "lo", "collectors.tcpdump.heartbeat_timeout": 0,
             "triggers.fencing.pattern": nonce}
+    if sync_interval is not None:
+        sets["settings.sync_interval"] = sync_interval
     argv = ["--profile", "default", "--output-dir", run_dir / "out", "--events-file", run_dir / "ev.jsonl"]
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
@@ -236,7 +241,7 @@ def old_wait(log: Path, seconds: float, pattern: str) -> None:
 
 
 def report(ours: Dict[str, Any], base: Optional[Dict[str, Any]], old: Optional[Dict[str, Any]],
-           args: argparse.Namespace) -> None:
+           args: argparse.Namespace, nosync: Optional[Dict[str, Any]] = None) -> None:
     load = ours["load"]
     print(f"idle cost: armed {ours['seconds']:.0f} s under load: getppid {args.getppid_rate:g}/s, "
           f"UDP {args.udp_rate:g} pkt/s; measured trace event rate {ours['event_rate']:.0f}/s "
@@ -262,6 +267,13 @@ def report(ours: Dict[str, Any], base: Optional[Dict[str, Any]], old: Optional[D
                      (f"x{old['cpu_pct'] / pct:.1f} ours, " if pct else "")
                      + f"{old['wakeups_per_s']:.1f} greps/s"])
     print(c.table(["measure (ours, armed)", "value", "goal", ""], rows))
+    if nosync:
+        srows = [[k, f"{ours[key]:.3f}", f"{nosync[key]:.3f}", f"{ours[key] - nosync[key]:+.3f}"]
+                 for k, key in (
+                     ("runner CPU (% of one core)", "runner_cpu_pct"),
+                     ("runner wake-ups per second", "runner_wakeups_per_s"),
+                     ("runner bytes to storage", "runner_write_bytes"))]
+        print(c.table(["settings.sync_interval cost", "1 s (default)", "0 (off)", "difference"], srows))
     if base:
         lo, lb = ours["load"], base["load"]
         po, pb = lo["cpu_s"] / lo["seconds"] * 100, lb["cpu_s"] / lb["seconds"] * 100
@@ -306,9 +318,10 @@ def main() -> None:
         base = None if args.no_baseline else measure_baseline(scr, sink.port, args)
         ours = measure_ours(scr, sysfs, sink.port, args)
         old = None if args.no_baseline else measure_old_style(scr, sink.port, args)
-    report(ours, base, old, args)
+        nosync = None if args.no_baseline else measure_ours(scr, sysfs, sink.port, args, sync_interval=0)
+    report(ours, base, old, args, nosync)
     c.write_results("idle_cost", {"options": {k: v for k, v in vars(args).items() if v is not None},
-                                   "ours": ours, "baseline": base, "old_style": old})
+                                   "ours": ours, "baseline": base, "old_style": old, "sync_off": nosync})
 
 
 if __name__ == "__main__":

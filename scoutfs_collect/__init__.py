@@ -18,31 +18,52 @@ A small toolkit, so that a site plugin does what the built-ins do:
     :func:`call_with_timeout` and :class:`TimedCall` (work that may hang, in a thread).
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import Any, Dict, Tuple
 
-from scoutfs_collect.plugin.api import (
-    Collector,
-    FireCallback,
-    PluginContext,
-    Problem,
-    Target,
-    ThreadedTrigger,
-    Trigger,
-    Wakeup,
-    directory_size,
-)
-from scoutfs_collect.plugin.hookspecs import hookimpl
-from scoutfs_collect.plugin.options import did_you_mean, option
-from scoutfs_collect.plugin.timed import CallOutcome, TimedCall, call_with_timeout
-from scoutfs_collect.system.paths import fsync_path
-from scoutfs_collect.system.proc import ChildProcess
-from scoutfs_collect.system.proc import run as run_command
-from scoutfs_collect.ui.console import human_bytes
+# Each public name -> (module, name there). Resolved on first use (PEP 562): the short
+# commands (stop, fence-hook, --help) then never pay for pluggy, psutil or the package
+# metadata scan, and ``from scoutfs_collect import Collector`` works as before.
+_EXPORTS: Dict[str, Tuple[str, str]] = {
+    **{name: ("scoutfs_collect.plugin.api", name) for name in (
+        "Collector", "FireCallback", "PluginContext", "Problem", "Target", "ThreadedTrigger",
+        "Trigger", "Wakeup", "directory_size")},
+    "hookimpl": ("scoutfs_collect.plugin.hookspecs", "hookimpl"),
+    "did_you_mean": ("scoutfs_collect.plugin.options", "did_you_mean"),
+    "option": ("scoutfs_collect.plugin.options", "option"),
+    "fsync_path": ("scoutfs_collect.system.paths", "fsync_path"),
+    "ChildProcess": ("scoutfs_collect.system.proc", "ChildProcess"),
+    "run_command": ("scoutfs_collect.system.proc", "run"),
+    "human_bytes": ("scoutfs_collect.ui.console", "human_bytes"),
+    **{name: ("scoutfs_collect.plugin.timed", name) for name in (
+        "CallOutcome", "TimedCall", "call_with_timeout")},
+}
 
-try:
-    __version__ = version("scoutfs-collect")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+source"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scoutfs-collect")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+source"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attr)
+    else:
+        raise AttributeError(f"module 'scoutfs_collect' has no attribute {name!r}")
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list:
+    return sorted(__all__)
+
 
 __all__ = [
     "CallOutcome",

@@ -149,6 +149,10 @@ class DmesgCollector(Collector):
                 self.dropped.append(self.old_seqs)
             self.old_seqs, self.follow_seqs = self.follow_seqs, None
 
+    def streams(self) -> List[Path]:
+        """The followed kernel log (flushed after each burst) and its rotated half."""
+        return [self.ctx.workdir / FOLLOW_FILE, self.ctx.workdir / OLD_FOLLOW_FILE]
+
     def stop(self) -> None:
         self.stopped = time.time()
         self._probe("stop")  # ~20 us; the drain below reads it back

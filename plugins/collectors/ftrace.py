@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import psutil
 
@@ -95,6 +95,7 @@ class Ftrace(Collector):
     _finalized = False
     _clock_offset: Optional[float] = None
     _child: Optional[ChildProcess] = None
+    _raw_written: Optional[Dict[int, int]] = None  # the raw pages, once on disk
     _events: List[str] = []  # replaced, never mutated
 
     # --- preflight ------------------------------------------------------------------
@@ -244,6 +245,21 @@ class Ftrace(Collector):
         self.ctx.details.update(frozen_by="stop" if was_on else "in-kernel trigger", stopped_at=time.time())
         if self._child is not None:
             self._child.send_signal(signal.SIGINT)
+        elif self.ctx.durable_stop:
+            self._persist_raw(inst)
+
+    def _persist_raw(self, inst: TraceInstance) -> None:
+        """The stopping client waits for durable data (a fence is coming): the raw pages
+        go to disk and are fsync'ed now, before anything slower (text, trace.dat)."""
+        began = time.monotonic()
+        det, raw = self.ctx.details, self.ctx.workdir / "raw"
+        det["cpu_stats"] = [dataclasses.asdict(s) for s in inst.cpu_stats()]
+        written = self._raw_written = inst.dump_raw(raw)
+        for cpu in written:
+            fsync_path(raw / f"cpu{cpu}")
+        fsync_path(raw)
+        det.update(raw_bytes=sum(written.values()), raw_first="durable stop",
+                   raw_durable_s=round(time.monotonic() - began, 6))
 
     def finalize(self) -> None:
         try:
@@ -251,20 +267,22 @@ class Ftrace(Collector):
             inst = self._inst
             if inst is None or not self._created or not inst.exists():
                 return
-            wd, det = self.ctx.workdir, self.ctx.details
-            stats = inst.cpu_stats()
-            det["cpu_stats"] = [dataclasses.asdict(s) for s in stats]
-            # The raw read consumes the ring, the text read does not: text first, unless
-            # formatting it (~16 MiB/s) would delay the raw copy by seconds on a node
-            # that may be powered off any moment.
-            text_first = self.options.mode == "ring" and sum(s.bytes for s in stats) <= TEXT_FIRST_BYTES
-            if text_first:
-                self._note_span(inst.read_trace(wd / "trace.txt"), "tracefs")
-            raw = wd / "raw"
-            written = inst.dump_raw(raw)
-            for cpu in written:
-                fsync_path(raw / f"cpu{cpu}")
-            det["raw_bytes"] = sum(written.values())
+            wd, det, raw = self.ctx.workdir, self.ctx.details, self.ctx.workdir / "raw"
+            written = self._raw_written
+            text_first = False
+            if written is None:
+                stats = inst.cpu_stats()
+                det["cpu_stats"] = [dataclasses.asdict(s) for s in stats]
+                # The raw read consumes the ring, the text read does not: text first, unless
+                # formatting it (~16 MiB/s) would delay the raw copy by seconds on a node
+                # that may be powered off any moment (a durable stop already wrote it).
+                text_first = self.options.mode == "ring" and sum(s.bytes for s in stats) <= TEXT_FIRST_BYTES
+                if text_first:
+                    self._note_span(inst.read_trace(wd / "trace.txt"), "tracefs")
+                written = inst.dump_raw(raw)
+                for cpu in written:
+                    fsync_path(raw / f"cpu{cpu}")
+                det["raw_bytes"] = sum(written.values())
             inst.save_headers(raw, self._events + [CONSOLE])
             if self.options.mode == "ring":
                 self._make_trace_dat(raw, sorted(written))
@@ -300,7 +318,8 @@ class Ftrace(Collector):
     def _text_from_trace_dat(self) -> None:
         tc, dat, txt = tracefs.trace_cmd(), self.ctx.workdir / "trace.dat", self.ctx.workdir / "trace.txt"
         if tc is None or not dat.exists():
-            self.ctx.details["trace_txt"] = "not written: ring too full to format first, no trace.dat"
+            why = "raw pages read first (full ring or durable stop), no trace.dat"
+            self.ctx.details["trace_txt"] = f"not written: {why}"
             return
         child = ChildProcess([tc, "report", dat], stdout=txt).start()
         if child.wait(1800) is None:

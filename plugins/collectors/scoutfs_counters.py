@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from scoutfs_collect import Collector, Problem, hookimpl, option
@@ -132,6 +133,10 @@ class ScoutfsCounters(Collector):
                 target=self._sample_loop, name=f"sampler-{self.ctx.name}", daemon=True
             )
             self._thread.start()
+
+    def streams(self) -> List[Path]:
+        """The counter series (flushed after each sample) and its rotated half."""
+        return [self.ctx.workdir / SERIES, self.ctx.workdir / SERIES_OLD]
 
     def stop(self) -> None:
         snap = sysfs.snapshot(self.root)  # first: freeze the state the trigger saw

@@ -177,6 +177,10 @@ class Tcpdump(Collector):
     def bytes_written(self) -> int:
         return sum(p.stat().st_size for p in self.ring_files() if p.exists())
 
+    def streams(self) -> List[Path]:
+        """The pcap ring (tcpdump writes each packet through at once, -U)."""
+        return self.ring_files()
+
     def preflight(self) -> List[Problem]:
         problems = self._option_problems()
         tcpdump = shutil.which("tcpdump", path=_SEARCH_PATH)

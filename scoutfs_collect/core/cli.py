@@ -17,14 +17,13 @@ import sys
 from pathlib import Path
 from typing import List, NoReturn, Optional, Sequence
 
-from scoutfs_collect import __version__
 from scoutfs_collect.analysis import cli as analysis_cli
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_USAGE, UsageError
 from scoutfs_collect.plugin.api import Target
 from scoutfs_collect.ui.console import Console, ConsoleHandler, detach_stream, stdout_line
 
 COMMANDS = ("run", "check", "plugins", "profiles", "validate", "inspect", "report", "pack", "stop",
-            "cluster")
+            "cluster", "fence-hook")
 log = logging.getLogger("scoutfs_collect")
 
 
@@ -70,6 +69,31 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("port", type=_port, metavar="PORT", help="the scoutfs server port")
 
 
+class _VersionAction(argparse.Action):
+    """--version, looking the version up only when asked (it scans the installed package
+    metadata: tens of ms that stop and fence-hook, on the fence path, do not spend)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import scoutfs_collect
+
+        sys.stdout.write(f"scoutfs-collect {scoutfs_collect.__version__}\n")
+        parser.exit()
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400 * 365:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scoutfs-collect",
@@ -77,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "counters in bounded rings until a trigger fires, then pack one archive.",
         epilog="The default command is run: scoutfs-collect --profile default IP PORT",
     )
-    parser.add_argument("--version", action="version", version=f"scoutfs-collect {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("run", help="record until a trigger fires or Ctrl-C, then pack")
     _capture_args(p)
@@ -108,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workdir", type=Path, metavar="WORKDIR")
     p = sub.add_parser("stop", help="ask the running instance to stop and pack (as Ctrl-C)")
     p.add_argument("--no-wait", action="store_true", help="return once the request is sent")
+    p.add_argument("--wait", choices=("finished", "durable"), default="finished",
+                   help="return once the run has finished (default), or as soon as every "
+                        "collector's data is on disk and fsync'ed (durable: the ftrace ring's raw "
+                        "pages are written first, before text and trace.dat)")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="give up waiting after this long (exit 1; the run still stops)")
+    p.add_argument("--reason", metavar="TEXT", help="the trigger reason the manifest records")
+    p.add_argument("--type", dest="trigger_type", metavar="TYPE", default="operator",
+                   help="the trigger type the manifest records (default operator; the fence "
+                        "hook uses fence-hook)")
+    sub.add_parser("fence-hook", add_help=False, help="run by scoutfs-fenced before the fence "
+                   "agent: the victim persists its recorder first (fence-hook --help)")
     from scoutfs_collect.cluster import cli as cluster_cli
 
     cluster_cli.add_parser(sub, _Parser, _ip, _port)
@@ -137,6 +173,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
     try:
+        if argv[:1] == ["fence-hook"]:  # its own parser: everything after -- is the agent's
+            from scoutfs_collect.fence.hook import main as fence_hook
+
+            return fence_hook(argv[1:])
         ns = parse(argv)
         command = getattr(sys.modules[__name__], f"cmd_{ns.command}")
         return command(ns, argv, console)
@@ -335,6 +375,11 @@ def cmd_stop(ns, argv, console) -> int:
         raise UsageError("stop: no scoutfs-collect is running on this host")
     if holder.pid <= 0:
         raise UsageError(f"stop: the host lock {lock.path} is held but names no pid")
+    if ns.reason is not None or ns.trigger_type != "operator" or ns.wait == "durable" or ns.timeout:
+        from scoutfs_collect.core.control import stop_over_socket
+
+        return stop_over_socket(holder.pid, ns.trigger_type, ns.reason, ns.wait, ns.timeout,
+                                ns.no_wait, console)
     os.kill(holder.pid, signal.SIGTERM)
     console.line(f"asked scoutfs-collect (pid {holder.pid}) to stop and pack")
     if ns.no_wait:

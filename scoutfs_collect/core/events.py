@@ -15,22 +15,33 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+Listener = Callable[[Dict[str, Any]], None]
 
 
 class EventLog:
-    """Appends events to a file (or does nothing when no path was given)."""
+    """Appends events to a file (or only to listeners when no path was given).
+
+    ``listeners`` (the control socket's waiting ``stop`` clients) get every record;
+    a listener must not block and its exceptions are ignored."""
 
     def __init__(self, path: Optional[Path]) -> None:
         # Reentrant: a signal handler on the main thread may fire a trigger (and emit)
         # while that thread is inside emit().
         self._lock = threading.RLock()
         self._file = open(path, "a", encoding="utf-8") if path else None
+        self.listeners: List[Listener] = []
 
     def emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "time": time.time(), **fields}
+        for listener in list(self.listeners):
+            try:
+                listener(record)
+            except Exception:  # noqa: S110 - a broken listener must not break the run
+                pass
         if self._file is None:
             return
-        record = {"event": event, "time": time.time(), **fields}
         with self._lock:
             try:
                 self._file.write(json.dumps(record, default=str) + "\n")

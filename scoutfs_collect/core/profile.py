@@ -55,6 +55,11 @@ class Settings:
     status_interval: float = option(
         300.0, "Seconds between status log lines when not on a terminal."
     )
+    sync_interval: float = option(
+        1.0, "While armed, every this many seconds the core fdatasyncs the files collectors "
+             "stream (pcap, followed kernel log, counter series), so a sudden power-off loses "
+             "at most about that much; 0 turns it off."
+    )
 
 
 @dataclasses.dataclass
@@ -295,6 +300,9 @@ def _validate(doc: _Document, name: str, source: str, registry: Any) -> Profile:
             f"{doc.where(('settings', exc.key), source)}: settings: "
             + exc.message.replace("option '", "setting '")
         ) from None
+    if settings.sync_interval < 0:
+        raise UsageError(f"{doc.where(('settings', 'sync_interval'), source)}: settings: "
+                         f"sync_interval is {settings.sync_interval}, not 0 (off) or more")
     instances = {
         kind: _instances(doc, section, kind, source, registry)
         for section, kind in (("collectors", "collector"), ("triggers", "trigger"))

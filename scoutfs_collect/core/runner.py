@@ -23,12 +23,14 @@ from scoutfs_collect.archive.manifest import TriggerRecord
 from scoutfs_collect.archive.recover import remove_stale_partials
 from scoutfs_collect.core import phases
 from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, free_mb, packing_floor
+from scoutfs_collect.core.control import ControlServer, StopRequest
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from scoutfs_collect.core.events import EventLog
 from scoutfs_collect.core.instances import PluginInstance, build_instances
 from scoutfs_collect.core.phases import Phase, RunState
 from scoutfs_collect.core.profile import Profile
 from scoutfs_collect.core.registry import Registry
+from scoutfs_collect.core.syncer import StreamSyncer
 from scoutfs_collect.plugin.api import Problem, Target
 from scoutfs_collect.system import proc
 from scoutfs_collect.system.lock import Holder, HostLock
@@ -72,6 +74,9 @@ class Runner:
         self.notes: List[str] = []
         self.stale: Optional[Holder] = None
         self.archive_path: Optional[Path] = None  # set once the archive is complete
+        self.durable_stop = False  # a stop client waits for "durable" (see request_stop)
+        self.control: Optional[ControlServer] = None
+        self.syncer: Optional[StreamSyncer] = None
 
     # -- preflight -------------------------------------------------------------------
 
@@ -173,6 +178,18 @@ class Runner:
         else:
             log.warning("%s received while %s: finishing that first", name, self.state.value)
 
+    def request_stop(self, request: StopRequest) -> Dict[str, Any]:
+        """A ``scoutfs-collect stop`` over the control socket (its thread): fire a trigger
+        of the requested type; with ``durable`` the collectors persist in ``stop()``
+        and no post_trigger_seconds are spent. What the client is told first."""
+        if request.durable:
+            self.durable_stop = True
+        self.fire(request.type, request.type, request.reason)
+        t = self.trigger
+        assert t is not None
+        return {"state": self.state.value, "trigger": {"type": t.type, "reason": t.reason},
+                "pid": os.getpid(), "workdir": str(self.workdir)}
+
     def _on_plugin_failure(self, name: str, message: str) -> None:
         self.events.emit("error", plugin=name, message=message)
 
@@ -187,7 +204,11 @@ class Runner:
         try:
             return self._run_locked()
         finally:
+            if self.syncer is not None:
+                self.syncer.join()
             self.cleanup()
+            if self.control is not None:
+                self.control.close()
             self.lock.release()
             self.events.close()
 
@@ -215,6 +236,9 @@ class Runner:
             log.warning(note)
         self.workdir = make_workdir(self.output_dir, run_stem(started))
         self.lock.write(Holder(pid=os.getpid(), workdir=str(self.workdir), started=started))
+        self.control = ControlServer(self.request_stop)
+        self.events.listeners.append(self.control.publish)
+        self.control.start()
         self._attach_run_log()
         log.info("work dir: %s", self.workdir)
         self.events.emit("started", workdir=str(self.workdir), pid=os.getpid())
@@ -229,6 +253,9 @@ class Runner:
         self._start_collectors()
         self._arm_triggers()
         self.times["armed"] = time.time()
+        self.syncer = StreamSyncer([(i.name, i.plugin.streams) for i in self.collectors
+                                    if i.succeeded(Phase.START)], self.settings.sync_interval)
+        self.syncer.start()
         self._write_manifest()
         self.events.emit("armed", triggers=[t.name for t in self.triggers])
         self._notify("scoutfs_collect_run_started", run=self._run_info())
@@ -308,7 +335,7 @@ class Runner:
         t = self.trigger
         log.info("triggered by %s (%s): %s", t.name, t.type, t.reason)
         self.times["triggered"] = t.time
-        if self.settings.post_trigger_seconds > 0 and t.type != "disk-space":
+        if self.settings.post_trigger_seconds > 0 and t.type != "disk-space" and not self.durable_stop:
             log.info("recording %.1f s more (settings.post_trigger_seconds; Ctrl-C stops now)",
                      self.settings.post_trigger_seconds)
             self.events.emit("post_trigger", seconds=self.settings.post_trigger_seconds,
@@ -317,12 +344,21 @@ class Runner:
             self.triggered.clear()
             self.triggered.wait(self.settings.post_trigger_seconds)
             self.state = RunState.STOPPING
+        if self.syncer is not None:
+            self.syncer.stop()  # never waits on the disk; the stop's own fsync covers the rest
+        for inst in self.collectors:
+            inst.ctx.durable_stop = self.durable_stop
         self._stop_collectors()
         self.times["stopped"] = time.time()
         self.events.emit("stopped")
         self._notify("scoutfs_collect_triggered", run=self._run_info(),
                      trigger=dataclasses.asdict(t))
         self._make_durable("durable")
+        if self.syncer is not None:
+            self.syncer.join()
+            st = self.syncer.stats
+            log.debug("stream syncer: %d rounds, %d files and %d dirs synced in %.3f s, %d errors",
+                      st.rounds, st.files_synced, st.dirs_synced, st.seconds, st.errors)
         self.state = RunState.FINALIZING
         self._run_phase([i for i in self.collectors if i.returned(Phase.STOP)], Phase.FINALIZE,
                         at_once=True)

@@ -28,7 +28,9 @@ Trigger phases, in order::
     may be called once, from any thread, when the condition holds.
 ``stop()`` / ``disarm()``
     ``stop()`` is called the instant a trigger fires: freeze the data and return; do
-    the slow work in ``finalize()``. ``disarm()`` stops watching.
+    the slow work in ``finalize()``. One exception: when ``ctx.durable_stop`` is True
+    (a fence hook waits for the data to be durable), write and fsync in ``stop()`` what
+    exists only in memory (the ftrace ring). ``disarm()`` stops watching.
 ``finalize()``
     Write the output files into ``ctx.workdir``.
 ``cleanup()``
@@ -51,6 +53,8 @@ What the runner guarantees (tested in ``tests/test_contract.py``):
 * An exception or a timeout in any phase is recorded in the manifest
   (``plugins.NAME.status`` ``failed``/``timeout`` with the error); the other plugins go on.
 * Collectors start in profile order, stop all at once newest first, finalize in parallel.
+* While armed, the files a collector lists in ``streams()`` are fdatasync'ed every
+  ``settings.sync_interval`` seconds, from the core's own thread.
 
 The public API is what :mod:`scoutfs_collect` exports; everything else in the package is
 internal and may change between releases.
@@ -122,6 +126,11 @@ class PluginContext:
     _window: Optional[Dict[str, Optional[float]]] = dataclasses.field(default=None, repr=False)
     _failures: List[str] = dataclasses.field(default_factory=list, repr=False)
     _on_failure: Optional[Callable[[str, str], None]] = dataclasses.field(default=None, repr=False)
+    #: Set by the runner before ``stop()`` when whoever stopped the run waits for the
+    #: data to be durable (``scoutfs-collect stop --wait durable``: the fence hook, the
+    #: node may lose power within seconds). A collector still holding data in memory
+    #: (the ftrace ring) then writes and fsyncs it in ``stop()`` instead of ``finalize()``.
+    durable_stop: bool = False
 
     def set_window(self, first: Optional[float], last: Optional[float]) -> None:
         """Record the epoch-seconds span the captured data covers (None when unknown)."""
@@ -196,6 +205,19 @@ class Collector(_PluginBase):
     def bytes_written(self) -> int:
         """Bytes recorded so far, for the live status line."""
         return directory_size(self.ctx.workdir)
+
+    def streams(self) -> List[Path]:
+        """The files this instance appends to while it records (a pcap ring, a followed
+        log, a counter series): the one way a plugin declares what it streams.
+
+        While the run is armed the core fdatasyncs each of them that changed, every
+        ``settings.sync_interval`` seconds, from its own thread, so a node powered off
+        without warning loses at most about that much. Called from that thread: be
+        quick, do not block, list files inside ``ctx.workdir`` (missing ones are
+        skipped). Write through to the kernel (flush) as you go, or the sync finds
+        the data still in your own buffer. Default: none.
+        """
+        return []
 
 
 class Trigger(_PluginBase):

@@ -1,0 +1,1 @@
+"""The fence hook: run by scoutfs-fenced before the real fence agent."""
