@@ -19,11 +19,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from typing import IO, Dict, List, Optional, Union
 
-from scoutfs_collect.system.paths import ARCHIVE_SUFFIXES
+from scoutfs_collect.system.paths import ARCHIVE_SUFFIXES, start_writeback
 
 try:
     import lzma
@@ -62,44 +63,88 @@ def compression_problem(compression: str) -> Optional[str]:
 
 
 class GuardedOutput:
-    """The archive file ``fd`` in ``directory``, written only through :meth:`write`.
+    """The archive file ``fd`` in ``directory``, written only through this object.
 
-    With ``floor`` > 0, a write that would leave less than ``floor`` bytes free in
-    ``directory`` is refused with OSError ENOSPC before anything of it is written; a
-    statvfs costs ~1 us, a write here is up to 1 MiB. After :meth:`abandon`, every write
-    is refused (a compressor flushing while the archive is being given up).
+    With ``floor`` > 0, no write may leave less than ``floor`` bytes free in
+    ``directory``: one that would is refused with OSError ENOSPC before anything of it is
+    written (a statvfs costs ~1 us, a write here is up to 1 MiB). Every WRITEBACK bytes,
+    writing to storage is started without waiting, so the fsync at the end is short.
+    After :meth:`abandon`, every write is refused (a compressor flushing while the
+    archive is being given up).
     """
+
+    WRITEBACK = 32 << 20
 
     def __init__(self, fd: int, directory: str, floor: int = 0) -> None:
         self.fd, self.directory, self.floor = fd, directory, floor
         self.written = 0
+        self._unsynced = 0
         self._abandoned = False
 
-    def _check(self, size: int) -> None:
+    def room(self) -> int:
+        """Bytes that may still be written (free space above the floor), -1 after abandon."""
+        if self._abandoned:
+            return -1
+        if self.floor <= 0:
+            return sys.maxsize
         st = os.statvfs(self.directory)
-        free = st.f_bavail * st.f_frsize
-        if free - size < self.floor:
-            raise OSError(errno.ENOSPC,
-                          f"stopped packing: {free // MiB} MiB free, writing {size // 1024} KiB "
-                          f"more would go below the floor of {self.floor // MiB} MiB",
-                          self.directory)
+        return st.f_bavail * st.f_frsize - self.floor
+
+    def _refuse(self, size: int) -> OSError:
+        if self._abandoned:
+            return OSError(errno.ECANCELED, "archive abandoned", self.directory)
+        free = max(0, self.room()) + self.floor
+        return OSError(errno.ENOSPC,
+                       f"stopped packing: {free // MiB} MiB free, writing {size // 1024} KiB "
+                       f"more would go below the floor of {self.floor // MiB} MiB",
+                       self.directory)
+
+    def _wrote(self, size: int) -> None:
+        self.written += size
+        self._unsynced += size
+        if self._unsynced >= self.WRITEBACK:
+            self._unsynced = 0
+            start_writeback(self.fd)
 
     def write(self, data: Buffer) -> int:
-        if self._abandoned:
-            raise OSError(errno.ECANCELED, "archive abandoned", self.directory)
+        """Write all of ``data`` or, if it does not fit above the floor, none of it."""
         view = memoryview(data).cast("B")
-        if not view:
-            return 0
-        if self.floor > 0:
-            self._check(len(view))
         size = len(view)
+        if size and self.room() < size:
+            raise self._refuse(size)
         while view:
             view = view[os.write(self.fd, view):]
-        self.written += size
+        self._wrote(size)
         return size
 
     def flush(self) -> None:
         """Nothing is buffered here (file objects wrapping this one call it)."""
+
+    def drain(self, pipe: int) -> None:
+        """Write everything read from ``pipe`` until its end (splice() moves it in the
+        kernel where Python has os.splice, 3.10+; else read and write)."""
+        splice = getattr(os, "splice", None)
+        if splice is None:
+            return self._drain_copying(pipe)
+        while True:
+            room = self.room()
+            if room <= 0:  # refuse only if there is more to write
+                if os.read(pipe, 1):
+                    raise self._refuse(1)
+                return
+            n = splice(pipe, self.fd, min(room, PIPE_SIZE))
+            if n == 0:
+                return
+            self._wrote(n)
+
+    def _drain_copying(self, pipe: int) -> None:
+        buf = bytearray(PIPE_SIZE)
+        view = memoryview(buf)
+        while True:
+            n = os.readv(pipe, [buf])
+            if n == 0:
+                return
+            self.write(view[:n])
 
     def abandon(self) -> None:
         self._abandoned = True
@@ -140,14 +185,8 @@ class PipeSink:
         self._drainer.start()
 
     def _drain(self) -> None:
-        buf = bytearray(PIPE_SIZE)
-        view = memoryview(buf)
         try:
-            while True:
-                n = os.readv(self._out, [buf])
-                if n == 0:
-                    return
-                self.output.write(view[:n])
+            self.output.drain(self._out)
         except BaseException as exc:  # noqa: BLE001 - handed to the packing thread
             self.failure = exc
             self._kill()
