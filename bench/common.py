@@ -26,8 +26,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from scoutfs_collect.system import tracefs
-from scoutfs_collect.system.pcap import PcapReader
+# tests/support is the one helper set of tests and benches; the checkout goes last on
+# sys.path so that the installed scoutfs_collect (not the source tree) is imported.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from scoutfs_collect.system import tracefs  # noqa: E402
+from scoutfs_collect.system.pcap import PcapReader  # noqa: E402
+from tests.support.cli import cli_argv, cli_env, read_events  # noqa: E402,F401 - for the benches
+from tests.support.helpers import extract, kmsg_write  # noqa: E402,F401 - for the benches
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -75,7 +81,9 @@ class Scratch:
         self.close()
 
     def popen(self, argv: Sequence[str], death_signal: int = signal.SIGKILL, **kw: Any) -> subprocess.Popen:
-        """Start a process that dies (with ``death_signal``) if this one dies."""
+        """Start a process that dies (with ``death_signal``) if this one dies, by default
+        in this scratch dir."""
+        kw.setdefault("cwd", self.dir)  # never the checkout: see tests.support.cli.cli_argv
         p = subprocess.Popen([str(a) for a in argv], preexec_fn=_pdeathsig(death_signal),
                              stdin=subprocess.DEVNULL, **kw)
         self.procs.append(p)
@@ -104,7 +112,7 @@ class Scratch:
                 p.wait(10)
         for name in self.instances:
             try:
-                tracefs.Instance(name).remove(timeout=5)
+                tracefs.TraceInstance(name).remove(timeout=5)
             except OSError as exc:
                 print(f"could not remove tracefs instance {name}: {exc}", file=sys.stderr)
         if not self.keep:
@@ -114,25 +122,6 @@ class Scratch:
 
 
 # ------------------------------------------------------------------ the CLI
-
-
-def cli_env(run_dir: Path) -> Dict[str, str]:
-    env = dict(os.environ)
-    env["SCOUTFS_COLLECT_RUNTIME"] = str(run_dir / "runtime")
-    env["SCOUTFS_COLLECT_ETC"] = str(run_dir / "etc")
-    return env
-
-
-def cli_argv(*args: Any) -> List[str]:
-    return [sys.executable, "-m", "scoutfs_collect", *[str(a) for a in args]]
-
-
-def read_events(path: Path) -> List[Dict[str, Any]]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip().endswith("}")]
 
 
 def wait_event(path: Path, name: str, proc: subprocess.Popen, timeout: float = 60) -> Dict[str, Any]:
@@ -149,27 +138,7 @@ def wait_event(path: Path, name: str, proc: subprocess.Popen, timeout: float = 6
         time.sleep(0.005)
 
 
-def extract(archive: Path, dest: Path) -> Path:
-    """Unpack with the system tar, as support would; the top directory."""
-    dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-xaf", str(archive), "-C", str(dest)], check=True)
-    (top,) = list(dest.iterdir())
-    return top
-
-
 # ------------------------------------------------------------------ load
-
-
-def kmsg_write(text: str, level: int = 6) -> Tuple[float, float]:
-    """Log a real kernel line; (epoch time just before the write, just after)."""
-    fd = os.open("/dev/kmsg", os.O_WRONLY)
-    try:
-        data = f"<{level}>{text}\n".encode()
-        before = time.time()
-        os.write(fd, data)
-        return before, time.time()
-    finally:
-        os.close(fd)
 
 
 class UdpLoad:

@@ -119,7 +119,7 @@ class Snapshot:
             except psutil.Error:
                 continue
         self.dirs = {d.name: directory_size(d) for d in workdir.iterdir() if d.is_dir()}
-        self.events = sum(st.entries + st.overrun for st in tracefs.Instance(instance).cpu_stats())
+        self.events = sum(st.entries + st.overrun for st in tracefs.TraceInstance(instance).cpu_stats())
 
 
 def start_loadgen(scr: c.Scratch, seconds: float, port: int, args: argparse.Namespace, out: Path):

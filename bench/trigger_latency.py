@@ -172,7 +172,7 @@ def run_baseline(scr: c.Scratch, i: int, args: argparse.Namespace) -> Dict[str, 
     run_dir = scr.dir / f"old{i}"
     run_dir.mkdir(parents=True)
     nonce = f"bench{uuid.uuid4().hex[:10]}"
-    inst = tracefs.Instance(scr.instance_name("old"))
+    inst = tracefs.TraceInstance(scr.instance_name("old"))
     load = c.UdpLoad(args.pps).start()
     res: Dict[str, Any] = {}
     stop = threading.Event()

@@ -3,89 +3,14 @@ tracefs settings, armed triggers and started collectors that never outlive a tes
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pytest
 
 from scoutfs_collect.system import tracefs
-from tests.helpers import Fired, wait_for
-
-HERE = Path(__file__).resolve().parent
-
-
-class Cli:
-    """Runs ``python -m scoutfs_collect`` with this test's own lock and config dirs."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.out = tmp / "out"
-        self.out.mkdir(mode=0o755)
-        self.events = tmp / "events.jsonl"
-        self.env = dict(os.environ)
-        self.env["SCOUTFS_COLLECT_RUNTIME"] = str(tmp / "run")
-        self.env["SCOUTFS_COLLECT_ETC"] = str(tmp / "etc")
-        self.procs: List[subprocess.Popen] = []
-
-    def argv(self, *args: str) -> List[str]:
-        return [sys.executable, "-m", "scoutfs_collect", *args]
-
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), env=self.env, cwd=self.tmp, capture_output=True,
-                              text=True, timeout=timeout)
-
-    def start(self, *args: str) -> subprocess.Popen:
-        """Start a run in the background; stop it with .finish()."""
-        p = subprocess.Popen(self.argv(*args), env=self.env, cwd=self.tmp,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             stdin=subprocess.DEVNULL)
-        self.procs.append(p)
-        return p
-
-    def event_list(self) -> List[Dict]:
-        if not self.events.exists():
-            return []
-        return [json.loads(line) for line in self.events.read_text().splitlines() if line.strip()]
-
-    def wait_event(self, name: str, proc: Optional[subprocess.Popen] = None,
-                   timeout: float = 60, nth: int = 1) -> Dict:
-        """The nth event called ``name`` in the events file (runs may share the file)."""
-        def found():
-            matching = [e for e in self.event_list() if e["event"] == name]
-            if len(matching) >= nth:
-                return matching[nth - 1]
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"run exited {proc.returncode} before '{name}': "
-                                     f"{proc.stderr.read() if proc.stderr else ''}")
-            return None
-        return wait_for(found, timeout, f"event {name}")
-
-    def plugin_dir(self) -> Path:
-        """A copy of tests/site_plugins that passes the ownership/permission checks."""
-        d = self.tmp / "site_plugins"
-        if not d.exists():
-            shutil.copytree(HERE / "site_plugins", d)
-            os.chmod(d, 0o755)
-            for f in d.iterdir():
-                os.chmod(f, 0o644)
-        return d
-
-    def profile(self, text: str, name: str = "p.yaml") -> Path:
-        path = self.tmp / name
-        path.write_text(text)
-        return path
-
-    def cleanup(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                p.wait(10)
+from tests.support.cli import Cli
+from tests.support.helpers import Fired
 
 
 @pytest.fixture
@@ -93,12 +18,6 @@ def cli(tmp_path: Path):
     c = Cli(tmp_path)
     yield c
     c.cleanup()
-
-
-def finish(proc: subprocess.Popen, timeout: float = 120):
-    """Wait for a background run; its (returncode, stdout, stderr)."""
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
 
 
 # --- system-wide state and plugins run outside the runner --------------------------------

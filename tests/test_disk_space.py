@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import finish
+from tests.support.cli import finish
 from tests.test_faults import archive_of, inspect
 
 MIB = 1 << 20

@@ -18,8 +18,8 @@ import psutil
 
 from scoutfs_collect.demo import fixture
 from scoutfs_collect.system.pcap import PcapReader
-from tests.conftest import finish
-from tests.helpers import extract, kmsg_write, unique
+from tests.support.cli import finish
+from tests.support.helpers import extract, kmsg_write, unique
 
 TRACEFS = Path("/sys/kernel/tracing")
 

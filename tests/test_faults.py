@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.system.tracefs import Instance
-from tests.conftest import finish
-from tests.helpers import (  # archive_of, inspect: test_disk_space and test_security import them here
+from scoutfs_collect.system.tracefs import TraceInstance
+from tests.support.cli import finish
+from tests.support.helpers import (  # archive_of, inspect: test_disk_space and test_security import them here
     archive_of,
     extract,
     inspect,
@@ -32,12 +32,6 @@ from tests.helpers import (  # archive_of, inspect: test_disk_space and test_sec
 )
 
 MARGIN = 5.0  # seconds on top of the phase timeouts: Python start-up, packing, CI noise
-
-
-def start(cli, profile: Path, *extra: str) -> subprocess.Popen:
-    return cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-                     "--output-dir", str(cli.out), "--events-file", str(cli.events),
-                     *extra, "127.0.0.1", "7001")
 
 
 def archived_names(archive: str) -> List[str]:
@@ -73,7 +67,7 @@ def test_fault_in_a_run_phase_is_recorded_and_the_others_are_archived(cli, kind,
         + f"triggers:\n  end: {{type: timer, after: {after}}}\n"
         + (faulty(kind, phase) if kind == "trigger" else ""))
     began = time.monotonic()
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     code, out, err = finish(proc, timeout=60)
     elapsed = time.monotonic() - began
     # start and arm run one plugin after the other, the other phases all at once.
@@ -112,7 +106,7 @@ def test_fault_in_preflight_stops_the_run_before_anything_changes(cli, kind):
         + "triggers:\n  end: {type: timer, after: 30}\n"
         + (faulty(kind, "preflight") if kind == "trigger" else ""))
     began = time.monotonic()
-    code, out, err = finish(start(cli, profile), timeout=60)
+    code, out, err = finish(cli.start_capture(profile), timeout=60)
     elapsed = time.monotonic() - began
     assert elapsed < 2 * 1.0 + MARGIN  # the hanger and the sloth each cost their timeout
     assert code == 2, err
@@ -159,9 +153,9 @@ def leftovers() -> Iterator[Dict]:
     left = [p for port in used["ports"] for p in tcpdumps(port)]
     for p in left:
         p.kill()
-    stale = [name for name in used["instances"] if Instance(name).exists()]
+    stale = [name for name in used["instances"] if TraceInstance(name).exists()]
     for name in stale:
-        Instance(name).remove()
+        TraceInstance(name).remove()
     assert not left, f"tcpdump left running: {[p.pid for p in left]}"
     assert not stale, f"tracefs instances left: {stale}"
 
@@ -176,16 +170,10 @@ def capture_profile(cli, port: int, instance: str = "") -> Path:
         "triggers:\n  never: {type: test-never}\n")
 
 
-def start_capture(cli, profile: Path, port: int) -> subprocess.Popen:
-    return cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-                     "--output-dir", str(cli.out), "--events-file", str(cli.events),
-                     "127.0.0.1", str(port))
-
-
 def test_killed_tcpdump_is_recorded_and_the_others_go_on(cli, leftovers):
     port = free_port()
     leftovers["ports"].append(port)
-    proc = start_capture(cli, capture_profile(cli, port), port)
+    proc = cli.start_capture(capture_profile(cli, port), port=port)
     cli.wait_event("armed", proc)
     (tcpdump,) = tcpdumps(port)
     assert tcpdump.ppid() == proc.pid
@@ -213,23 +201,23 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     leftovers["ports"].append(port)
     leftovers["instances"].append(instance)
     profile = capture_profile(cli, port, instance)
-    first = start_capture(cli, profile, port)
+    first = cli.start_capture(profile, port=port)
     started = cli.wait_event("started", first)
     cli.wait_event("armed", first)
     children = psutil.Process(first.pid).children(recursive=True)
     assert [p.pid for p in tcpdumps(port)] == [p.pid for p in children if p.name() == "tcpdump"]
-    assert Instance(instance).exists()
+    assert TraceInstance(instance).exists()
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     wait_for(lambda: not any(alive(p) for p in children), 5, "children of the killed runner to die")
     assert tcpdumps(port) == []
-    assert Instance(instance).exists()  # kernel state outlives the process: the next run's job
+    assert TraceInstance(instance).exists()  # kernel state outlives the process: the next run's job
     old = started["workdir"]
     leftover = cli.out / ".scoutfs-collect-killed.partial"  # as a runner killed while packing leaves
     leftover.write_bytes(b"\0" * 4096)
     os.utime(leftover, (time.time() - 60, time.time() - 60))
 
-    second = start_capture(cli, profile, port)
+    second = cli.start_capture(profile, port=port)
     cli.wait_event("armed", second, nth=2)
     second.send_signal(signal.SIGTERM)
     code, out, err = finish(second)
@@ -239,7 +227,7 @@ def test_sigkilled_runner_leaves_no_child_and_the_next_run_cleans_up(cli, leftov
     assert f"an earlier run (pid {first.pid}) did not finish" in err
     assert f"scoutfs-collect pack {old}" in err
     assert f"removed {leftover}" in err and not leftover.exists()
-    assert not Instance(instance).exists()
+    assert not TraceInstance(instance).exists()
     assert tcpdumps(port) == []
     m = inspect(cli, archive_of(out))
     notes = m["result"]["notes"]
@@ -274,7 +262,7 @@ collectors:
 triggers:
   line: {{type: kmsg, pattern: '{nonce} reconnect timed out, fencing'}}
 """)
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     cli.wait_event("armed", proc)
     fd = os.open("/dev/kmsg", os.O_WRONLY)
     try:
@@ -307,12 +295,15 @@ triggers:
 
 def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial(cli, tmp_path):
     profile = cli.profile(slow_pack_profile("end: {type: timer, after: 0.1}"))
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     workdir = Path(cli.wait_event("started", proc)["workdir"])
     (partial,) = wait_for(lambda: [p for p in cli.out.iterdir() if p.name.endswith(".partial")],
                           30, "packing to begin")
-    children = psutil.Process(proc.pid).children(recursive=True)
-    assert [p.name() for p in children] == ["xz"]
+    # The .partial is created before the compressor is spawned: wait for the compressor itself.
+    def compressor():
+        found = psutil.Process(proc.pid).children(recursive=True)
+        return found if [p.name() for p in found] == ["xz"] else None
+    children = wait_for(compressor, 30, "the xz compressor to run")
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     wait_for(lambda: not any(alive(p) for p in children), 10, "the compressor to end")
@@ -325,12 +316,11 @@ def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial
     busy = cli.out / ".scoutfs-collect-busy.partial"
     fresh = cli.out / ".scoutfs-collect-fresh.partial"
     fresh.write_bytes(b"x")
-    with open(busy, "wb") as held:
+    with open(busy, "wb"):
         os.utime(busy, (a_minute_ago, a_minute_ago))
-        packed = cli.run("pack", str(workdir))
+        packed = cli.run("pack", str(workdir))  # while the busy partial is held open
     assert packed.returncode == 0, packed.stderr
     assert f"removed {partial}" in packed.stderr
     assert not partial.exists() and busy.exists() and fresh.exists()
-    assert held.closed
     top = extract(archive_of(packed.stdout), tmp_path / "x")
     assert (top / "blob" / "blob.bin").stat().st_size == 3 << 20

@@ -14,8 +14,8 @@ from scoutfs_collect.plugin import options
 from scoutfs_collect.plugin.api import PluginContext, Target
 from scoutfs_collect.plugins.collectors.ftrace import Ftrace
 from scoutfs_collect.system import proc, tracefs
-from scoutfs_collect.system.tracefs import Instance
-from tests.helpers import kmsg_write, make_plugin, unique, write_marker_if_on
+from scoutfs_collect.system.tracefs import TraceInstance
+from tests.support.helpers import kmsg_write, make_plugin, unique, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT
 
@@ -37,8 +37,8 @@ def make(tmp_path):
     yield build
     for c in made:
         c.cleanup()
-        if "/" not in c.options.instance and Instance(c.options.instance).exists():
-            Instance(c.options.instance).remove()
+        if "/" not in c.options.instance and TraceInstance(c.options.instance).exists():
+            TraceInstance(c.options.instance).remove()
 
 
 def console_lines(text: str) -> list:
@@ -48,7 +48,7 @@ def console_lines(text: str) -> list:
 def test_in_kernel_freeze_end_to_end(make):
     glob = unique("freeze")
     # Someone else's instance, armed on another glob: our self-test must not stop it.
-    other = Instance(unique("sct_other"))
+    other = TraceInstance(unique("sct_other"))
     other.create()
     try:
         other.enable_events(["printk:console"])
@@ -140,15 +140,15 @@ def test_without_trace_cmd_raw_and_text_are_kept(make, monkeypatch):
 
 def test_stale_instance_reported_in_dry_run_and_removed_for_real(make):
     name = unique("sct_stale")
-    Instance(name).create()
+    TraceInstance(name).create()
     dry = make(dry_run=True, instance=name, events=["ftrace:print"])
     problems = [p for p in dry.preflight() if "stale" in p.message]
     assert len(problems) == 1 and not problems[0].fatal and "real run removes" in problems[0].message
-    assert Instance(name).exists()
+    assert TraceInstance(name).exists()
     real = make(instance=name, events=["ftrace:print"])
     problems = [p for p in real.preflight() if "stale" in p.message]
     assert len(problems) == 1 and not problems[0].fatal and "removed" in problems[0].message
-    assert not Instance(name).exists()
+    assert not TraceInstance(name).exists()
 
 
 def test_missing_events_are_clear_problems(make):
@@ -157,7 +157,7 @@ def test_missing_events_are_clear_problems(make):
     fatal = [p for p in c.preflight() if p.fatal]
     assert any("scoutfs kernel module not loaded" in p.message and p.fix == "modprobe scoutfs" for p in fatal)
     assert any("sched:no_such_event" in p.message and "available_events" in p.fix for p in fatal)
-    assert not Instance(c.options.instance).exists()
+    assert not TraceInstance(c.options.instance).exists()
 
 
 def test_bad_freeze_glob_is_refused(make):
@@ -172,7 +172,7 @@ def test_record_mode_preflight_says_trace_cmd_cannot_record(make):
     fatal = [p for p in problems if p.fatal and "trace-cmd cannot record" in p.message]
     assert len(fatal) == 1 and "Can't enable ftrace" in fatal[0].message
     assert "mode: ring" in fatal[0].fix
-    assert not Instance(c.options.instance).exists()
+    assert not TraceInstance(c.options.instance).exists()
     assert proc.live_children() == []
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from scoutfs_collect.core import cli, profile, registry
 from scoutfs_collect.core.errors import UsageError
-from scoutfs_collect.core.runner import build_instances
+from scoutfs_collect.core.instances import build_instances
 from scoutfs_collect.plugin import options
 from scoutfs_collect.plugin.api import Target
 

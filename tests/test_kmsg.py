@@ -22,7 +22,7 @@ from scoutfs_collect.system.kernel_log import (
     parse_stream,
     unescape,
 )
-from tests.helpers import kmsg_write, make_plugin, unique, wait_for
+from tests.support.helpers import kmsg_write, make_plugin, unique, wait_for
 
 # --- parsing -----------------------------------------------------------------------------
 

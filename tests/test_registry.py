@@ -10,8 +10,10 @@ from pathlib import Path
 
 from scoutfs_collect.core import registry
 from scoutfs_collect.plugin import hookspecs
-from tests.conftest import finish
-from tests.helpers import extract
+from tests.support.cli import finish
+from tests.support.helpers import extract
+
+HERE = Path(__file__).resolve().parent
 
 SITE_PLUGIN = textwrap.dedent('''\
     """A site plugin as the README shows it."""
@@ -112,6 +114,17 @@ def test_broken_plugin_is_reported_by_name_and_the_rest_load(cli, tmp_path):
     assert {"site-file", "tcpdump", "ftrace"} <= types
 
 
+def test_misspelt_hook_is_an_error_naming_the_file_and_the_hook(cli, tmp_path):
+    typo = SITE_PLUGIN.replace("def scoutfs_collect_register(", "def scoutfs_collect_regster(")
+    assert typo != SITE_PLUGIN
+    d = site_dir(tmp_path, {"typo.py": typo})
+    result = cli.run("plugins", "--plugin-dir", str(d))
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert str(d / "typo.py") in line
+    assert "unknown hook 'scoutfs_collect_regster' (did you mean 'scoutfs_collect_register'?)" in line
+
+
 def test_duplicate_type_name_names_both_plugins(cli, tmp_path):
     dup = SITE_PLUGIN.replace('type_name = "site-file"', 'type_name = "tcpdump"')
     d = site_dir(tmp_path, {"mydump.py": dup})
@@ -181,6 +194,26 @@ def test_the_readme_site_plugin_example_works(cli, tmp_path):
     assert check.returncode == 2
     assert "multipath is not installed" in check.stderr
     assert "fix: dnf install device-mapper-multipath" in check.stderr
+
+
+def test_site_plugins_need_only_the_public_api():
+    """The README example and the test kit import nothing but scoutfs_collect's exports,
+    so they keep working when internal modules move."""
+    import ast
+
+    import scoutfs_collect
+
+    for name, source in (("README example", readme_plugin()),
+                         ("testkit", (HERE / "site_plugins" / "testkit.py").read_text())):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("scoutfs_collect"):
+                assert node.module == "scoutfs_collect", (name, node.module)
+                assert {a.name for a in node.names} <= set(scoutfs_collect.__all__), name
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("scoutfs_collect.") for a in node.names), name
+    for public in scoutfs_collect.__all__:
+        if public not in ("__version__", "FireCallback"):  # a string and a type alias
+            assert getattr(scoutfs_collect, public).__doc__, public
 
 
 def test_every_builtin_collector_cleanup_is_safe_without_start(tmp_path):

@@ -7,8 +7,8 @@ import os
 import signal
 import stat
 
-from tests.conftest import finish
-from tests.helpers import archive_of, extract, inspect, kmsg_write, unique
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, extract, inspect, kmsg_write, unique
 
 
 def kmsg_profile(cli, nonce: str, extra_collectors: str = "") -> str:
@@ -25,16 +25,10 @@ triggers:
 """))
 
 
-def start(cli, profile: str, *extra: str):
-    return cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", profile,
-                     "--output-dir", str(cli.out), "--events-file", str(cli.events),
-                     *extra, "127.0.0.1", "7001")
-
-
 def run_until_line(cli, profile: str, line: str):
     """Start a run, wait until it is armed, write ``line`` to the kernel log: its
     (returncode, stdout, stderr)."""
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     cli.wait_event("armed", proc)
     kmsg_write(line)
     return finish(proc)
@@ -42,7 +36,7 @@ def run_until_line(cli, profile: str, line: str):
 
 def run_until_signal(cli, profile: str, sig: signal.Signals):
     """Start a run, wait until it is armed, send it ``sig``: its (returncode, stdout, stderr)."""
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     cli.wait_event("armed", proc)
     proc.send_signal(sig)
     return finish(proc)
@@ -73,7 +67,7 @@ def test_kmsg_trigger_ends_run_with_complete_archive(cli, tmp_path):
     assert set(m["times"]["clocks"]["trigger"]) == {"realtime", "monotonic", "boottime"}
     marker = m["plugins"]["marker"]
     assert marker["status"] == "ok" and marker["error"] is None
-    assert set(marker["phases"]) == {"preflight", "start", "stop", "finalize"}
+    assert set(marker["phases"]) == {"prepare", "preflight", "start", "stop", "finalize"}
     assert marker["stopped_at"] >= m["trigger"]["time"]
     assert m["plugins"]["line"]["status"] == "ok"
 
@@ -114,7 +108,7 @@ def test_ctrl_c_while_armed_packs_with_operator_trigger(cli):
 
 
 def test_stop_command_ends_the_running_instance(cli):
-    proc = start(cli, kmsg_profile(cli, unique("stopcmd")))
+    proc = cli.start_capture(kmsg_profile(cli, unique("stopcmd")))
     armed = cli.wait_event("armed", proc)
     assert armed["triggers"] == ["line"]
     result = cli.run("stop")
@@ -134,7 +128,7 @@ def test_stop_without_a_running_instance(cli):
 
 def test_second_instance_is_refused_with_the_first_pid(cli):
     profile = kmsg_profile(cli, unique("lock"))
-    first = start(cli, profile)
+    first = cli.start_capture(profile)
     cli.wait_event("armed", first)
     second = cli.run("--plugin-dir", str(cli.plugin_dir()), "--profile", profile,
                      "--output-dir", str(cli.out), "127.0.0.1", "7001")
@@ -146,14 +140,14 @@ def test_second_instance_is_refused_with_the_first_pid(cli):
 
 def test_killed_run_is_packed_by_pack_and_reported_by_next_run(cli, tmp_path):
     profile = kmsg_profile(cli, unique("killed"))
-    proc = start(cli, profile)
+    proc = cli.start_capture(profile)
     started = cli.wait_event("started", proc)
     cli.wait_event("armed", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     workdir = started["workdir"]
 
-    nxt = start(cli, profile)
+    nxt = cli.start_capture(profile)
     cli.wait_event("armed", nxt, nth=2)
     nxt.send_signal(signal.SIGTERM)
     code, _out, err = finish(nxt)
@@ -172,13 +166,13 @@ def test_killed_run_is_packed_by_pack_and_reported_by_next_run(cli, tmp_path):
 
 def test_failing_plugin_is_recorded_and_others_still_archived(cli):
     nonce = unique("faulty")
-    profile = kmsg_profile(cli, nonce, "  broken: {type: test-faulty, raise_in: [start, finalize]}\n")
+    profile = kmsg_profile(cli, nonce, "  broken: {type: test-faulty, raise_in: [stop, finalize]}\n")
     code, out, err = run_until_line(cli, profile, f"{nonce} reconnect timed out, fencing")
     assert code == 1, err
     m = inspect(cli, archive_of(out))
     broken = m["plugins"]["broken"]
     assert broken["status"] == "failed"
-    assert "injected failure in start" in broken["error"]
+    assert "injected failure in stop" in broken["error"]  # finalize still runs after a failed stop
     assert any("injected failure in finalize" in e for e in broken["errors"])
     assert m["plugins"]["marker"]["status"] == "ok"
     assert m["plugins"]["marker"]["files"][0]["path"] == "marker.txt"

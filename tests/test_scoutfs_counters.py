@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -14,11 +15,12 @@ import pytest
 from scoutfs_collect.demo import fixture
 from scoutfs_collect.plugins.collectors import scoutfs_counters
 from scoutfs_collect.plugins.collectors.scoutfs_counters import ScoutfsCounters
-from scoutfs_collect.plugins.collectors.scoutfs_sim import ScoutfsSim
+from scoutfs_collect.plugins.collectors.scoutfs_sim import DEFAULT_COUNTERS, ScoutfsSim
 from scoutfs_collect.plugins.triggers.scoutfs_fence import ScoutfsFence
 from scoutfs_collect.scoutfs import sysfs
+from tests.support.helpers import counter_names, make_plugin, wait_for
 
-from .helpers import SHARED_COUNTER_NAMES, counter_names, make_plugin, wait_for
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
 
 def make(cls, tmp_path: Path, name: str, **values):
@@ -59,11 +61,26 @@ def delta_rows(text: str, mount: str) -> Dict[str, Tuple[int, int, int]]:
     return rows
 
 
-def test_counter_names_copy():
-    assert SHARED_COUNTER_NAMES.is_file(), f"the shared reference list is missing: {SHARED_COUNTER_NAMES}"
-    names = fixture.load_counter_names(SHARED_COUNTER_NAMES)
+def test_packaged_counter_names_are_what_the_profiles_and_fixture_rely_on():
+    names = fixture.default_counter_names()
     assert len(names) == 203 and len(set(names)) == 203
-    assert fixture.default_counter_names() == names  # the packaged copy is in sync
+    assert all(re.fullmatch(r"[a-z0-9_]+", n) for n in names)
+    # every counter a built-in profile or the demo names is one a real module has
+    for path in sorted(PROFILES.glob("*.yaml")):
+        for name in re.findall(r"counter:\s*([a-z0-9_]+)", path.read_text()):
+            assert name in names, (path.name, name)
+    assert set(DEFAULT_COUNTERS) <= set(names)
+
+
+def test_the_suite_reads_nothing_outside_the_repository():
+    """A user's clone has no ../shared: no test, helper or tool may look there."""
+    repo = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [*repo.glob("tests/**/*.py"), *repo.glob("tools/*"), *repo.glob("bench/*.py")]:
+        text = path.read_text()
+        if re.search(r"\.\./shared|parents\[2\]|[\"']shared[\"']", text) and path != Path(__file__).resolve():
+            offenders.append(str(path.relative_to(repo)))
+    assert offenders == []
 
 
 def test_fixture_layout(root):
@@ -239,10 +256,15 @@ def test_series_is_capped_keeping_newest(tmp_path, root, collectors, monkeypatch
 # ---------------------------------------------------------------- scoutfs-sim demo
 
 
-def test_sim_dry_run_builds_nothing(tmp_path, root):
+def test_sim_preflight_changes_nothing_and_cleanup_removes_what_prepare_built(tmp_path, root):
     sim = make(ScoutfsSim, tmp_path, "sim", dry_run=True, sysfs_root=str(root))
-    problems = sim.preflight()
-    assert problems and not any(p.fatal for p in problems)
+    assert [p.fatal for p in sim.preflight()] == [True]  # not prepared: reported, not built
+    assert not root.exists()
+    sim.prepare()
+    assert (root / ".scoutfs-sim").exists() and list(root.glob("f.*.r.*"))
+    notes = sim.preflight()
+    assert [p.fatal for p in notes] == [False] and "built demo" in notes[0].message
+    sim.cleanup()
     assert not root.exists()
 
 
@@ -250,14 +272,19 @@ def test_sim_refuses_foreign_and_system_paths(tmp_path, root):
     root.mkdir()
     (root / "precious").write_text("x")
     sim = make(ScoutfsSim, tmp_path, "sim", sysfs_root=str(root))
+    sim.prepare()
     assert any(p.fatal and "not made by scoutfs-sim" in p.message for p in sim.preflight())
     assert (root / "precious").exists()
+    sim.cleanup()
+    assert (root / "precious").exists()
     sys_sim = make(ScoutfsSim, tmp_path, "sim2", sysfs_root="/sys/fs/scoutfs")
+    sys_sim.prepare()
     assert any(p.fatal and "refusing" in p.message for p in sys_sim.preflight())
 
 
 def test_sim_demo_moves_counters_and_fires_fence(tmp_path, root, collectors):
     sim = make(ScoutfsSim, tmp_path, "sim", sysfs_root=str(root), interval=0.05, fence_after=0.3, mounts=2)
+    sim.prepare()
     notes = sim.preflight()
     assert [p.fatal for p in notes] == [False] and "built demo" in notes[0].message
     counters = start(

@@ -10,8 +10,7 @@ import pytest
 from scoutfs_collect.demo import fixture
 from scoutfs_collect.plugins.triggers.counter import CounterTrigger
 from scoutfs_collect.plugins.triggers.scoutfs_fence import ScoutfsFence
-
-from .helpers import counter_names, make_plugin, wait_for
+from tests.support.helpers import counter_names, make_plugin, wait_for
 
 RID_OLD = "00000000000000aa"
 RID_NEW = "0123456789abcdef"

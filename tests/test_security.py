@@ -17,8 +17,8 @@ from typing import Iterator, List
 import pytest
 
 from scoutfs_collect.system.paths import run_stem
-from tests.conftest import finish
-from tests.helpers import extract, unique
+from tests.support.cli import finish
+from tests.support.helpers import extract, unique
 from tests.test_faults import archive_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,17 +35,11 @@ triggers:
 """
 
 
-def run_args(cli, profile: Path, *extra: str) -> List[str]:
-    return ["--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-            "--output-dir", str(cli.out), "--events-file", str(cli.events), *extra,
-            "127.0.0.1", "7001"]
-
-
 # --- modes and paths ----------------------------------------------------------------
 
 
 def test_everything_written_is_private_even_under_umask_0(cli):
-    done = subprocess.run(cli.argv(*run_args(cli, cli.profile(SIMPLE), "--keep-workdir")),
+    done = subprocess.run(cli.argv(*cli.capture_args(cli.profile(SIMPLE), "--keep-workdir")),
                           env=cli.env, cwd=cli.tmp, capture_output=True, text=True, timeout=60,
                           preexec_fn=lambda: os.umask(0))
     assert done.returncode == 0, done.stderr
@@ -74,7 +68,7 @@ def test_symlinks_planted_at_the_work_dir_names_are_not_followed(cli, tmp_path):
     now = time.time()
     for t in range(-1, 30):  # every name the run could pick in the next half minute
         (cli.out / run_stem(now + t)).symlink_to(victim)
-    done = cli.run(*run_args(cli, cli.profile(SIMPLE), "--keep-workdir"))
+    done = cli.run(*cli.capture_args(cli.profile(SIMPLE), "--keep-workdir"))
     assert done.returncode == 0, done.stderr
     assert list(victim.iterdir()) == []
     started = next(e for e in cli.event_list() if e["event"] == "started")
@@ -87,7 +81,7 @@ def test_symlink_planted_at_the_archive_name_is_refused(cli, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     profile = cli.profile(SIMPLE.replace("type: timer, after: 0.2", "type: test-never"))
-    proc = cli.start(*run_args(cli, profile))
+    proc = cli.start(*cli.capture_args(profile))
     workdir = Path(cli.wait_event("started", proc)["workdir"])
     cli.wait_event("armed", proc)
     planted = cli.out / (workdir.name + ".tar.zst")
@@ -109,7 +103,7 @@ def test_symlink_planted_at_the_lock_is_refused(cli, tmp_path, victim_exists):
         victim.write_text("precious\n")
     (tmp_path / "run").mkdir(mode=0o700)
     (tmp_path / "run" / "lock").symlink_to(victim)
-    done = cli.run(*run_args(cli, cli.profile(SIMPLE)))
+    done = cli.run(*cli.capture_args(cli.profile(SIMPLE)))
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"host lock {tmp_path / 'run' / 'lock'} is a symlink" in done.stderr
@@ -164,10 +158,10 @@ def test_yaml_tags_that_would_run_code_are_refused(cli, canary, how):
     payload = f"!!python/object/apply:os.system ['touch {canary}']"
     if how == "profile":
         profile = cli.profile(f"description: {payload}\ncollectors: {{marker: {{type: test-marker}}}}\n")
-        done = cli.run(*run_args(cli, profile))
+        done = cli.run(*cli.capture_args(profile))
     else:
         profile = cli.profile("collectors: {marker: {type: test-marker}}\n")
-        done = cli.run(*run_args(cli, profile, "--set", f"collectors.marker.text={payload}"))
+        done = cli.run(*cli.capture_args(profile, "--set", f"collectors.marker.text={payload}"))
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert list(cli.out.iterdir()) == []
@@ -234,7 +228,7 @@ def test_ruff_with_the_project_config_flags_shell_true(tmp_path):
 def test_secrets_in_the_environment_are_not_printed_or_archived(cli, tmp_path):
     secret = unique("s3cr3t")
     env = dict(cli.env, SCOUTFS_TEST_TOKEN=secret, AWS_SECRET_ACCESS_KEY=secret)
-    done = subprocess.run(cli.argv(*run_args(cli, cli.profile(SIMPLE))), env=env, cwd=cli.tmp,
+    done = subprocess.run(cli.argv(*cli.capture_args(cli.profile(SIMPLE))), env=env, cwd=cli.tmp,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert secret not in done.stdout + done.stderr + cli.events.read_text()
@@ -254,6 +248,7 @@ def test_output_dir_on_scoutfs_is_refused(tmp_path):
              f"tmpfs {tmp_path}/other\\040dir tmpfs rw 0 0"]
     (tmp_path / "deep").mkdir()
     (tmp_path / "other dir").mkdir()
+    table = "\n".join(table)
     (problem,) = check_output_dir(tmp_path / "deep", 0, 0, table)
     assert problem.fatal and f"is on the scoutfs filesystem {tmp_path}" in problem.message
     assert "--output-dir" in problem.fix

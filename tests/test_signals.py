@@ -22,15 +22,10 @@ from typing import List
 
 import pytest
 
-from tests.conftest import finish
-from tests.helpers import archive_of, extract, inspect, slow_pack_profile, wait_for
+from tests.support.cli import finish
+from tests.support.helpers import archive_of, extract, inspect, slow_pack_profile, wait_for
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
-
-
-def run_args(cli, profile: Path) -> List[str]:
-    return ["--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-            "--output-dir", str(cli.out), "--events-file", str(cli.events), "127.0.0.1", "7001"]
 
 
 def entered(path: Path) -> List[str]:
@@ -51,7 +46,7 @@ collectors:
 triggers:
   never: {{type: test-never}}
 """)
-    proc = cli.start(*run_args(cli, profile))
+    proc = cli.start(*cli.capture_args(profile))
     wait_for(lambda: "slow preflight" in entered(marks), 30, "preflight of 'slow'")
     began = time.monotonic()
     proc.send_signal(sig)
@@ -62,7 +57,7 @@ triggers:
     assert out == ""
     assert list(cli.out.iterdir()) == []
     assert cli.event_list() == []
-    assert entered(marks) == ["slow preflight"]  # no phase after preflight ran
+    assert entered(marks) == ["slow prepare", "slow preflight", "slow cleanup"]  # then only cleanup
     lock = tmp_path / "run" / "lock"
     assert not lock.exists() or lock.read_text() == ""
 
@@ -79,7 +74,7 @@ collectors:
 triggers:
   end: {{type: timer, after: 0.1}}
 """)
-    proc = cli.start(*run_args(cli, profile))
+    proc = cli.start(*cli.capture_args(profile))
     wait_for(lambda: f"slow {phase}" in entered(marks), 30, f"{phase} of 'slow'")
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGTERM)
@@ -91,7 +86,7 @@ triggers:
     assert m["trigger"]["name"] == "end" and m["trigger"]["type"] == "timer"
     assert m["plugins"]["slow"]["status"] == "ok"
     assert m["plugins"]["marker"]["status"] == "ok"
-    assert entered(marks)[-1] == "slow finalize"
+    assert entered(marks)[-2:] == ["slow finalize", "slow cleanup"]
 
 
 def partials(out: Path) -> List[str]:
@@ -101,7 +96,7 @@ def partials(out: Path) -> List[str]:
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_second_signal_while_packing_keeps_the_work_dir_and_pack_finishes_it(cli, tmp_path, sig):
     profile = cli.profile(slow_pack_profile("never: {type: test-never}"))
-    proc = cli.start(*run_args(cli, profile))
+    proc = cli.start(*cli.capture_args(profile))
     workdir = Path(cli.wait_event("started", proc)["workdir"])
     cli.wait_event("armed", proc)
     proc.send_signal(signal.SIGINT)  # the first Ctrl-C: stop and pack
@@ -162,7 +157,7 @@ def test_terminal_hangup_does_not_end_the_capture(cli):
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     try:
-        proc = subprocess.Popen(cli.argv(*run_args(cli, cli.profile(NEVER))), env=cli.env,
+        proc = subprocess.Popen(cli.argv(*cli.capture_args(cli.profile(NEVER))), env=cli.env,
                                 cwd=cli.tmp, stdin=slave, stdout=slave, stderr=slave,
                                 start_new_session=True, preexec_fn=controlling_tty)
     finally:
@@ -189,7 +184,7 @@ def test_terminal_hangup_does_not_end_the_capture(cli):
 
 @pytest.mark.parametrize("nohup", [False, True], ids=["closed-pipes", "nohup"])
 def test_sighup_and_closed_stdout_stderr_do_not_end_the_capture(cli, nohup):
-    argv = cli.argv(*run_args(cli, cli.profile(NEVER)))
+    argv = cli.argv(*cli.capture_args(cli.profile(NEVER)))
     proc = subprocess.Popen((["nohup"] if nohup else []) + argv, env=cli.env, cwd=cli.tmp,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -226,7 +221,7 @@ def test_signal_right_after_the_work_dir_is_made_still_gives_an_archive(cli, tmp
     goes on to an archive with trigger type operator, and leaves no stray work dir."""
     script = tmp_path / "wrapper.py"
     script.write_text(WRAPPER.format(sig=sig.name))
-    done = subprocess.run([sys.executable, str(script), *run_args(cli, cli.profile(NEVER))],
+    done = subprocess.run([sys.executable, str(script), *cli.capture_args(cli.profile(NEVER))],
                           env=cli.env, cwd=cli.tmp, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     archive = archive_of(done.stdout)
@@ -245,9 +240,7 @@ triggers:
   t: {type: timer, after: 0.1}
 """, "post.yaml")
     began = time.monotonic()
-    proc = cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-                     "--output-dir", str(cli.out), "--events-file", str(cli.events),
-                     "127.0.0.1", "7020")
+    proc = cli.start_capture(profile, port=7020)
     extra = cli.wait_event("post_trigger", proc)
     assert extra["seconds"] == 60 and extra["trigger"] == "t"
     proc.send_signal(signal.SIGINT)

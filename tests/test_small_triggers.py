@@ -15,7 +15,7 @@ from scoutfs_collect.plugins.triggers import journal as journal_plugin
 from scoutfs_collect.plugins.triggers.file import FileTrigger
 from scoutfs_collect.plugins.triggers.journal import JournalTrigger
 from scoutfs_collect.plugins.triggers.timer import TimerTrigger
-from tests.helpers import Fired, make_plugin, wait_for
+from tests.support.helpers import Fired, make_plugin, wait_for
 
 
 @pytest.fixture

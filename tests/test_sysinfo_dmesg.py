@@ -18,7 +18,7 @@ from scoutfs_collect import Target
 from scoutfs_collect.core.registry import load
 from scoutfs_collect.plugins.collectors.dmesg import DmesgCollector
 from scoutfs_collect.plugins.collectors.sysinfo import Sysinfo, run_bounded
-from tests.helpers import kmsg_write, make_plugin, unique, wait_for
+from tests.support.helpers import kmsg_write, make_plugin, unique, wait_for
 
 
 def make(cls, tmp_path: Path, port: int = 5000, **values):

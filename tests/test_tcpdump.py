@@ -23,7 +23,7 @@ from scoutfs_collect.plugin.api import Target
 from scoutfs_collect.plugin.options import check_declaration, specs
 from scoutfs_collect.plugins.collectors.tcpdump import Tcpdump, parse_stats
 from scoutfs_collect.system.pcap import PcapError, PcapReader, summarize
-from tests.helpers import make_plugin, wait_for
+from tests.support.helpers import make_plugin, wait_for
 
 # --- fixtures: a free port, collectors that are always stopped, no tcpdump left ---------
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from scoutfs_collect.system import tracefs
-from scoutfs_collect.system.tracefs import CpuStats, Instance, TracefsError
-from tests.helpers import unique, wait_for, write_marker_if_on
+from scoutfs_collect.system.tracefs import CpuStats, TracefsError, TraceInstance
+from tests.support.helpers import unique, wait_for, write_marker_if_on
 
 ROOT = tracefs.DEFAULT_ROOT
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("tracefs_untouched")
 
 @pytest.fixture
 def inst():
-    i = Instance(unique("sct_tfs"))
+    i = TraceInstance(unique("sct_tfs"))
     i.create()
     yield i
     if i.exists():
@@ -42,7 +42,7 @@ def test_find_root_prefers_sys_kernel_tracing():
 @pytest.mark.parametrize("name", ["", "a/b", ".", "..", "x\x00"])
 def test_bad_instance_names_refused(name):
     with pytest.raises(ValueError):
-        Instance(name)
+        TraceInstance(name)
 
 
 @pytest.mark.parametrize("spec", ["", ":x", "a/b:c", "..:x", "sys:.."])

@@ -2,7 +2,7 @@
 # Install scoutfs-collect and make a first real archive with the built-in demo profile
 # (no scoutfs needed: real ftrace, packets on lo, kernel log, a simulated scoutfs sysfs
 # tree; it triggers by itself after 8 s), then show what the archive holds. As root.
-#   sudo bash tools/demo.sh [OUTPUT_DIR]
+#   bash tools/demo.sh [OUTPUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=$(bash tools/setup.sh 3.11 | tail -n 1)

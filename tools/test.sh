@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything and run the test suite on Python 3.9 and 3.11, as root.
-#   sudo bash tools/test.sh [pytest args...]
+#   bash tools/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mapfile -t pythons < <(bash tools/setup.sh --test 3.9 3.11)

@@ -8,10 +8,9 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import BinaryIO, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from scoutfs_collect import Collector, Problem, hookimpl, option
-from scoutfs_collect.system import proc
+from scoutfs_collect import Collector, Problem, hookimpl, option, run_command
 from scoutfs_collect.system.kernel_log import (
     DEVICE,
     EpochClock,
@@ -23,6 +22,7 @@ from scoutfs_collect.system.kernel_log import (
     parse_stream,
     ring_size,
 )
+from scoutfs_collect.system.ringfile import HalfRotatingFile
 
 RING_FILE = "kmsg-ring-at-start.raw"
 FOLLOW_FILE = "kmsg-follow.raw"
@@ -96,33 +96,22 @@ class DmesgCollector(Collector):
             f.write(b"".join(r.raw for r in ring))
         self.ring_count = len(ring)
         self.dropped: List[Tuple[int, int]] = []  # seq ranges removed by the size cap
-        self.follow_bytes = 0
         # first and last seq in FOLLOW_FILE and OLD_FOLLOW_FILE: a rotation then knows
         # what it drops without reading the file back on the reader thread
         self.follow_seqs: Optional[Tuple[int, int]] = None
         self.old_seqs: Optional[Tuple[int, int]] = None
-        self.out: BinaryIO = open(self.workdir / FOLLOW_FILE, "ab")
+        self.out = HalfRotatingFile(self.workdir / FOLLOW_FILE, self.workdir / OLD_FOLLOW_FILE,
+                                    self.options.max_mb * MB)
         self.follower = KmsgFollower(self.reader, self._write, self.ctx.fail, f"dmesg-{self.ctx.name}")
         self.follower.start()
 
     def _write(self, records: List[KmsgRecord]) -> None:
-        data = b"".join(r.raw for r in records)
-        self.out.write(data)
-        self.out.flush()
-        self.follow_bytes += len(data)
         first = self.follow_seqs[0] if self.follow_seqs else records[0].seq
         self.follow_seqs = (first, records[-1].seq)
-        if self.follow_bytes > self.options.max_mb * MB // 2:
-            self._rotate()
-
-    def _rotate(self) -> None:
-        self.out.close()
-        if self.old_seqs is not None:
-            self.dropped.append(self.old_seqs)
-        os.replace(self.workdir / FOLLOW_FILE, self.workdir / OLD_FOLLOW_FILE)
-        self.old_seqs, self.follow_seqs = self.follow_seqs, None
-        self.out = open(self.workdir / FOLLOW_FILE, "ab")
-        self.follow_bytes = 0
+        if self.out.write(b"".join(r.raw for r in records)):  # this half became the old one
+            if self.old_seqs is not None:
+                self.dropped.append(self.old_seqs)
+            self.old_seqs, self.follow_seqs = self.follow_seqs, None
 
     def stop(self) -> None:
         self.stopped = time.time()
@@ -133,13 +122,12 @@ class DmesgCollector(Collector):
             self.ctx.details["reader_hung"] = True
 
     def cleanup(self) -> None:
-        """Stop following /dev/kmsg if the run ended before stop()."""
+        """Stop following /dev/kmsg when the run ended without stop() (start succeeded,
+        then the run was aborted)."""
         if getattr(self, "follower", None) is not None and self.stopped is None:
             self.stop()
 
     def finalize(self) -> None:
-        if self.stopped is None:  # the runner skipped stop() (an error path): stop now
-            self.stop()
         parts: List[Tuple[str, List[KmsgRecord]]] = []
         for part, name in (("ring", RING_FILE), ("follow", OLD_FOLLOW_FILE),
                            ("follow", FOLLOW_FILE)):
@@ -211,7 +199,7 @@ class DmesgCollector(Collector):
             return {"saved": False, "note": "no systemd journal on this host"}
         argv = ["journalctl", "-k", "-b", "-n", "1000", "--no-pager"]
         try:
-            result = proc.run(argv, timeout=20)
+            result = run_command(argv, timeout=20)
         except Exception as exc:  # optional: a failure is only noted
             return {"saved": False, "note": f"{' '.join(argv)}: {exc}"}
         (self.workdir / "journalctl-kernel.txt").write_text(result.stdout, encoding="utf-8")

@@ -13,11 +13,18 @@ from typing import List, Optional, Sequence
 
 import psutil
 
-from scoutfs_collect import Collector, Problem, hookimpl, option
-from scoutfs_collect.plugin.api import directory_size
-from scoutfs_collect.system import proc, tracefs
-from scoutfs_collect.system.paths import fsync_path
-from scoutfs_collect.system.tracefs import Instance, TracefsError
+from scoutfs_collect import (
+    ChildProcess,
+    Collector,
+    Problem,
+    directory_size,
+    fsync_path,
+    hookimpl,
+    option,
+    run_command,
+)
+from scoutfs_collect.system import tracefs
+from scoutfs_collect.system.tracefs import TracefsError, TraceInstance
 
 CONSOLE = "printk:console"
 SELFTEST_TAG = "scoutfs-collect-ftrace-selftest"
@@ -83,11 +90,11 @@ class Ftrace(Collector):
     type_name = "ftrace"
     Options = FtraceOptions
     _root: Optional[Path] = None
-    _inst: Optional[Instance] = None
+    _inst: Optional[TraceInstance] = None
     _created = False
     _finalized = False
     _clock_offset: Optional[float] = None
-    _child: Optional[proc.ChildProcess] = None
+    _child: Optional[ChildProcess] = None
     _events: List[str] = []  # replaced, never mutated
 
     # --- preflight ------------------------------------------------------------------
@@ -110,7 +117,7 @@ class Ftrace(Collector):
         if o.buffer_size_kb <= 0 or o.record_max_kb <= 0:
             out.append(Problem("buffer_size_kb and record_max_kb must be positive"))
         try:
-            inst = Instance(o.instance)
+            inst = TraceInstance(o.instance)
             self._root, mounted = tracefs.ensure_mounted(dry_run=dry)
         except ValueError as exc:
             return out + [Problem(str(exc), "fix instance in the profile")]
@@ -122,7 +129,7 @@ class Ftrace(Collector):
                 return out
         if not (self._root / "instances").is_dir():
             return out + [Problem("kernel without ftrace instances", "use a kernel 3.10 or later")]
-        out += self._preflight_stale(Instance(inst.name, self._root)) + self._preflight_events()
+        out += self._preflight_stale(TraceInstance(inst.name, self._root)) + self._preflight_events()
         need, avail = o.buffer_size_kb * 1024 * self._ncpus(), psutil.virtual_memory().available
         if need > avail:
             why = f"{o.buffer_size_kb} KiB x {self._ncpus()} CPUs"
@@ -134,7 +141,7 @@ class Ftrace(Collector):
             out.append(Problem(f"trace-cmd cannot record on this host: {why}", "use mode: ring"))
         return out
 
-    def _preflight_stale(self, inst: Instance) -> List[Problem]:
+    def _preflight_stale(self, inst: TraceInstance) -> List[Problem]:
         # The runner's host lock refuses a second live run before preflight, so an
         # instance with our name now is a leftover of a killed run.
         if not inst.exists():
@@ -170,7 +177,7 @@ class Ftrace(Collector):
     def start(self) -> None:
         o, det = self.options, self.ctx.details
         self._root = self._root or tracefs.ensure_mounted()[0]
-        inst = self._inst = Instance(o.instance, self._root)
+        inst = self._inst = TraceInstance(o.instance, self._root)
         det.update(instance=o.instance, tracefs=str(self._root), mode=o.mode, events_requested=o.events)
         inst.create()
         self._created = True
@@ -196,7 +203,7 @@ class Ftrace(Collector):
             self.cleanup()
             raise
 
-    def _arm_freeze(self, inst: Instance) -> None:
+    def _arm_freeze(self, inst: TraceInstance) -> None:
         det, globs = self.ctx.details, self.options.freeze_on
         det["freeze_on"] = list(globs)
         test = SelfTest(error="no printk:console event")
@@ -212,10 +219,10 @@ class Ftrace(Collector):
         if globs and not in_kernel:
             self.log.warning("ftrace: the ring is stopped from user space, not in-kernel: %s", test.error)
 
-    def _start_record(self, inst: Instance) -> None:
+    def _start_record(self, inst: TraceInstance) -> None:
         tc, o, wd, det = tracefs.trace_cmd(), self.options, self.ctx.workdir, self.ctx.details
         assert tc is not None
-        det["partial_dat"] = proc.run([tc, "restore", "-c", "-o", wd / "partial.dat"], 120).returncode == 0
+        det["partial_dat"] = run_command([tc, "restore", "-c", "-o", wd / "partial.dat"], 120).returncode == 0
         argv = [tc, "record", "-m", str(o.record_max_kb), "-o", str(wd / "trace.dat"), "-B", inst.name]
         argv += ["-b", str(o.buffer_size_kb)]
         if det.get("trace_clock") in ("boot", "mono"):
@@ -225,7 +232,7 @@ class Ftrace(Collector):
         det["trace_cmd_argv"] = argv
         log = wd / "trace-cmd.log"
         fail = lambda rc: self.ctx.fail(f"trace-cmd record exited by itself ({rc}); see trace-cmd.log")  # noqa: E731
-        self._child = proc.ChildProcess(argv, stdout=log, stderr=log, on_unexpected_exit=fail).start()
+        self._child = ChildProcess(argv, stdout=log, stderr=log, on_unexpected_exit=fail).start()
 
     # --- stop / finalize --------------------------------------------------------------
     def stop(self) -> None:
@@ -244,8 +251,6 @@ class Ftrace(Collector):
             inst = self._inst
             if inst is None or not self._created or not inst.exists():
                 return
-            if inst.tracing_on:  # stop() was not called (the run ended another way)
-                self.stop()
             wd, det = self.ctx.workdir, self.ctx.details
             stats = inst.cpu_stats()
             det["cpu_stats"] = [dataclasses.asdict(s) for s in stats]
@@ -285,7 +290,7 @@ class Ftrace(Collector):
         cpu_files = [raw / f"cpu{c}" for c in cpus]
         restore = [tc, "restore", "-i", partial, "-o", self.ctx.workdir / "trace.dat", *cpu_files]
         for argv in ([tc, "restore", "-c", "-o", partial], restore):
-            res = proc.run(argv, timeout=600)
+            res = run_command(argv, timeout=600)
             if res.returncode != 0:
                 det["trace_dat"] = f"failed: trace-cmd restore: {res.stderr.strip()[-300:]}"
                 return
@@ -297,7 +302,7 @@ class Ftrace(Collector):
         if tc is None or not dat.exists():
             self.ctx.details["trace_txt"] = "not written: ring too full to format first, no trace.dat"
             return
-        child = proc.ChildProcess([tc, "report", dat], stdout=txt).start()
+        child = ChildProcess([tc, "report", dat], stdout=txt).start()
         if child.wait(1800) is None:
             child.stop()
         with open(txt, errors="replace") as lines:
@@ -314,8 +319,8 @@ class Ftrace(Collector):
             pass
 
     def cleanup(self) -> None:
-        """Stop trace-cmd and remove the instance if it is still there; safe to call
-        any time, any number of times (the runner may call it on every exit path)."""
+        """Stop trace-cmd and remove the instance if it is still there (the runner calls
+        this once, on every exit path, also after a failed or skipped start)."""
         try:
             self._stop_child()
         finally:
@@ -333,14 +338,14 @@ class Ftrace(Collector):
         return directory_size(self.ctx.workdir)
 
 
-def self_test(inst: Instance, globs: Sequence[str], timeout: float = 0.5) -> SelfTest:
+def self_test(inst: TraceInstance, globs: Sequence[str], timeout: float = 0.5) -> SelfTest:
     """Arm the freeze: one traceoff trigger on printk:console for ``globs`` or a fresh
     nonce glob; log a line with the nonce through /dev/kmsg and check that this instance
     (and no other) stopped. The trigger stays armed: removing one costs ~120 ms in the
     kernel, and the nonce never appears again. The instance is left stopped (or running
     if the kernel did not fire it)."""
     nonce = f"{SELFTEST_TAG}-{uuid.uuid4().hex[:12]}"
-    others = [Instance(n, inst.root) for n in tracefs.list_instances(inst.root) if n != inst.name]
+    others = [TraceInstance(n, inst.root) for n in tracefs.list_instances(inst.root) if n != inst.name]
     running = [o for o in others if _on(o)]
     inst.tracing_on = True
     patterns = list(globs) + [f"*{nonce}*"]
@@ -366,7 +371,7 @@ def self_test(inst: Instance, globs: Sequence[str], timeout: float = 0.5) -> Sel
     return test
 
 
-def _on(inst: Instance) -> bool:
+def _on(inst: TraceInstance) -> bool:
     try:
         return inst.tracing_on
     except OSError:  # removed meanwhile

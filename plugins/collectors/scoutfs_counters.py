@@ -9,11 +9,12 @@ import json
 import os
 import threading
 import time
-from typing import IO, Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from scoutfs_collect import Collector, Problem, hookimpl, option
 from scoutfs_collect.scoutfs import sysfs
 from scoutfs_collect.scoutfs.sysfs import Snapshot
+from scoutfs_collect.system.ringfile import HalfRotatingFile
 
 SERIES = "counters-series.csv"
 SERIES_OLD = "counters-series.old.csv"
@@ -74,12 +75,11 @@ class ScoutfsCounters(Collector):
         self._lock = threading.Lock()
         self._start: Optional[Snapshot] = None
         self._stop: Optional[Snapshot] = None
-        self._series: Optional[IO[str]] = None
+        self._series: Optional[HalfRotatingFile] = None
         self._last: Dict[str, Dict[str, int]] = {}
         self._last_time = 0.0
         self._samples = 0
         self._rows = 0
-        self._series_bytes = 0
         self._rotated_at: Optional[float] = None
         self._seen: List[str] = []
         self._appeared: List[Dict[str, Any]] = []
@@ -118,9 +118,9 @@ class ScoutfsCounters(Collector):
         self._write_json("counters-start.json", snap)
         self._last = {name: dict(m.counters.values) for name, m in snap.mounts.items()}
         self._last_time = snap.time
-        self._series = open(self.ctx.workdir / SERIES, "w", newline="")
-        self._series_bytes = self._series.write(",".join(SERIES_HEADER) + "\n")
-        self._series.flush()
+        self._series = HalfRotatingFile(self.ctx.workdir / SERIES, self.ctx.workdir / SERIES_OLD,
+                                        self.options.max_series_mb * MB,
+                                        header=(",".join(SERIES_HEADER) + "\n").encode())
         self.log.info(
             "%s: %d mount(s), start read took %.1f ms",
             self.ctx.name,
@@ -236,19 +236,8 @@ class ScoutfsCounters(Collector):
         self._samples += 1
         self._last_time = now
         text = buf.getvalue()
-        if text:
-            self._series_bytes += self._series.write(text)
-            self._series.flush()
-            if self._series_bytes > self.options.max_series_mb * MB // 2:
-                self._rotate_series(now)
-
-    def _rotate_series(self, now: float) -> None:
-        """Keep at most max_series_mb: the current half becomes the old half."""
-        self._series.close()
-        os.replace(self.ctx.workdir / SERIES, self.ctx.workdir / SERIES_OLD)
-        self._rotated_at = now
-        self._series = open(self.ctx.workdir / SERIES, "w", newline="")
-        self._series_bytes = self._series.write(",".join(SERIES_HEADER) + "\n")
+        if text and self._series.write(text.encode()):  # the current half became the old one
+            self._rotated_at = now
 
     def _merge_series(self) -> None:
         old, current = self.ctx.workdir / SERIES_OLD, self.ctx.workdir / SERIES

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from scoutfs_collect import Collector, Problem, hookimpl, option
+from scoutfs_collect import Collector, Problem, did_you_mean, hookimpl, option
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.plugin.options import did_you_mean
 
 MARKER = ".scoutfs-sim"
 REFUSED_PREFIXES = ("/sys", "/proc", "/dev", "/run", "/etc", "/boot", "/usr")
@@ -50,15 +49,15 @@ class ScoutfsSim(Collector):
     It builds a scoutfs-like sysfs tree (the layout of /sys/fs/scoutfs: f.*.r.* mount
     directories with fsid, rid, counters/, fence/, quorum/, options) at `sysfs_root`;
     point the other scoutfs plugins' `sysfs_root` at the same path. The tree is built in
-    preflight, because the other plugins' preflights look for it there; under
-    `scoutfs-collect check` (dry run) nothing is built. While the run records it raises
+    the `prepare` phase, before any preflight (the other plugins' preflights look for it
+    there), also under `scoutfs-collect check`, and removed at cleanup. While the run records it raises
     the `counters` by small random amounts every `interval` seconds and, if
     `fence_after` is set, publishes one fence request that many seconds after start, so
     the scoutfs-fence trigger fires. Its own output is only README.txt saying that the
     run was a simulation.
 
     WHAT IT CHANGES ON THE SYSTEM: creates `sysfs_root` (default
-    /tmp/scoutfs-collect-demo-sysfs) and removes it at the end of the run. It refuses
+    /tmp/scoutfs-collect-demo-sysfs) and removes it at the end of the run (or check). It refuses
     paths under /sys, /proc, /dev, /run, /etc, /boot, /usr and any existing directory it
     did not make (its own leftovers, marked by a .scoutfs-sim file, are replaced).
 
@@ -96,41 +95,38 @@ class ScoutfsSim(Collector):
         self._thread: Optional[threading.Thread] = None
         self._bumps = 0
         self._fence: Optional[Dict[str, str]] = None
+        self._notes: List[Problem] = []
+
+    def prepare(self) -> None:
+        """Build the simulated tree before any preflight looks for it (also under check;
+        cleanup removes it)."""
+        opts = self.options
+        if any(p.fatal for p in self._option_problems()):
+            return  # preflight reports why
+        if self.root.exists():
+            if not (self.root / MARKER).exists():
+                return  # not ours: preflight refuses it
+            fixture.remove_tree(self.root)
+            self._notes.append(Problem(f"removed a leftover demo tree at {self.root}", fatal=False))
+        self._mounts = fixture.build(self.root, opts.mounts)
+        (self.root / MARKER).write_text(f"made by scoutfs-sim, pid {os.getpid()}\n")
+        self._notes.append(Problem(
+            f"built demo scoutfs sysfs fixture at {self.root} ({opts.mounts} mount(s))", fatal=False))
 
     def preflight(self) -> List[Problem]:
-        opts = self.options
         problems = self._option_problems()
-        if opts.heartbeat and not ipaddress.ip_address(self.ctx.target.ip).is_loopback:
+        if self.options.heartbeat and not ipaddress.ip_address(self.ctx.target.ip).is_loopback:
             problems.append(Problem(
                 f"heartbeat: the simulation only sends to loopback, not {self.ctx.target}",
                 "use target 127.0.0.1 (or ::1) for the demo, or set heartbeat: false"))
-        if any(p.fatal for p in problems):
-            return problems
-        if self.ctx.dry_run:
-            return problems + [
-                Problem(
-                    f"dry run: the demo scoutfs sysfs tree at {self.root} is not built, so "
-                    "scoutfs plugins reading it report it missing",
-                    fatal=False,
-                )
-            ]
-        if self.root.exists():
-            if not (self.root / MARKER).exists():
-                return problems + [
-                    Problem(
-                        f"{self.root} exists and was not made by scoutfs-sim",
-                        "set sysfs_root to a path that does not exist, or remove that path",
-                    )
-                ]
-            fixture.remove_tree(self.root)
-            if not self._mounts:
-                problems.append(Problem(f"removed a leftover demo tree at {self.root}", fatal=False))
-        self._mounts = fixture.build(self.root, opts.mounts)
-        (self.root / MARKER).write_text(f"made by scoutfs-sim, pid {os.getpid()}\n")
-        problems.append(
-            Problem(f"built demo scoutfs sysfs fixture at {self.root} ({opts.mounts} mount(s))", fatal=False)
-        )
-        return problems
+        if not any(p.fatal for p in problems) and not self._mounts:
+            if self.root.exists() and not (self.root / MARKER).exists():
+                problems.append(Problem(
+                    f"{self.root} exists and was not made by scoutfs-sim",
+                    "set sysfs_root to a path that does not exist, or remove that path"))
+            else:
+                problems.append(Problem(f"the demo tree at {self.root} was not built (no prepare)"))
+        return problems + self._notes
 
     def _option_problems(self) -> List[Problem]:
         opts = self.options

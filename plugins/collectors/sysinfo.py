@@ -8,15 +8,13 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import psutil
 
-from scoutfs_collect import Collector, hookimpl, option
-from scoutfs_collect.ui.console import human_bytes
+from scoutfs_collect import Collector, TimedCall, call_with_timeout, hookimpl, human_bytes, option
 
 COPIED = {"/proc/cmdline": "proc-cmdline.txt", "/proc/meminfo": "proc-meminfo.txt",
           "/proc/mounts": "proc-mounts.txt", "/etc/os-release": "os-release.txt"}
@@ -26,13 +24,12 @@ Section = Callable[[], Any]
 
 
 def run_bounded(sections: List[Tuple[str, Section]], budget: float) -> Dict[str, Any]:
-    """Run each section in order in a daemon thread; after ``budget`` seconds give up.
+    """Run each section in order in a thread of its own; after ``budget`` seconds give up.
 
     A hung filesystem can block statfs() or a read of /proc/PID/cmdline forever; the
     sections not finished in time are marked, the snapshot is written anyway.
     """
     result: Dict[str, Any] = {}
-    done = threading.Event()
 
     def work() -> None:
         for name, fn in sections:
@@ -40,10 +37,8 @@ def run_bounded(sections: List[Tuple[str, Section]], budget: float) -> Dict[str,
                 result[name] = fn()
             except Exception as exc:  # one section failing must not lose the others
                 result[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        done.set()
 
-    threading.Thread(target=work, name="sysinfo", daemon=True).start()
-    done.wait(budget)
+    call_with_timeout(work, budget, "sysinfo")
     out = dict(result)
     for name, _ in sections:
         out.setdefault(name, {"error": f"not finished after {budget:g} s (hung filesystem?)"})
@@ -191,23 +186,12 @@ class Snapshotter:
 
     def disks(self) -> Dict[str, Any]:
         parts = [p._asdict() for p in psutil.disk_partitions(all=False)]
-        usage: Dict[str, Any] = {}
-
-        def statfs(mount: str) -> None:
-            try:
-                usage[mount] = psutil.disk_usage(mount)._asdict()
-            except OSError as exc:
-                usage[mount] = {"error": str(exc)}
-
-        threads = [threading.Thread(target=statfs, args=(p["mountpoint"],), daemon=True)
-                   for p in parts]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 2.0
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        for p in parts:
-            p["usage"] = usage.get(p["mountpoint"], {"error": "statfs did not return in 2 s"})
+        calls = [(p, TimedCall(lambda m=p["mountpoint"]: psutil.disk_usage(m)._asdict(), "statfs"))
+                 for p in parts]  # all at once: one hung mount must not delay the others
+        for p, call in calls:
+            outcome = call.result(2.0)
+            p["usage"] = (outcome.value if outcome.ok else
+                          {"error": "statfs did not return in 2 s" if outcome.timed_out else outcome.error})
         io = psutil.disk_io_counters(perdisk=True) or {}
         return {"partitions": parts, "io": {k: v._asdict() for k, v in io.items()}}
 

@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from scoutfs_collect import Collector, Problem, hookimpl, option
-from scoutfs_collect.system.paths import fsync_path
+from scoutfs_collect import ChildProcess, Collector, Problem, fsync_path, hookimpl, option, run_command
 from scoutfs_collect.system.pcap import summarize
-from scoutfs_collect.system.proc import ChildProcess, run
 
 PCAP_NAME = "tcpdump.pcap"  # ring files are tcpdump.pcap0 .. tcpdump.pcap{N-1}
 CMD_NAME = "tcpdump.cmd"
@@ -237,7 +235,7 @@ class Tcpdump(Collector):
     def _filter_problem(self, tcpdump: str) -> Optional[Problem]:
         expr = self.capture_filter()
         try:
-            done = run([tcpdump, "-d", "-i", self.options.interface, expr], timeout=15)
+            done = run_command([tcpdump, "-d", "-i", self.options.interface, expr], timeout=15)
         except Exception as exc:
             return Problem(f"cannot run {tcpdump} -d to check the filter: {exc}", INSTALL_FIX)
         if done.returncode == 0:

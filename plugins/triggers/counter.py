@@ -8,9 +8,7 @@ import os
 import time
 from typing import Deque, Dict, List, Optional, Set, Tuple
 
-from scoutfs_collect import Problem, ThreadedTrigger, Wakeup, hookimpl, option
-from scoutfs_collect.plugin.api import FireCallback
-from scoutfs_collect.plugin.options import did_you_mean
+from scoutfs_collect import FireCallback, Problem, ThreadedTrigger, Wakeup, did_you_mean, hookimpl, option
 from scoutfs_collect.scoutfs import sysfs
 
 Sample = Tuple[float, int]  # (monotonic time, value)

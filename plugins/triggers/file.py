@@ -9,8 +9,7 @@ import os
 import stat
 from typing import List, Optional
 
-from scoutfs_collect import Problem, ThreadedTrigger, Wakeup, hookimpl, option
-from scoutfs_collect.plugin.api import FireCallback
+from scoutfs_collect import FireCallback, Problem, ThreadedTrigger, Wakeup, hookimpl, option
 
 log = logging.getLogger(__name__)
 

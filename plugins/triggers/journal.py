@@ -10,9 +10,7 @@ import signal
 from pathlib import Path
 from typing import List, Optional
 
-from scoutfs_collect import Problem, ThreadedTrigger, Wakeup, hookimpl, option
-from scoutfs_collect.plugin.api import FireCallback
-from scoutfs_collect.system.proc import ChildProcess
+from scoutfs_collect import ChildProcess, FireCallback, Problem, ThreadedTrigger, Wakeup, hookimpl, option
 
 from .kmsg import DEFAULT_PATTERN, regex_problem
 

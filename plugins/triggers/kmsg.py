@@ -7,8 +7,7 @@ import os
 import re
 from typing import List, Optional
 
-from scoutfs_collect import Problem, ThreadedTrigger, Wakeup, hookimpl, option
-from scoutfs_collect.plugin.api import FireCallback
+from scoutfs_collect import FireCallback, Problem, ThreadedTrigger, Wakeup, hookimpl, option
 from scoutfs_collect.system.kernel_log import DEVICE, EpochClock, KmsgReader, KmsgRecord, follow
 
 DEFAULT_PATTERN = r"client .* reconnect timed out, fencing|server closing"

@@ -6,8 +6,7 @@ import dataclasses
 import os
 from typing import Dict, List, Set, Tuple
 
-from scoutfs_collect import Problem, ThreadedTrigger, Wakeup, hookimpl, option
-from scoutfs_collect.plugin.api import FireCallback
+from scoutfs_collect import FireCallback, Problem, ThreadedTrigger, Wakeup, hookimpl, option
 from scoutfs_collect.scoutfs import sysfs
 
 Key = Tuple[str, str]  # (mount name, rid)

@@ -6,8 +6,7 @@ import dataclasses
 import math
 from typing import List
 
-from scoutfs_collect import Problem, ThreadedTrigger, Wakeup, hookimpl, option
-from scoutfs_collect.plugin.api import FireCallback
+from scoutfs_collect import FireCallback, Problem, ThreadedTrigger, Wakeup, hookimpl, option
 
 
 class TimerTrigger(ThreadedTrigger):

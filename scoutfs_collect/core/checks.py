@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional
 
 from scoutfs_collect.plugin.api import Problem
 from scoutfs_collect.system.lock import HostLock
-from scoutfs_collect.system.paths import mount_of
+from scoutfs_collect.system.mounts import mount_of, read_mounts
 
 MIB = 1024 * 1024
 
@@ -37,10 +37,10 @@ def check_lock(lock: HostLock) -> List[Problem]:
 
 
 def check_output_dir(output_dir: Path, needed_bytes: int, min_free_mb: int,
-                     mount_table: Sequence[str] = ()) -> List[Problem]:
+                     mount_table: Optional[str] = None) -> List[Problem]:
     """The output dir exists, is a writable directory, is not on scoutfs and has room.
 
-    ``mount_table`` (lines as in /proc/self/mounts) defaults to the live one."""
+    ``mount_table`` (text as in /proc/self/mounts) defaults to the live one."""
     if output_dir.is_symlink() and not output_dir.resolve().is_dir():
         return [Problem(f"output dir {output_dir} is a dangling symlink", "pass --output-dir DIR")]
     if not output_dir.is_dir():
@@ -50,7 +50,8 @@ def check_output_dir(output_dir: Path, needed_bytes: int, min_free_mb: int,
     if not os.access(output_dir, os.W_OK | os.X_OK):
         problems.append(Problem(f"output dir {output_dir} is not writable",
                                 "pass --output-dir DIR on a local writable filesystem"))
-    mount_point, fstype = mount_of(output_dir, mount_table)
+    mount = mount_of(output_dir, read_mounts(mount_table))
+    mount_point, fstype = mount.point, mount.fstype
     if fstype == "scoutfs":
         problems.append(Problem(
             f"output dir {output_dir} is on the scoutfs filesystem {mount_point}: writing the "

@@ -173,7 +173,10 @@ def cmd_check(ns, argv, console) -> int:
     from scoutfs_collect.core.runner import Runner
 
     runner = Runner(_request(ns, argv, console), console, dry_run=True)
-    fatal = _print_problems(console, runner.preflight())
+    try:
+        fatal = _print_problems(console, runner.preflight())
+    finally:
+        runner.cleanup()  # gives back what prepare built (the demo tree)
     if fatal:
         console.line(f"check: {fatal} problem(s) must be fixed before a run")
         return EXIT_USAGE

@@ -121,6 +121,10 @@ class Registry:
         """Register one plugin module's types, recording failures instead of raising."""
         try:
             self.manager.register(module, name=source)
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.manager.unregister(module)
+            raise UsageError(f"plugin {source}: {_describe_invalid(module, exc)}") from None
         except Exception as exc:
             self.load_errors.append((source, f"cannot register: {exc}"))
             return
@@ -134,6 +138,19 @@ class Registry:
                 raise
             except Exception as exc:
                 self.load_errors.append((source, f"scoutfs_collect_register failed: {exc}"))
+
+
+def _describe_invalid(module: ModuleType, exc: Exception) -> str:
+    """pluggy's complaint in one line, naming the hook and the file it is in."""
+    where = getattr(module, "__file__", None) or getattr(module, "__name__", "?")
+    text = " ".join(str(exc).split())
+    names = [n for n in dir(module) if n.startswith("scoutfs_collect_")]
+    known = [n for n in dir(hookspecs) if n.startswith("scoutfs_collect_")]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        return (f"{where}: unknown hook '{unknown[0]}'{did_you_mean(unknown[0], known)} "
+                f"(the hooks are listed in scoutfs_collect/plugin/hookspecs.py)")
+    return f"{where}: {text}"
 
 
 def _entry_points() -> Iterable[Tuple[str, importlib.metadata.EntryPoint]]:

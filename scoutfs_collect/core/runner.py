@@ -15,20 +15,21 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from scoutfs_collect.archive import manifest
 from scoutfs_collect.archive import write as archive
-from scoutfs_collect.archive.manifest import PluginRecord, TriggerRecord
+from scoutfs_collect.archive.manifest import TriggerRecord
 from scoutfs_collect.archive.recover import remove_stale_partials
 from scoutfs_collect.core import phases
 from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, free_mb, packing_floor
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from scoutfs_collect.core.events import EventLog
-from scoutfs_collect.core.profile import InstanceSpec, Profile
-from scoutfs_collect.core.registry import PluginType, Registry
-from scoutfs_collect.plugin.api import PluginContext, Problem, Target
-from scoutfs_collect.plugin.options import build
+from scoutfs_collect.core.instances import PluginInstance, build_instances
+from scoutfs_collect.core.phases import Phase, RunState
+from scoutfs_collect.core.profile import Profile
+from scoutfs_collect.core.registry import Registry
+from scoutfs_collect.plugin.api import Problem, Target
 from scoutfs_collect.system import proc
 from scoutfs_collect.system.lock import Holder, HostLock
 from scoutfs_collect.system.paths import fsync_tree, make_workdir, run_stem
@@ -49,61 +50,6 @@ class RunRequest:
     events_file: Optional[Path] = None
 
 
-@dataclasses.dataclass
-class Instance:
-    """One configured plugin: its spec, type, object, context and manifest record."""
-
-    spec: InstanceSpec
-    ptype: PluginType
-    plugin: Any
-    ctx: PluginContext
-    record: PluginRecord
-    timeout: float
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def run_phase(self, phase: str, outcome: phases.PhaseOutcome) -> phases.PhaseOutcome:
-        """Record a finished phase's timing and error in the manifest record."""
-        self.record.phases[phase] = round(outcome.seconds, 6)
-        if not outcome.ok:
-            self.record.record_error(f"{phase}: {outcome.error}", timed_out=outcome.timed_out)
-            log.error("%s: %s %s", self.name, phase, outcome.error)
-            if outcome.detail:
-                log.debug("%s: %s traceback:\n%s", self.name, phase, outcome.detail)
-        return outcome
-
-
-def build_instances(
-    profile: Profile, registry: Registry, target: Target, dry_run: bool
-) -> List[Instance]:
-    """One Instance per profile entry (collectors first), options already validated."""
-    out = []
-    for spec in profile.collectors + profile.triggers:
-        ptype = registry.get(spec.type_name, spec.kind)
-        options = build(ptype.cls.Options, spec.options)
-        ctx = PluginContext(
-            name=spec.name,
-            type_name=spec.type_name,
-            target=target,
-            workdir=Path("/nonexistent-until-start"),
-            dry_run=dry_run,
-            log=logging.getLogger(f"scoutfs_collect.plugin.{spec.name}"),
-        )
-        out.append(
-            Instance(
-                spec=spec,
-                ptype=ptype,
-                plugin=ptype.cls(ctx, options),
-                ctx=ctx,
-                record=PluginRecord(kind=spec.kind, type=spec.type_name),
-                timeout=spec.timeout or profile.settings.phase_timeout,
-            )
-        )
-    return out
-
-
 class Runner:
     """Drives one run. ``preflight()`` first; ``run()`` only after it found nothing fatal."""
 
@@ -120,7 +66,7 @@ class Runner:
         self.trigger: Optional[TriggerRecord] = None
         self.triggered = threading.Event()
         self._trigger_lock = threading.Lock()
-        self.state = "preflight"
+        self.state = RunState.PREFLIGHT
         self.workdir: Optional[Path] = None
         self.times: Dict[str, Any] = {}
         self.notes: List[str] = []
@@ -144,10 +90,11 @@ class Runner:
         problem = archive.compression_problem(self.settings.compression)
         if problem:
             found.append(("core", Problem(problem)))
-        # In profile order, one at a time: a plugin may prepare what a later one checks.
-        for inst in self.instances:
-            outcome = inst.run_phase("preflight", phases.call(
-                inst.plugin.preflight, inst.timeout, f"preflight-{inst.name}"))
+        # In profile order, one at a time: prepare everything, then check everything.
+        for inst, outcome in self._run_phase(self.instances, Phase.PREPARE):
+            if not outcome.ok:
+                found.append((inst.name, Problem(f"prepare {outcome.error}")))
+        for inst, outcome in self._run_phase(self.instances, Phase.PREFLIGHT):
             if not outcome.ok:
                 found.append((inst.name, Problem(f"preflight {outcome.error}")))
                 continue
@@ -156,6 +103,43 @@ class Runner:
                 if not p.fatal:
                     self.notes.append(f"{inst.name}: {p.message}")
         return found
+
+    # -- the one way a phase is called ---------------------------------------------------
+
+    def _run_phase(
+        self,
+        insts: Sequence[PluginInstance],
+        phase: Phase,
+        at_once: bool = False,
+        until: Optional[Callable[[], bool]] = None,
+    ) -> List[Tuple[PluginInstance, phases.CallOutcome]]:
+        """Call ``phase`` of each instance under its timeout and record the outcome.
+
+        One after the other in the given order (stopping early once ``until()`` is
+        true), or ``at_once``: all started together, then each collected. An instance
+        never runs a phase twice: that would break the contract in plugin/api.py.
+        """
+        def call_of(inst: PluginInstance) -> Callable[[], Any]:
+            if inst.ran(phase):
+                raise RuntimeError(f"{inst.name}: {phase.value} would run twice")
+            if phase is Phase.ARM:
+                return lambda: inst.plugin.arm(self._fire_callback(inst))
+            return getattr(inst.plugin, phase.value)
+
+        done: List[Tuple[PluginInstance, phases.CallOutcome]] = []
+        if at_once:
+            calls = [phases.TimedCall(call_of(i), f"{phase.value}-{i.name}") for i in insts]
+            for inst, running in zip(insts, calls):
+                done.append((inst, running.result(inst.timeout)))
+                inst.record_outcome(phase, done[-1][1])
+            return done
+        for inst in insts:
+            outcome = phases.call_with_timeout(call_of(inst), inst.timeout, f"{phase.value}-{inst.name}")
+            inst.record_outcome(phase, outcome)
+            done.append((inst, outcome))
+            if until is not None and until():
+                break
+        return done
 
     # -- the run ---------------------------------------------------------------------
 
@@ -171,27 +155,27 @@ class Runner:
                 self.times["clocks_at_trigger"] = manifest.clocks()
         self.triggered.set()
 
-    def _fire_callback(self, inst: Instance):
+    def _fire_callback(self, inst: PluginInstance):
         return lambda reason: self.fire(inst.name, inst.spec.type_name, str(reason))
 
     def handle_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM: abort before the start, stop while running, abort packing."""
         name = signal.Signals(signum).name
-        if self.state == "preflight":
+        if self.state is RunState.PREFLIGHT:
             raise KeyboardInterrupt(name)
-        if self.state in ("starting", "running"):  # past preflight: always an archive
+        if self.state in (RunState.STARTING, RunState.RUNNING):  # past preflight: always an archive
             self.fire("operator", "operator", f"{name} from the operator")
-        elif self.state == "packing":
+        elif self.state is RunState.PACKING:
             raise KeyboardInterrupt(name)
         else:
-            log.warning("%s received while %s: finishing that first", name, self.state)
+            log.warning("%s received while %s: finishing that first", name, self.state.value)
 
     def _on_plugin_failure(self, name: str, message: str) -> None:
         self.events.emit("error", plugin=name, message=message)
 
     def run(self) -> int:
         """The whole run after a clean preflight; returns the exit status."""
-        self.state = "starting"
+        self.state = RunState.STARTING
         try:
             self.stale = self.lock.acquire()
         except BaseException:
@@ -205,18 +189,14 @@ class Runner:
             self.events.close()
 
     def cleanup(self) -> None:
-        """Disarm what is armed, let every collector give back what it holds, end children.
+        """Disarm what is still armed, then every instance's ``cleanup`` (each exactly
+        once, whatever came before), then end any child left.
 
-        Runs on every exit path after preflight (also when preflight failed: a plugin
-        may have prepared something for a later one)."""
-        for inst in self.triggers:
-            if "arm" in inst.record.phases and "disarm" not in inst.record.phases:
-                inst.run_phase("disarm", phases.call(inst.plugin.disarm, inst.timeout,
-                                                     f"disarm-{inst.name}"))
-        for inst in self.collectors:
-            outcome = phases.call(inst.plugin.cleanup, inst.timeout, f"cleanup-{inst.name}")
-            if not outcome.ok:
-                log.error("%s: cleanup %s", inst.name, outcome.error)
+        Runs on every exit path after preflight began, a failed preflight included:
+        ``prepare`` may have built something for a later plugin."""
+        self._run_phase([i for i in self.triggers
+                         if i.succeeded(Phase.ARM) and not i.ran(Phase.DISARM)], Phase.DISARM, at_once=True)
+        self._run_phase([i for i in self.instances if not i.ran(Phase.CLEANUP)], Phase.CLEANUP)
         proc.kill_all()
 
     def _run_locked(self) -> int:
@@ -238,11 +218,11 @@ class Runner:
         for inst in self.instances:
             inst.ctx.workdir = self.workdir / inst.name
             inst.ctx.dry_run = False
-            inst.ctx.on_failure = self._on_plugin_failure
+            inst.ctx._on_failure = self._on_plugin_failure
             if inst.spec.kind == "collector":
                 inst.ctx.workdir.mkdir(mode=0o700)
         self._write_manifest()  # from here on, 'scoutfs-collect pack' can finish a killed run
-        self.state = "running"
+        self.state = RunState.RUNNING
         self._start_collectors()
         self._arm_triggers()
         self.times["armed"] = time.time()
@@ -266,18 +246,14 @@ class Runner:
         self._log_handler = handler
 
     def _start_collectors(self) -> None:
-        for inst in self.collectors:
-            outcome = inst.run_phase("start", phases.call(
-                inst.plugin.start, inst.timeout, f"start-{inst.name}"))
-            inst.record.status = "ok" if outcome.ok else inst.record.status
+        """In profile order; a trigger (Ctrl-C) during the start leaves the rest unstarted."""
+        for inst, outcome in self._run_phase(self.collectors, Phase.START, until=self.triggered.is_set):
+            if outcome.ok:
+                inst.record.status = "ok"
             self._check_background_failures(inst)
-            if self.triggered.is_set():
-                break
 
     def _arm_triggers(self) -> None:
-        for inst in self.triggers:
-            outcome = inst.run_phase("arm", phases.call(
-                lambda i=inst: i.plugin.arm(self._fire_callback(i)), inst.timeout, f"arm-{inst.name}"))
+        for inst, outcome in self._run_phase(self.triggers, Phase.ARM):
             if outcome.ok:
                 inst.record.status = "ok"
 
@@ -316,22 +292,16 @@ class Runner:
                 f"free {human_bytes(free * 1024 * 1024)} | armed: {armed}")
 
     def _stop_collectors(self) -> None:
-        """Signal every started collector at once, newest first, and wait for each."""
-        order = [i for i in reversed(self.collectors) if "start" in i.record.phases]
-        results = phases.call_all([i.plugin.stop for i in order], [i.timeout for i in order],
-                                  [f"stop-{i.name}" for i in order])
-        for inst, outcome in zip(order, results):
-            inst.run_phase("stop", outcome)
+        """Stop every started collector at once, newest first, then disarm the triggers."""
+        started = [i for i in reversed(self.collectors) if i.succeeded(Phase.START)]
+        for inst, outcome in self._run_phase(started, Phase.STOP, at_once=True):
             inst.record.stopped_at = outcome.ended_at
-        disarm = [i for i in self.triggers if "arm" in i.record.phases]
-        results = phases.call_all([i.plugin.disarm for i in disarm], [i.timeout for i in disarm],
-                                  [f"disarm-{i.name}" for i in disarm])
-        for inst, outcome in zip(disarm, results):
-            inst.run_phase("disarm", outcome)
+        armed = [i for i in self.triggers if i.succeeded(Phase.ARM)]
+        self._run_phase(armed, Phase.DISARM, at_once=True)
 
     def _finish(self) -> int:
         assert self.trigger is not None and self.workdir is not None
-        self.state = "stopping"
+        self.state = RunState.STOPPING
         t = self.trigger
         log.info("triggered by %s (%s): %s", t.name, t.type, t.reason)
         self.times["triggered"] = t.time
@@ -340,10 +310,10 @@ class Runner:
                      self.settings.post_trigger_seconds)
             self.events.emit("post_trigger", seconds=self.settings.post_trigger_seconds,
                              trigger=t.name)
-            self.state = "running"
+            self.state = RunState.RUNNING
             self.triggered.clear()
             self.triggered.wait(self.settings.post_trigger_seconds)
-            self.state = "stopping"
+            self.state = RunState.STOPPING
         self._stop_collectors()
         self.times["stopped"] = time.time()
         self.events.emit("triggered", trigger=t.name, type=t.type, reason=t.reason,
@@ -352,12 +322,9 @@ class Runner:
         self._notify("scoutfs_collect_triggered", run=self._run_info(),
                      trigger=dataclasses.asdict(t))
         self._make_durable("durable")
-        self.state = "finalizing"
-        order = [i for i in self.collectors if "start" in i.record.phases]
-        results = phases.call_all([i.plugin.finalize for i in order], [i.timeout for i in order],
-                                  [f"finalize-{i.name}" for i in order])
-        for inst, outcome in zip(order, results):
-            inst.run_phase("finalize", outcome)
+        self.state = RunState.FINALIZING
+        self._run_phase([i for i in self.collectors if i.returned(Phase.STOP)], Phase.FINALIZE,
+                        at_once=True)
         for inst in self.instances:
             self._check_background_failures(inst)
         self.events.emit("finalized")
@@ -376,7 +343,7 @@ class Runner:
             log.error("fsync of %s failed: %s", self.workdir, exc)
             self.events.emit("error", plugin="core", message=f"fsync failed: {exc}")
 
-    def _check_background_failures(self, inst: Instance) -> None:
+    def _check_background_failures(self, inst: PluginInstance) -> None:
         for message in inst.ctx.failures:
             if message not in inst.record.errors:
                 inst.record.record_error(message)
@@ -394,7 +361,7 @@ class Runner:
         self._write_manifest(exit_status)
         logging.getLogger().removeHandler(self._log_handler)
         self._log_handler.close()
-        self.state = "packing"
+        self.state = RunState.PACKING
         try:
             path = archive.pack(self.workdir, self.output_dir, self.settings.compression,
                                 progress=lambda d, t: self.console.progress("packing", d, t),
@@ -412,7 +379,7 @@ class Runner:
             self.events.emit("error", plugin="core", message=f"archive failed: {exc}")
             return EXIT_NO_ARCHIVE
         finally:
-            self.state = "done"
+            self.state = RunState.DONE
         self.console.end_status()
         self.events.emit("archive", path=str(path))
         self._notify("scoutfs_collect_archive_written", run=self._run_info(), path=path)

@@ -1,26 +1,59 @@
-"""What a plugin author writes against: collector and trigger base classes and their context.
+"""What a plugin author writes against: collector and trigger base classes, their context,
+and the lifecycle contract the core guarantees.
 
-A *collector* records one kind of data. The runner drives each configured instance:
+A *collector* records one kind of data, a *trigger* decides when the run ends. The
+runner builds one object per profile entry and drives its phases; a plugin never calls
+its own phases and never needs to guard against the runner.
 
+Collector phases, in order::
+
+    prepare -> preflight -> start -> stop -> finalize -> cleanup
+
+Trigger phases, in order::
+
+    prepare -> preflight -> arm -> disarm -> cleanup
+
+``prepare()``
+    Provide what other plugins' preflights look for (only the demo's simulated scoutfs
+    tree does this). Runs for every instance, in profile order, before any preflight,
+    also under ``scoutfs-collect check``. The only phase before ``start``/``arm`` that
+    may change the system, and only in ways ``cleanup()`` undoes; say what in the class
+    docstring.
 ``preflight()``
-    Report problems (a list of :class:`Problem`), change nothing on the system
-    (``ctx.dry_run`` is True under ``scoutfs-collect check``; when False a preflight
-    may repair leftovers of a crashed run, and must say so with a non-fatal Problem).
-``start()``
-    Begin recording into ``ctx.workdir``.
-``stop()``
-    Called the moment a trigger fires: freeze the data at once, keep it. Be fast.
+    Report problems as a list of :class:`Problem`; change nothing. ``ctx.dry_run`` is
+    True under ``check``. In a real run a preflight may repair leftovers of a crashed
+    run of its own (a stale tracefs instance) and must say so with a non-fatal Problem.
+``start()`` / ``arm(fire)``
+    Begin recording into ``ctx.workdir`` (it exists) / begin watching. ``fire(reason)``
+    may be called once, from any thread, when the condition holds.
+``stop()`` / ``disarm()``
+    ``stop()`` is called the instant a trigger fires: freeze the data and return; do
+    the slow work in ``finalize()``. ``disarm()`` stops watching.
 ``finalize()``
-    Turn what was recorded into the files support reads, inside ``ctx.workdir``.
+    Write the output files into ``ctx.workdir``.
 ``cleanup()``
-    Give back what is still held on the system; runs on every exit path, even when
-    the run was aborted before ``start()`` or ``finalize()``.
+    Give back whatever the instance still holds on the system (a child, a tracefs
+    instance, a thread, a temporary tree).
 
-A *trigger* decides when the run ends: ``preflight()`` → ``arm(fire)`` → ``disarm()``.
-It calls ``fire(reason)`` once, from any thread, when its condition holds.
+What the runner guarantees (tested in ``tests/test_contract.py``):
 
-Every phase runs in a worker thread under a timeout; an exception or a timeout is
-recorded in the manifest and the run goes on with the other plugins.
+* Each phase of an instance runs at most once, in the order above, each in a worker
+  thread under the instance's timeout (``settings.phase_timeout`` or its ``timeout``).
+* ``start``/``arm`` run only when no preflight found a fatal problem.
+* ``stop`` runs only after a ``start`` that returned; ``disarm`` only after an ``arm``
+  that returned. After a ``start``/``arm`` that raised or timed out, neither runs:
+  ``cleanup`` must release what it took.
+* ``finalize`` runs only after a ``stop`` that returned (it may have raised); not after
+  a ``stop`` that timed out, which may still be running.
+* ``cleanup`` runs exactly once for every instance, on every exit path (a fatal
+  preflight, a signal, a failed phase), last. It may find a timed-out phase still
+  running in its abandoned thread.
+* An exception or a timeout in any phase is recorded in the manifest
+  (``plugins.NAME.status`` ``failed``/``timeout`` with the error); the other plugins go on.
+* Collectors start in profile order, stop all at once newest first, finalize in parallel.
+
+The public API is what :mod:`scoutfs_collect` exports; everything else in the package is
+internal and may change between releases.
 """
 
 from __future__ import annotations
@@ -28,13 +61,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import select
-import threading
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
 
 from scoutfs_collect.plugin.options import NoOptions
+from scoutfs_collect.system.wakeup import Wakeup, WatcherThread
 
+#: What ``Trigger.arm`` receives: call it once with the reason the trigger fired.
 FireCallback = Callable[[str], None]
 
 
@@ -73,8 +106,9 @@ class PluginContext:
     ``name`` is the instance name from the profile, ``type_name`` its plugin type.
     ``workdir`` is this instance's own output directory inside the run's work
     directory; it exists before ``start()``. ``details`` is free-form, JSON-able data
-    that lands in the manifest under ``plugins.NAME.details``; ``set_window`` records
-    the time span (epoch seconds) the data covers.
+    that lands in the manifest under ``plugins.NAME.details``. Report the time span the
+    data covers with :meth:`set_window` and failures noticed outside a phase with
+    :meth:`fail`.
     """
 
     name: str
@@ -84,23 +118,34 @@ class PluginContext:
     dry_run: bool = False
     log: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("plugin"))
     details: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    window: Optional[Dict[str, Optional[float]]] = None
-    failures: List[str] = dataclasses.field(default_factory=list)
-    on_failure: Optional[Callable[[str, str], None]] = None
+    # The runner's bookkeeping, read through the properties below.
+    _window: Optional[Dict[str, Optional[float]]] = dataclasses.field(default=None, repr=False)
+    _failures: List[str] = dataclasses.field(default_factory=list, repr=False)
+    _on_failure: Optional[Callable[[str, str], None]] = dataclasses.field(default=None, repr=False)
 
     def set_window(self, first: Optional[float], last: Optional[float]) -> None:
         """Record the epoch-seconds span the captured data covers (None when unknown)."""
-        self.window = {"first": first, "last": last}
+        self._window = {"first": first, "last": last}
+
+    @property
+    def window(self) -> Optional[Dict[str, Optional[float]]]:
+        """The span last given to :meth:`set_window` (a copy), or None."""
+        return dict(self._window) if self._window is not None else None
 
     def fail(self, message: str) -> None:
         """Report a failure noticed outside a phase (a child process died, a reader broke).
 
         The manifest marks the plugin ``failed`` with this message; the run goes on.
         """
-        self.failures.append(message)
+        self._failures.append(message)
         self.log.error("%s: %s", self.name, message)
-        if self.on_failure is not None:
-            self.on_failure(self.name, message)
+        if self._on_failure is not None:
+            self._on_failure(self.name, message)
+
+    @property
+    def failures(self) -> List[str]:
+        """The messages given to :meth:`fail` so far (a copy)."""
+        return list(self._failures)
 
 
 class _PluginBase:
@@ -117,9 +162,16 @@ class _PluginBase:
     def log(self) -> logging.Logger:
         return self.ctx.log
 
+    def prepare(self) -> None:
+        """Provide what other plugins' preflights check (demo plugins only); see the module doc."""
+
     def preflight(self) -> List[Problem]:
         """Report everything that would stop this plugin from working; change nothing."""
         return []
+
+    def cleanup(self) -> None:
+        """Give back whatever this instance still holds on the system. Runs exactly once,
+        last, on every exit path (see the module doc for what may still be running)."""
 
 
 class Collector(_PluginBase):
@@ -141,11 +193,6 @@ class Collector(_PluginBase):
     def finalize(self) -> None:
         """Write the output files into ``self.ctx.workdir``."""
 
-    def cleanup(self) -> None:
-        """Give back whatever this instance still holds on the system (a child process,
-        a tracefs instance, a temporary tree). Called on every exit path once preflight
-        has run, after finalize or instead of it; must be safe to call any time, twice."""
-
     def bytes_written(self) -> int:
         """Bytes recorded so far, for the live status line."""
         return directory_size(self.ctx.workdir)
@@ -164,54 +211,6 @@ class Trigger(_PluginBase):
         """Stop watching and release what ``arm`` took."""
 
 
-class Wakeup:
-    """A stop flag that a thread can wait on alone or together with file descriptors.
-
-    ``fd`` becomes readable once :meth:`set` is called, so a watcher can
-    ``poll([its_fd, wakeup.fd])`` and leave its loop without any periodic wake-up.
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-
-    @property
-    def fd(self) -> int:
-        return self._read_fd
-
-    def set(self) -> None:
-        if not self._event.is_set():
-            self._event.set()
-            try:
-                os.write(self._write_fd, b"x")
-            except OSError:
-                pass
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._event.wait(timeout)
-
-    def wait_readable(self, fds: List[int], timeout: Optional[float] = None) -> List[int]:
-        """Block until one of ``fds`` is readable or the wakeup is set; return readable fds."""
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN | select.POLLPRI)
-        poller.register(self._read_fd, select.POLLIN)
-        ms = None if timeout is None else int(timeout * 1000)
-        ready = poller.poll(ms)
-        return [fd for fd, _ in ready if fd != self._read_fd]
-
-    def close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 class ThreadedTrigger(Trigger):
     """A trigger whose watching loop runs in its own thread.
 
@@ -220,28 +219,19 @@ class ThreadedTrigger(Trigger):
     """
 
     def arm(self, fire: FireCallback) -> None:
-        self._wakeup = Wakeup()
-        self._thread = threading.Thread(
-            target=self._run, args=(fire,), name=f"trigger-{self.ctx.name}", daemon=True
+        self._watcher = WatcherThread(
+            lambda wakeup: self.watch(fire, wakeup),
+            on_error=lambda message: self.ctx.fail(f"watcher stopped: {message}"),
+            name=f"trigger-{self.ctx.name}",
         )
-        self._thread.start()
-
-    def _run(self, fire: FireCallback) -> None:
-        try:
-            self.watch(fire, self._wakeup)
-        except Exception as exc:  # a broken watcher must be visible, not silent
-            self.ctx.fail(f"watcher stopped: {exc}")
+        self._thread = self._watcher.thread
+        self._watcher.start()
 
     def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
         raise NotImplementedError
 
     def disarm(self) -> None:
-        wakeup = getattr(self, "_wakeup", None)
-        if wakeup is None:
-            return
-        wakeup.set()
-        self._thread.join()
-        wakeup.close()
+        self._watcher.stop(timeout=None)
 
 
 def directory_size(path: Union[str, Path]) -> int:

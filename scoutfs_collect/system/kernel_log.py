@@ -31,11 +31,10 @@ import errno
 import logging
 import os
 import re
-import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
-from scoutfs_collect.plugin.api import Wakeup
+from scoutfs_collect.system.wakeup import Wakeup, WatcherThread
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +288,7 @@ def follow(
 
 
 class KmsgFollower:
-    """:func:`follow` in a thread of its own; :meth:`stop` drains, then ends it.
+    """:func:`follow` in a :class:`WatcherThread`; :meth:`stop` drains, then ends it.
 
     ``on_error(message)`` is called (from the thread) if reading or ``on_records`` fails.
     """
@@ -303,18 +302,14 @@ class KmsgFollower:
     ) -> None:
         self.reader = reader
         self._on_records = on_records
-        self._on_error = on_error
-        self._wakeup = Wakeup()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._watcher = WatcherThread(
+            lambda wakeup: follow(reader, wakeup, self._hand_over),
+            on_error=lambda message: on_error(f"kernel log reader stopped: {message}"),
+            name=name,
+        )
 
     def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            follow(self.reader, self._wakeup, self._hand_over)
-        except Exception as exc:  # must be visible: the log stops being recorded
-            self._on_error(f"kernel log reader stopped: {type(exc).__name__}: {exc}")
+        self._watcher.start()
 
     def _hand_over(self, records: List[KmsgRecord]) -> bool:
         self._on_records(records)
@@ -322,10 +317,4 @@ class KmsgFollower:
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Wake the thread, let it read what is readable, wait for it; False if it hung."""
-        self._wakeup.set()
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
-        if self._thread.is_alive():
-            return False
-        self._wakeup.close()
-        return True
+        return self._watcher.stop(timeout)

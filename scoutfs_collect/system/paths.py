@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Tuple, Union
+from typing import Optional, Union
 
 PathLike = Union[str, Path]
 PREFIX = "scoutfs-collect"
@@ -91,19 +91,3 @@ def fsync_tree(root: PathLike) -> int:
                 count += 1
         fsync_path(dirpath)
     return count
-
-
-def mount_of(path: PathLike, mounts: Iterable[str] = ()) -> Tuple[str, str]:
-    """(mount point, filesystem type) of the mount holding ``path``: the longest mount
-    point above it in ``mounts`` (lines as in /proc/self/mounts; default: the live table)."""
-    target = os.path.realpath(path)
-    best = ("/", "unknown")
-    lines = list(mounts) or Path("/proc/self/mounts").read_text().splitlines()
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mnt = fields[1].replace("\\040", " ")
-        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
-            best = (mnt, fields[2])
-    return best

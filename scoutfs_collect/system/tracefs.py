@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, TextIO, Tuple
 
 from scoutfs_collect.system import proc
+from scoutfs_collect.system.mounts import read_mounts
 
 DEFAULT_ROOT = Path("/sys/kernel/tracing")
 EPOCH_CLOCKS = (("boot", time.CLOCK_BOOTTIME), ("mono", time.CLOCK_MONOTONIC))
@@ -32,10 +33,7 @@ class TracefsError(RuntimeError):
 
 def find_root(mounts_text: Optional[str] = None) -> Optional[Path]:
     """Where tracefs is mounted (``/sys/kernel/tracing`` preferred), or None."""
-    if mounts_text is None:
-        mounts_text = Path("/proc/self/mounts").read_text()
-    fields = (line.split() for line in mounts_text.splitlines())
-    found = [Path(f[1]) for f in fields if len(f) > 2 and f[2] == "tracefs"]
+    found = [Path(m.point) for m in read_mounts(mounts_text) if m.fstype == "tracefs"]
     if DEFAULT_ROOT in found:
         return DEFAULT_ROOT
     return found[0] if found else None
@@ -150,7 +148,7 @@ def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSp
     return span
 
 
-class Instance:
+class TraceInstance:
     """One private ftrace instance, ``ROOT/instances/NAME``. All writes stay inside it."""
 
     def __init__(self, name: str, root: Path = DEFAULT_ROOT) -> None:
@@ -161,7 +159,7 @@ class Instance:
         self.path = self.root / "instances" / name
 
     def __repr__(self) -> str:
-        return f"Instance({self.name!r})"
+        return f"TraceInstance({self.name!r})"
 
     # --- life cycle ---------------------------------------------------------------
     def exists(self) -> bool:

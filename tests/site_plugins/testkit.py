@@ -59,9 +59,15 @@ class Faulty(Collector):
         if name in self.options.hang_in:
             threading.Event().wait(self.options.hang_seconds)
 
+    def prepare(self) -> None:
+        self._phase("prepare")
+
     def preflight(self) -> List[Problem]:
         self._phase("preflight")
         return [Problem(self.options.problem, "remove the problem option")] if self.options.problem else []
+
+    def cleanup(self) -> None:
+        self._phase("cleanup")
 
     def start(self) -> None:
         self._phase("start")
@@ -81,10 +87,9 @@ class FaultyTrigger(Trigger):
     Options = Faulty.Options
 
     _phase = Faulty._phase
-
-    def preflight(self) -> List[Problem]:
-        self._phase("preflight")
-        return [Problem(self.options.problem, "remove the problem option")] if self.options.problem else []
+    prepare = Faulty.prepare
+    preflight = Faulty.preflight
+    cleanup = Faulty.cleanup
 
     def arm(self, fire) -> None:
         self._phase("arm")

@@ -11,19 +11,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from scoutfs_collect import PluginContext, Target
 from scoutfs_collect.demo import fixture
 from scoutfs_collect.plugin import options
-from scoutfs_collect.system.tracefs import Instance, TracefsError
+from scoutfs_collect.system.tracefs import TracefsError, TraceInstance
 
 T = TypeVar("T")
-
-# The project's shared/ folder sits beside the checkout (here and in CI).
-SHARED_COUNTER_NAMES = (Path(__file__).resolve().parents[2] / "shared" / "reference"
-                        / "scoutfs-counter-names.txt")
-
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
     """Return the first truthy value of ``condition()``; fail the test after ``timeout`` s.
@@ -45,11 +40,15 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def kmsg_write(text: str, level: int = 6) -> None:
-    """Inject a real kernel log line through /dev/kmsg (root only)."""
+def kmsg_write(text: str, level: int = 6) -> Tuple[float, float]:
+    """Inject a real kernel log line through /dev/kmsg (root only); the epoch times just
+    before and just after the write."""
     fd = os.open("/dev/kmsg", os.O_WRONLY)
     try:
-        os.write(fd, f"<{level}>{text}\n".encode())
+        data = f"<{level}>{text}\n".encode()
+        before = time.time()
+        os.write(fd, data)
+        return before, time.time()
     finally:
         os.close(fd)
 
@@ -64,14 +63,11 @@ def extract(archive, dest) -> Path:
 
 
 def counter_names() -> List[str]:
-    """The scoutfs counter names measured on a real system (the shared reference list),
-    or the fixture's built-in list where that file is missing."""
-    if SHARED_COUNTER_NAMES.exists():
-        return fixture.load_counter_names(SHARED_COUNTER_NAMES)
+    """The scoutfs counter names of the current sources (the project's packaged copy)."""
     return fixture.default_counter_names()
 
 
-def write_marker_if_on(inst: Instance, text: str) -> None:
+def write_marker_if_on(inst: TraceInstance, text: str) -> None:
     """Write a trace marker; once the instance is off the kernel refuses it (EBADF), and
     then nothing is recorded either way."""
     try:
