@@ -2,7 +2,8 @@
 
 Each run is a real capture through the real CLI (``python -m scoutfs_collect``): ftrace
 on sched:sched_switch + sched:sched_wakeup with a freeze_on glob matching the trigger
-line, tcpdump on lo with steady UDP traffic to the run's port, dmesg, and a kmsg
+line, tcpdump on lo with steady UDP traffic to the run's port, dmesg, scoutfs-counters
+on a fixture sysfs tree of two mounts (the scoutfs module cannot load here), and a kmsg
 trigger. After ``--armed-seconds`` (plus 0-0.5 s of random jitter) the trigger line
 is written to /dev/kmsg at time T0; then, from the events file and the archive:
 
@@ -44,6 +45,7 @@ from typing import Any, Dict, List, Optional
 import common as c
 
 from scoutfs_collect.archive.read import read_manifest
+from scoutfs_collect.demo import fixture
 from scoutfs_collect.system import tracefs
 
 EVENTS = ["sched:sched_switch", "sched:sched_wakeup"]
@@ -55,12 +57,13 @@ def trigger_line(nonce: str, port: int) -> str:
     return f"scoutfs-bench: {nonce} fence probe for 127.0.0.1:{port}"
 
 
-def profile_text(nonce: str, instance: str, buffer_kb: int) -> str:
+def profile_text(nonce: str, instance: str, buffer_kb: int, sysfs_root: Path) -> str:
     return f"""\
 description: bench trigger_latency
 settings: {{compression: zstd}}
 collectors:
   dmesg: {{}}
+  scoutfs-counters: {{sysfs_root: '{sysfs_root}', interval: 1}}
   ftrace:
     instance: {instance}
     events: {EVENTS}
@@ -110,7 +113,9 @@ def run_ours(scr: c.Scratch, i: int, args: argparse.Namespace) -> Dict[str, Any]
     load = c.UdpLoad(args.pps).start()
     try:
         prof = run_dir / "profile.yaml"
-        prof.write_text(profile_text(nonce, instance, args.buffer_kb))
+        sysfs_root = run_dir / "sysfs"
+        fixture.build(sysfs_root, mounts=2)  # the module cannot load here: a fixture tree
+        prof.write_text(profile_text(nonce, instance, args.buffer_kb, sysfs_root))
         env, events = c.cli_env(run_dir), run_dir / "events.jsonl"
         with open(run_dir / "stdout", "w") as out, open(run_dir / "stderr", "w") as err:
             proc = scr.popen(c.cli_argv("--profile", prof, "--output-dir", run_dir / "out",

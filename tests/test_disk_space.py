@@ -8,6 +8,7 @@ a truncated one) under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -22,18 +23,32 @@ from tests.test_faults import archive_of, inspect
 MIB = 1 << 20
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 32 MiB tmpfs, always unmounted afterwards (lazily if something still holds it)."""
-    mnt = tmp_path / "small"
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mb`` MiB at ``mnt``, always unmounted afterwards (lazily if
+    something still holds it)."""
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", str(mnt)],
-                   check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs",
+                    str(mnt)], check=True)
     try:
         yield mnt
     finally:
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs."""
+    with mounted_tmpfs(tmp_path / "small", 32) as mnt:
+        yield mnt
+
+
+@pytest.fixture
+def fs_64(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs."""
+    with mounted_tmpfs(tmp_path / "small", 64) as mnt:
+        yield mnt
 
 
 def free_mib(path: Path) -> float:
@@ -63,15 +78,15 @@ triggers:
 
 
 class LowestFree:
-    """Samples free space of a filesystem every 2 ms while a run goes on (a measurement,
-    not a wait) and keeps the lowest value seen."""
+    """Samples free space of a filesystem every ``interval`` s (2 ms) while a run goes on
+    (a measurement, not a wait) and keeps the lowest value seen."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.mib = path, float("inf")
+    def __init__(self, path: Path, interval: float = 0.002) -> None:
+        self.path, self.mib, self.interval = path, float("inf"), interval
         self._stop = threading.Event()
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.002):
+        while not self._stop.wait(self.interval):
             self.mib = min(self.mib, free_mib(self.path))
 
     def __enter__(self) -> LowestFree:
@@ -132,3 +147,34 @@ def test_output_dir_without_room_for_the_floor_is_refused_at_preflight(cli, smal
     assert f"output dir {small_fs} has 32 MiB free" in err
     assert "settings.min_free_mb=64" in err
     assert list(small_fs.iterdir()) == []
+
+
+@pytest.mark.parametrize("compression", ["zstd", "xz", "gz"])
+def test_archive_that_misses_by_less_than_the_compressor_holds_back_stops_at_the_floor(
+        cli, fs_64, compression):
+    # 33 MiB of incompressible data, 31 MiB free, min_free_mb 8: a packing floor of 2 MiB,
+    # so the archive misses by ~4 MiB. zstd -T0 and xz -T0 hold back more than that and
+    # write it after their input has ended: a guard that only looks at what goes *into*
+    # the compressor lets them fill the disk. What is written must stop at the floor.
+    profile = cli.profile(f"""\
+settings: {{compression: {compression}, min_free_mb: 8}}
+collectors:
+  fill: {{type: test-writer, finalize_mb: 33, random: true}}
+triggers:
+  now: {{type: timer, after: 0}}
+""")
+    proc = cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
+                     "--output-dir", str(fs_64), "--events-file", str(cli.events),
+                     "127.0.0.1", "7001")
+    with LowestFree(fs_64, interval=0.0002) as lowest:
+        code, out, err = finish(proc, timeout=120)
+    assert code == 3, err
+    assert "No space left on device" not in err  # the compressor never hit the full disk
+    assert "stopped packing" in err and "below the floor of 2 MiB" in err
+    # Never under the floor, give or take the pages of the run's own last log lines.
+    assert lowest.mib > 2 - 0.1, f"free space fell to {lowest.mib:.2f} MiB"
+    (workdir,) = list(fs_64.iterdir())  # the temporary archive is gone
+    assert f"no archive written; work dir kept: {workdir}" in err
+    assert f"scoutfs-collect pack {workdir}" in err
+    assert (workdir / "fill" / "blob.bin").stat().st_size == 33 * MIB
+    assert free_mib(fs_64) > 25

@@ -163,6 +163,28 @@ def test_delta_series_and_snapshots_exact(tmp_path, root, collectors):
     assert m0.name in mounts_txt and "quorum leader: 1" in mounts_txt
 
 
+def test_stop_files_hold_the_values_at_stop_not_at_finalize(tmp_path, root, collectors):
+    """stop() is the trigger instant: it reads the counters and leaves the writing to
+    finalize. What moves between the two (a fencing node keeps counting) is not in the
+    stop files, the delta or the series."""
+    (m0,) = fixture.build(root, counter_names=counter_names())
+    c = start(make(ScoutfsCounters, tmp_path, "c", sysfs_root=str(root), interval=0.02), collectors)
+    fixture.bump(m0, "lock_lock", 7)
+    c.stop()
+    fixture.bump(m0, "lock_lock", 1000)  # after the trigger
+    fixture.bump(m0, "btree_split", 5)
+    c.finalize()
+    work = c.ctx.workdir
+    end = json.loads((work / "counters-stop.json").read_text())
+    assert end["mounts"][m0.name]["counters"]["lock_lock"] == 7
+    assert end["mounts"][m0.name]["counters"]["btree_split"] == 0
+    assert delta_rows((work / "counters-delta.txt").read_text(), m0.name) == {
+        "lock_lock": (0, 7, 7)}
+    rows = series(work)
+    assert [(r["counter"], r["value"]) for r in rows] == [("lock_lock", "7")]
+    assert c.ctx.window["last"] == pytest.approx(end["time"], abs=1e-5)
+
+
 def test_vanishing_mount_nonnumeric_and_changing_counter_set(tmp_path, root, collectors):
     m0, m1 = fixture.build(root, mounts=2, counter_names=counter_names())
     c = start(make(ScoutfsCounters, tmp_path, "c", sysfs_root=str(root), interval=0.05), collectors)

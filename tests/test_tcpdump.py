@@ -238,6 +238,24 @@ def test_burst_sent_right_before_stop_is_kept(make, ep):
         assert c.ctx.details["stop_seconds"] < 0.3
 
 
+def test_stop_leaves_every_packet_in_the_file_and_finalize_collects_the_exit(make, ep):
+    """stop() is the trigger instant: it signals tcpdump and returns. The packets sent
+    before it are in the pcap already then (the runner fsyncs right after the stop, before
+    finalize); tcpdump's exit and counts are collected by finalize."""
+    c = make(ep.port)
+    c.start()
+    sent = [b"before-%03d" % i for i in range(60)]
+    send_udp("127.0.0.1", ep.port, sent)
+    c.stop()
+    on_disk = [parse(r.data)[3] for r in PcapReader(c.ctx.workdir / "tcpdump.pcap0",
+                                                     with_data=True)]
+    assert on_disk == sent
+    c.finalize()
+    d = c.ctx.details
+    assert d["exit_status"] == 0 and d["packets_captured"] == len(sent)
+    assert c.pid is not None and not psutil.pid_exists(c.pid)
+
+
 def test_filter_keeps_only_target_ip_and_port(make, ep):
     """Target 127.0.0.2:P. The old filter `host IP and tcp port P or udp port P` would also
     have captured UDP to 127.0.0.1:P; the fixed one must not, nor other ports of the IP."""

@@ -32,7 +32,7 @@ class ScoutfsCounters(Collector):
     WHAT IT RECORDS (files in its directory):
       counters-start.json, counters-stop.json  everything read from sysfs at start and
                           at stop, per mount (the stop read happens the instant the
-                          trigger fires).
+                          trigger fires; the file is written at finalize).
       counters-delta.txt  per mount, the counters that moved: start, stop, change
                           (stop - start); counters that appeared, vanished or could not
                           be read are listed below the table.
@@ -139,16 +139,29 @@ class ScoutfsCounters(Collector):
         return [self.ctx.workdir / SERIES, self.ctx.workdir / SERIES_OLD]
 
     def stop(self) -> None:
-        snap = sysfs.snapshot(self.root)  # first: freeze the state the trigger saw
-        self._stop = snap
+        """The trigger instant: read the state the trigger saw and end the sampling.
+
+        Only the sysfs read happens here (the values at the trigger are the point of
+        counters-stop.json); the sampler is told to stop, not waited for. The sample
+        row, the JSON file and the details are written by finalize.
+        """
+        self._stop = sysfs.snapshot(self.root)
         self._stop_event.set()
+
+    def _record_stop(self) -> None:
+        """Everything stop() left for later: wait for the sampler, then the last series
+        row, counters-stop.json, the time window and the details."""
+        snap = self._stop
+        if snap is None:
+            return
         if self._thread is not None:
             self._thread.join(timeout=JOIN_TIMEOUT)
             if self._thread.is_alive():  # a sysfs read hangs: keep the snapshot, go on
                 self.ctx.fail(f"counter sampler did not stop within {JOIN_TIMEOUT} s")
         if self._lock.acquire(timeout=JOIN_TIMEOUT):
             try:
-                if self._start is not None and snap.time > self._last_time:
+                series_open = self._series is not None and not self._series.closed
+                if self._start is not None and series_open and snap.time > self._last_time:
                     counters = {n: m.counters for n, m in snap.mounts.items()}
                     self._record_sample(snap.time, counters)
             finally:
@@ -159,7 +172,6 @@ class ScoutfsCounters(Collector):
         self._write_json("counters-stop.json", snap)
         first = self._start.time if self._start else None
         self.ctx.set_window(first, snap.time)
-        self._update_details()
         self.log.info("%s: stop read took %.1f ms", self.ctx.name, snap.read_seconds * 1000)
 
     def cleanup(self) -> None:
@@ -172,6 +184,7 @@ class ScoutfsCounters(Collector):
 
     def finalize(self) -> None:
         workdir = self.ctx.workdir
+        self._record_stop()
         self._merge_series()
         if self._start is not None:
             text = format_delta(self._start, self._stop)

@@ -99,8 +99,9 @@ class Tcpdump(Collector):
     Overhead: one copy per matching packet, handed over at once (--immediate-mode)
     and written to the file at once (-U: nothing waits in a stdio buffer, so a killed
     runner loses nothing). At stop it waits (at most 0.2 s) until tcpdump has read every
-    queued packet, then SIGINT; the capture counts as stopped when tcpdump prints its
-    packet counts (~1 ms), before it has closed its socket and exited (~20 ms more).
+    queued packet, then sends SIGINT and returns: every packet read so far is in the
+    file, and tcpdump ends its loop within ~1 ms. Finalize waits for it to exit (~20 ms
+    more) and records its exit status and packet counts.
     Disk: at most file_size_mb x file_count MB.
     Requirements: tcpdump (dnf install tcpdump / apt-get install tcpdump), root (or
     CAP_NET_RAW). Where AppArmor confines tcpdump, the file names (*.pcap0..) are ones
@@ -323,6 +324,11 @@ class Tcpdump(Collector):
             return ""
 
     def stop(self) -> None:
+        """The trigger instant: let tcpdump read what the kernel queued, then SIGINT.
+
+        Every packet it has read is in the file already (-U), so nothing else waits
+        here: tcpdump's counts and exit are collected by finalize.
+        """
         child = self._child
         if child is None or self._stopped:
             return
@@ -331,27 +337,15 @@ class Tcpdump(Collector):
         if child.pid is not None and child.returncode is None:
             _wait_drained(child.pid, DRAIN_TIMEOUT)
         child.send_signal(signal.SIGINT)
-        self.ctx.details["capture_ended"] = self._wait_capture_ended(child, STOP_GRACE)
         self.ctx.details["stop_seconds"] = round(time.monotonic() - began, 4)
         # The runner fsyncs the ring right after every collector has stopped.
-
-    def _wait_capture_ended(self, child: ChildProcess, timeout: float) -> str:
-        """Until tcpdump printed its counts (its capture loop is over and, with -U, every
-        packet is in the file) or exited: "counts", "exited" or "timeout"."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if child.wait(0.001) is not None:  # an event wait: wakes at once on exit
-                return "exited"
-            if parse_stats(self._stderr_text()):
-                return "counts"
-        return "timeout"
 
     def _reap(self) -> None:
         """Wait for tcpdump to exit (escalating after STOP_GRACE) and record its status."""
         child = self._child
         if child is None or child.popen is None:
             return
-        code = child.wait(STOP_GRACE)
+        code = child.wait(STOP_GRACE)  # an event wait: wakes at once on exit
         if code is None:
             code = child.stop(signal.SIGTERM, grace=2.0)
         self.ctx.details["exit_status"] = code

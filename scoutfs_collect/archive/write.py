@@ -18,35 +18,33 @@ import concurrent.futures
 import ctypes
 import dataclasses
 import errno
-import gzip
 import hashlib
 import logging
 import os
-import shutil
-import signal
 import stat
-import subprocess
 import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
+from scoutfs_collect.archive.compress import (  # noqa: F401 - compression_problem, available_compressors: part of this module's API
+    CHUNK,
+    DEFAULT_LEVELS,
+    LEVEL_RANGES,
+    GuardedOutput,
+    Sink,
+    available_compressors,
+    compression_problem,
+    open_sink,
+)
 from scoutfs_collect.system.paths import ARCHIVE_SUFFIXES, fsync_path
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 MANIFEST = "manifest.json"
-DEFAULT_LEVELS = {"zstd": 3, "xz": 6, "gz": 6}
-LEVEL_RANGES = {"zstd": (1, 19), "xz": (0, 9), "gz": (1, 9)}
 PROGRESS_INTERVAL = 0.1
 Progress = Callable[[int, int], None]
-
-try:
-    import lzma
-except ImportError:  # a Python built without liblzma
-    lzma = None  # type: ignore[assignment]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,160 +85,18 @@ def walk(root: Path) -> List[Entry]:
     return entries
 
 
-def available_compressors() -> Dict[str, bool]:
-    """Which compressions can be used here (zstd needs the ``zstd`` program)."""
-    xz = shutil.which("xz") is not None or lzma is not None
-    return {"zstd": shutil.which("zstd") is not None, "xz": xz, "gz": True}
-
-
-def compression_problem(compression: str) -> Optional[str]:
-    """Why ``compression`` cannot be used here, with the fix; None when it can."""
-    if compression not in ARCHIVE_SUFFIXES:
-        return (f"unknown compression {compression!r}: choose one of "
-                f"{', '.join(sorted(ARCHIVE_SUFFIXES))}")
-    if available_compressors()[compression]:
-        return None
-    if compression == "zstd":
-        return ("zstd is not installed: install it (dnf install zstd / apt-get install zstd) "
-                "or use --set settings.compression=xz")
-    return ("xz is not available (no xz program, Python without lzma): install it "
-            "(dnf install xz / apt-get install xz-utils) or use --set settings.compression=gz")
-
-
 class _Meter:
     """Counts input bytes consumed; calls progress at most every PROGRESS_INTERVAL s."""
 
-    def __init__(self, total: int, progress: Optional[Progress],
-                 space: Optional[Callable[[], None]] = None) -> None:
-        self.total, self.done, self.progress, self.space = total, 0, progress, space
+    def __init__(self, total: int, progress: Optional[Progress]) -> None:
+        self.total, self.done, self.progress = total, 0, progress
         self.last = time.monotonic()
 
     def add(self, n: int) -> None:
         self.done += n
-        if self.space is not None:  # every chunk: a statvfs is ~1 us, a chunk 1 MiB
-            self.space()
         if self.progress is not None and time.monotonic() - self.last >= PROGRESS_INTERVAL:
             self.last = time.monotonic()
             self.progress(self.done, self.total)
-
-
-def _free_space_guard(output_dir: Path, floor: int) -> Callable[[], None]:
-    """Raises ENOSPC once free space in ``output_dir`` is below ``floor`` bytes, so a
-    pack that cannot fit stops before the disk is full rather than at 100 %."""
-    def check() -> None:
-        st = os.statvfs(output_dir)
-        free = st.f_bavail * st.f_frsize
-        if free < floor:
-            raise OSError(errno.ENOSPC, f"stopped packing: {free // 2**20} MiB free, below the "
-                                        f"floor of {floor // 2**20} MiB", str(output_dir))
-    return check
-
-
-class _PipeSink:
-    """An external compressor (zstd, xz) reading the tar stream and writing into ``fd``.
-
-    File data goes to its stdin with sendfile(): no copy through Python.
-    """
-
-    def __init__(self, argv: List[str], fd: int) -> None:
-        self.errors = tempfile.TemporaryFile()
-        # A short-lived pipe, not a long-lived child: proc.py owns those.
-        # Own session: a Ctrl-C reaches only the runner, which decides what to kill.
-        self.popen = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=fd, stderr=self.errors, bufsize=0,
-            start_new_session=True, close_fds=True,
-        )
-        assert self.popen.stdin is not None
-        self.fd = self.popen.stdin.fileno()
-
-    def _broken(self) -> OSError:
-        self.popen.wait()
-        return OSError(f"{self.popen.args[0]} exited early: {self._stderr()}")
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self.fd, view):]
-        except BrokenPipeError:
-            raise self._broken() from None
-
-    def copy(self, src: int, offset: int, count: int) -> int:
-        """Up to ``count`` bytes of file ``src`` from ``offset``; 0 at its end."""
-        try:
-            return os.sendfile(self.fd, src, offset, count)
-        except BrokenPipeError:
-            raise self._broken() from None
-
-    def _stderr(self) -> str:
-        self.errors.seek(0)
-        text = self.errors.read(4000).decode(errors="replace").strip()
-        return text or f"exit status {self.popen.poll()}"
-
-    def finish(self) -> None:
-        try:
-            self.popen.stdin.close()  # type: ignore[union-attr]
-        except BrokenPipeError:
-            pass
-        code = self.popen.wait()
-        if code != 0:
-            raise OSError(f"{self.popen.args[0]} failed ({code}): {self._stderr()}")
-        self.errors.close()
-
-    def abort(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                self.popen.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.popen.wait()
-        try:
-            self.popen.stdin.close()  # type: ignore[union-attr]
-        except OSError:
-            pass
-        self.errors.close()
-
-
-class _PySink:
-    """A Python compressor (gzip, lzma) writing into ``fd``."""
-
-    def __init__(self, compression: str, level: int, fd: int) -> None:
-        self.raw = os.fdopen(os.dup(fd), "wb", buffering=0)
-        if compression == "gz":
-            self.comp: IO[bytes] = gzip.GzipFile(
-                filename="", mode="wb", compresslevel=level, fileobj=self.raw, mtime=0
-            )
-        else:
-            self.comp = lzma.LZMAFile(self.raw, "wb", format=lzma.FORMAT_XZ, preset=level)
-        self.buf = bytearray(CHUNK)
-
-    def write(self, data: bytes) -> None:
-        self.comp.write(data)
-
-    def copy(self, src: int, offset: int, count: int) -> int:
-        view = memoryview(self.buf)[:count]
-        n = os.preadv(src, [view], offset)
-        self.comp.write(view[:n])
-        return n
-
-    def finish(self) -> None:
-        self.comp.close()
-        self.raw.close()
-
-    def abort(self) -> None:
-        for f in (self.comp, self.raw):
-            try:
-                f.close()
-            except Exception:  # noqa: BLE001 - already failing; the temp file goes anyway
-                pass
-
-
-def _sink(compression: str, level: int, fd: int):
-    if compression == "zstd":
-        return _PipeSink(["zstd", "-T0", "-q", f"-{level}", "-c"], fd)
-    if compression == "xz" and shutil.which("xz"):  # multi-threaded: ~1.5x python lzma here
-        return _PipeSink(["xz", "-T0", "-q", f"-{level}", "-c"], fd)
-    return _PySink(compression, level, fd)
 
 
 def _tarinfo(name: str, entry: Entry) -> tarfile.TarInfo:
@@ -254,7 +110,7 @@ def _tarinfo(name: str, entry: Entry) -> tarfile.TarInfo:
     return info
 
 
-def _copy_file(sink, entry: Entry, meter: _Meter) -> None:
+def _copy_file(sink: Sink, entry: Entry, meter: _Meter) -> None:
     """Exactly ``entry.size`` bytes of the file, as stat'ed before packing.
 
     A file that grew is cut there, one that shrank is padded with zeros (both logged):
@@ -284,7 +140,7 @@ def _copy_file(sink, entry: Entry, meter: _Meter) -> None:
         os.close(fd)
 
 
-def _write_tar(sink, top: str, entries: List[Entry], meter: _Meter) -> None:
+def _write_tar(sink: Sink, top: str, entries: List[Entry], meter: _Meter) -> None:
     """The tar stream (POSIX pax format), written straight to ``sink``."""
     written = 0
     for entry in entries:
@@ -349,7 +205,8 @@ def pack(
 
     ``progress(done, total)`` gets the input bytes consumed and the total input size,
     at most ten times a second and once at the end. With ``min_free_bytes``, packing
-    stops (OSError ENOSPC) when free space in ``output_dir`` falls below it. Raises FileExistsError if the
+    stops (OSError ENOSPC) before a write of the archive would leave less than that free
+    in ``output_dir``, however much the compressor holds back. Raises FileExistsError if the
     archive name is taken (even by a symlink), ValueError for a compression or level
     that cannot be used; the temporary file is removed whatever goes wrong.
     """
@@ -368,13 +225,12 @@ def pack(
     entries = walk(workdir)
     first = [e for e in entries if e.rel == MANIFEST and not e.is_dir]
     entries = first + [e for e in entries if e not in first]
-    guard = _free_space_guard(output_dir, min_free_bytes) if min_free_bytes > 0 else None
-    meter = _Meter(sum(e.size for e in entries), progress, guard)
+    meter = _Meter(sum(e.size for e in entries), progress)
 
     fd, tmp = tempfile.mkstemp(prefix=".scoutfs-collect-", suffix=".partial", dir=output_dir)
     sink = None
     try:
-        sink = _sink(compression, level, fd)
+        sink = open_sink(compression, level, GuardedOutput(fd, str(output_dir), min_free_bytes))
         _write_tar(sink, workdir.name, entries, meter)
         sink.finish()
         sink = None
