@@ -158,7 +158,8 @@ def test_man_page_names_every_subcommand_and_renders_cleanly(dist):
     text = dist.man_page.read_text()
     assert text.startswith('.TH SCOUTFS\\-COLLECT "8"')
     for command in cli.COMMANDS:
-        assert f"'scoutfs\\-collect {command}'" in text, command
+        roff = command.replace("-", "\\-")  # roff escapes every hyphen
+        assert f"'scoutfs\\-collect {roff}'" in text, command
     rendered = subprocess.run(["man", "--warnings", "-l", str(dist.man_page)], capture_output=True,
                               text=True, env={**os.environ, "MANPAGER": "cat", "MAN_KEEP_FORMATTING": ""})
     assert rendered.returncode == 0 and rendered.stderr == "", rendered.stderr

@@ -142,8 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", dest="trigger_type", metavar="TYPE", default="operator",
                    help="the trigger type the manifest records (default operator; the fence "
                         "hook uses fence-hook)")
-    sub.add_parser("fence-hook", add_help=False, help="run by scoutfs-fenced before the fence "
-                   "agent: the victim persists its recorder first (fence-hook --help)")
+    from scoutfs_collect.fence import hook as fence_hook  # its options, for help, man page, completion
+
+    p = sub.add_parser("fence-hook", add_help=False, usage=fence_hook.USAGE,
+                       description=fence_hook.DESCRIPTION,
+                       help="run by scoutfs-fenced before the fence agent: the victim persists its "
+                            "recorder first (fence-hook --help)")
+    fence_hook.add_arguments(p)
+    p.add_argument("agent", nargs=argparse.REMAINDER, metavar="-- AGENT [AGENT_ARGS...]",
+                   help="the site's real fence agent and its arguments, run with the same "
+                        "environment once the victim is durable or the grace is over")
     from scoutfs_collect.cluster import cli as cluster_cli
 
     cluster_cli.add_parser(sub, _Parser, _ip, _port)

@@ -112,12 +112,13 @@ def parse_args(argv: Sequence[str]) -> HookArgs:
                     sysfs_root=ns.sysfs_root, agent=agent)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="scoutfs-collect fence-hook",
-                usage="scoutfs-collect fence-hook [--grace SECONDS] [-o SSH_OPTIONS] "
-                      "-- AGENT [AGENT_ARGS...]",
-                description="Run by scoutfs-fenced (SCOUTFS_FENCED_RUN) instead of the fence agent: asks "
-                            "the victim to make its recorder's data durable, then runs AGENT.")
+USAGE = "scoutfs-collect fence-hook [--grace SECONDS] [-o SSH_OPTIONS] -- AGENT [AGENT_ARGS...]"
+DESCRIPTION = ("Run by scoutfs-fenced (SCOUTFS_FENCED_RUN) instead of the fence agent: asks "
+               "the victim to make its recorder's data durable, then runs AGENT.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The fence hook's options (also shown by the main parser: --help, man page, completion)."""
     p.add_argument("--grace", type=_grace, default=DEFAULT_GRACE, metavar="SECONDS",
                    help="most seconds the agent may be delayed, ssh connection included (default 5)")
     p.add_argument("-o", dest="ssh_options", action="append", default=[], metavar="SSH_OPTIONS",
@@ -127,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sysfs-root", default=sysfs.DEFAULT_ROOT, metavar="DIR",
                    help="where the request's reason is read: DIR/*/fence/RID/reason "
                         f"(default {sysfs.DEFAULT_ROOT})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scoutfs-collect fence-hook", usage=USAGE, description=DESCRIPTION)
+    add_arguments(p)
     return p
 
 
