@@ -154,12 +154,10 @@ def test_follower_stop_drains_the_last_line():
     try:
         kmsg_write(f"{nonce} last line")  # then stop at once: it must still be read
     finally:
-        t0 = time.monotonic()
-        assert follower.stop(timeout=2)
-        stop_s = time.monotonic() - t0
+        assert follower.stop(timeout=10)  # False only if the thread hung
         reader.close()
     assert [r.text for r in mine(seen, nonce)] == [f"{nonce} last line"]
-    assert errors == [] and stop_s < 0.5
+    assert errors == []
 
 
 # --- the kmsg trigger --------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -127,9 +126,7 @@ def test_delta_series_and_snapshots_exact(tmp_path, root, collectors):
     fixture.bump(m0, "btree_split", 1)
     wait_samples(c)
     fixture.bump(m1, "net_send_bytes", 1)  # only the stop snapshot sees this one
-    t0 = time.perf_counter()
     c.stop()
-    stop_seconds = time.perf_counter() - t0
     c.finalize()
     work = c.ctx.workdir
 
@@ -157,7 +154,7 @@ def test_delta_series_and_snapshots_exact(tmp_path, root, collectors):
     d = c.ctx.details
     assert d["mounts_seen"] == sorted([m0.name, m1.name]) and d["counter_count"] == 203
     assert d["samples"] >= 5 and d["read_problems"] == [] and d["mounts_vanished"] == []
-    assert 0 < d["stop_read_seconds"] < 0.5 and stop_seconds < 0.5
+    assert d["stop_read_seconds"] > 0  # recorded; how fast it is, is bench/trigger_latency.py's
     assert c.ctx.window["first"] < c.ctx.window["last"] and c.ctx.failures == []
     mounts_txt = (work / "mounts.txt").read_text()
     assert m0.name in mounts_txt and "quorum leader: 1" in mounts_txt

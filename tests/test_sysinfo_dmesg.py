@@ -50,9 +50,7 @@ def test_dmesg_records_ring_run_and_trigger_line(tmp_path, collectors, monkeypat
     wait_for(lambda: nonce.encode() in (c.ctx.workdir / "kmsg-follow.raw").read_bytes(), 2,
              "line followed to disk before stop")
     kmsg_write(f"client 1.2.3.4:5 {nonce} reconnect timed out, fencing")
-    t0 = time.monotonic()
     c.stop()  # at once: the trigger line must still be drained
-    stop_s = time.monotonic() - t0
     c.finalize()
 
     rows = [r for r in jsonl(c.ctx.workdir / "kmsg.jsonl") if nonce in r["text"]]
@@ -69,7 +67,6 @@ def test_dmesg_records_ring_run_and_trigger_line(tmp_path, collectors, monkeypat
     assert d["lost"] == 0 and d["gaps"] == [] and d["followed"] >= 2 and d["ring_at_start"] >= 1
     assert d["journal"] == {"saved": False, "note": "no systemd journal on this host"}
     assert c.ctx.window["first"] <= rows[0]["epoch"] and c.ctx.window["last"] >= rows[-1]["epoch"]
-    assert stop_s < 0.5
 
 
 def test_dmesg_txt_shows_terminal_escapes_instead_of_sending_them(tmp_path, collectors):
@@ -133,11 +130,10 @@ def listener():
 def test_sysinfo_snapshots(tmp_path, listener):
     c = make(Sysinfo, tmp_path, port=listener)
     c.start()
-    t0 = time.monotonic()
     c.stop()
-    stop_s = time.monotonic() - t0
-    c.finalize()
     w = c.ctx.workdir
+    assert not (w / "sysinfo-stop.json").exists()  # stop() only notes the instant: the snapshot is finalize's
+    c.finalize()
     for label in ("start", "stop"):
         snap = json.loads((w / f"sysinfo-{label}.json").read_text())
         assert snap["label"] == label
@@ -158,7 +154,6 @@ def test_sysinfo_snapshots(tmp_path, listener):
     assert len(stop["cpu"]["busy_pct_since_start"]) == os.cpu_count()
     assert (w / "proc-cmdline.txt").read_bytes() == Path("/proc/cmdline").read_bytes()
     assert (w / "proc-mounts.txt").exists() and (w / "os-release.txt").exists()
-    assert stop_s < 0.005
 
 
 def test_run_bounded_gives_up_on_a_hung_section():

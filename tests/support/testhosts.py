@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import itertools
 import os
 import shutil
 import signal
@@ -115,6 +116,13 @@ def _remove_stale_gateways() -> None:
         except OSError:
             pass
         entry.unlink(missing_ok=True)
+
+
+_TAGS = itertools.cycle("abcdefghijklmnopqrstuvwxyz")
+
+
+def _next_tag() -> str:
+    return next(_TAGS)
 
 
 def remove_leftovers() -> List[str]:
@@ -238,10 +246,13 @@ class TestHosts:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         subnet = _free_subnet()
         pid = os.getpid()
+        # A new tag for each TestHosts of this process: the root-side veth of a deleted
+        # namespace lingers for a few seconds, so names must not repeat back to back.
+        tag = _next_tag()
         for i in range(1, count + 1):
             name = f"th{i}"
-            ns = f"{PREFIX}{pid}-{i}"
-            veth = f"{VETH_PREFIX}{pid}h{i}"
+            ns = f"{PREFIX}{pid}-{tag}{i}"
+            veth = f"{VETH_PREFIX}{pid}{tag}h{i}"  # at most 15 characters (IFNAMSIZ)
             root_addr, host_addr = f"{SUBNET}.{subnet}.{4 * i + 1}", f"{SUBNET}.{subnet}.{4 * i + 2}"
             host = Host(name=name, ns=ns, address=host_addr, dir=self.dir / name)
             self.hosts[name] = host
