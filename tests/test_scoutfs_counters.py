@@ -72,7 +72,7 @@ def test_packaged_counter_names_are_what_the_profiles_and_fixture_rely_on():
 
 
 def test_the_suite_reads_nothing_outside_the_repository():
-    """A user's clone has no ../shared: no test, helper or tool may look there."""
+    """A user's clone has no reference folder beside it: no test, helper or tool may look there."""
     repo = Path(__file__).resolve().parents[1]
     offenders = []
     for path in [*repo.glob("tests/**/*.py"), *repo.glob("tools/*"), *repo.glob("bench/*.py")]:
