@@ -4,7 +4,7 @@ tracefs settings, armed triggers and started collectors that never outlive a tes
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
@@ -72,43 +72,18 @@ def armed():
         assert thread is None or not thread.is_alive(), f"{trigger.ctx.name}: watcher still running"
 
 
-class Started(list):
-    """Collectors a test has started (``collectors.append(c)`` after ``c.start()``).
-
-    ``append`` notes when the test calls ``c.stop()`` itself, so that the end of the test
-    stops only the ones it did not stop (it failed first): a second stop() is not safe for
-    every collector (scoutfs-counters would write to its closed series file)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopped: List[int] = []
-
-    def append(self, collector) -> None:
-        stop = collector.stop
-
-        def stop_and_note() -> None:
-            self.stopped.append(id(collector))
-            stop()
-
-        collector.stop = stop_and_note
-        super().append(collector)
-
-    def stop_the_rest(self) -> None:
-        errors = []
-        for collector in self:
-            if id(collector) not in self.stopped:
-                try:
-                    collector.stop()
-                except Exception as exc:  # stop the others all the same, then report it
-                    errors.append(exc)
-        if errors:
-            raise errors[0]
-
-
 @pytest.fixture
 def collectors():
-    """Started collectors are stopped at the end even if the test fails: no reader or
+    """Collectors a test started (``collectors.append(c)``) get their ``cleanup()`` at the
+    end, as the runner guarantees, whether or not the test stopped them first: no reader or
     sampler thread outlives a test."""
-    started = Started()
+    started: list = []
     yield started
-    started.stop_the_rest()
+    errors = []
+    for collector in started:
+        try:
+            collector.cleanup()
+        except Exception as exc:  # clean up the others all the same, then report it
+            errors.append(exc)
+    if errors:
+        raise errors[0]
