@@ -211,6 +211,8 @@ def run_one(scr: c.Scratch, argv: List[str]) -> Dict[str, object]:
     return {
         "wall_s": round(wall, 3),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        # ru_maxrss of the largest process; on Python >= 3.10 (vfork) at least this
+        # benchmark's own peak, which Linux carries across exec. tree_rss_mib is sampled.
         "max_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "tree_rss_mib": round(peak_tree[0] / MiB, 1),
         "exit": proc.returncode,

@@ -74,6 +74,8 @@ def measure(argv: Sequence[str], env: Dict[str, str], cwd: Path) -> Dict[str, An
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {err[-500:]}")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,  # with its reaped children
+            # ru_maxrss is at least this benchmark's own peak on Python >= 3.10 (vfork:
+            # Linux carries it across exec); tree_rss_mb is sampled from /proc.
             "tree_rss_mb": peak[0] / 1e6, "maxrss_mb": usage.ru_maxrss / 1024}
 
 
