@@ -23,7 +23,7 @@ from scoutfs_collect import (
     option,
     run_command,
 )
-from scoutfs_collect.system import tracefs
+from scoutfs_collect.system import tracecmd, tracefs
 from scoutfs_collect.system.tracefs import TracefsError, TraceInstance
 
 CONSOLE = "printk:console"
@@ -301,17 +301,15 @@ class Ftrace(Collector):
     def _make_trace_dat(self, raw: Path, cpus: List[int]) -> None:
         """trace.dat from the raw copy; `trace-cmd extract` is not used because it
         resets global tracing state (all events off, top buffer cleared)."""
-        tc, det, partial = tracefs.trace_cmd(), self.ctx.details, raw / "partial.dat"
-        if tc is None:
+        det, partial = self.ctx.details, raw / "partial.dat"
+        if tracefs.trace_cmd() is None:
             det["trace_dat"] = "not written: trace-cmd not installed"
             return
         cpu_files = [raw / f"cpu{c}" for c in cpus]
-        restore = [tc, "restore", "-i", partial, "-o", self.ctx.workdir / "trace.dat", *cpu_files]
-        for argv in ([tc, "restore", "-c", "-o", partial], restore):
-            res = run_command(argv, timeout=600)
-            if res.returncode != 0:
-                det["trace_dat"] = f"failed: trace-cmd restore: {res.stderr.strip()[-300:]}"
-                return
+        error = tracecmd.restore_trace_dat(cpu_files, self.ctx.workdir / "trace.dat", partial)
+        if error:
+            det["trace_dat"] = f"failed: {error}"
+            return
         partial.unlink()  # 7+ MiB of symbols and formats, all inside trace.dat too
         det["trace_dat"] = "written"
 
