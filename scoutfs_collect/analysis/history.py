@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional
 
+from scoutfs_collect.analysis import ftrace_fallback
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.analysis.sources import KIND_OF_TYPE
 from scoutfs_collect.ui.console import human_bytes
@@ -34,6 +35,8 @@ class SourceHistory:
     lost: str = ""
     rate_bytes_s: Optional[float] = None
     hint: str = ""
+    events_from: str = ""  # ftrace: trace.txt, trace.dat, raw (ring pages) or none
+    events_note: str = ""  # ftrace: one line when the events are not (all) from trace.txt
 
     def as_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -45,7 +48,8 @@ class SourceHistory:
         text = f"{self.kind:<9}{reach}; {wrap}"
         if self.lost:
             text += f" ({self.lost})"
-        return text + (f"\n           {self.hint}" if self.hint else "")
+        notes = [n for n in (self.events_note, self.hint) if n]
+        return text + "".join(f"\n           {n}" for n in notes)
 
 
 def _num(v: Any) -> Optional[float]:
@@ -71,9 +75,10 @@ def _rate(r: float) -> str:
     return f"{human_bytes(r)}/s"
 
 
-def of_manifest(manifest: Dict[str, Any], ref: Optional[float], clocks: ClockMap,
-                node: str = "") -> List[SourceHistory]:
-    """The history of every timeline source of one archive; ``ref`` the aligned trigger."""
+def of_manifest(manifest: Dict[str, Any], ref: Optional[float], clocks: ClockMap, node: str = "",
+                ftrace_from: Optional[Dict[str, ftrace_fallback.Origin]] = None) -> List[SourceHistory]:
+    """The history of every timeline source of one archive; ``ref`` the aligned trigger;
+    ``ftrace_from``: where a scan read each ftrace source's events (else the manifest says)."""
     out = []
     plugins = manifest.get("plugins")
     for name, p in sorted(plugins.items() if isinstance(plugins, dict) else []):
@@ -88,6 +93,9 @@ def of_manifest(manifest: Dict[str, Any], ref: Optional[float], clocks: ClockMap
             h.reach_s = h.complete_s = round(ref - h.first, 6)
         det = p.get("details")
         _FILL[kind](h, det if isinstance(det, dict) else {}, ref, clocks)
+        if kind == "ftrace":
+            origin = (ftrace_from or {}).get(name) or ftrace_fallback.planned_origin(p)
+            h.events_from, h.events_note = origin.form, origin.note
         out.append(h)
     return out
 

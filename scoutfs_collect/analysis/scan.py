@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from scoutfs_collect.analysis import sources
+from scoutfs_collect.analysis import ftrace_fallback, sources
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.archive import read as archive_read
 
@@ -91,6 +91,7 @@ class NodeScan:
     stats: Dict[str, SourceStats]
     spools: List[Tuple[str, Path]]  # (source name, spool file), each in time order
     counters: Dict[Tuple[str, str], CounterSeries]
+    ftrace_from: Dict[str, ftrace_fallback.Origin] = dataclasses.field(default_factory=dict)
 
     def aligned(self, t: Any) -> Optional[float]:
         """A realtime reading of the manifest (trigger, stop), on the aligned clock."""
@@ -137,6 +138,9 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
                     window = window_of(manifest, clocks)
                     stats = {s.name: SourceStats(node, s.name, s.kind) for s in chosen}
                     result = NodeScan(node, Path(archive), manifest, clocks, chosen, stats, [], {})
+                    fallback = ftrace_fallback.Fallback(archive, manifest, chosen, spool_dir)
+                continue
+            if fallback.take(parts, member, tar):  # trace.dat or raw/ copied: no trace.txt
                 continue
             if len(parts) != 3 or not member.isfile() or parts[1] not in by_dir:
                 continue
@@ -153,6 +157,7 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             result.spools.append((spec.name, path))
     if result is None:
         raise ValueError(f"{archive}: not a scoutfs-collect archive (no TOP/manifest.json)")
+    fallback.finish(result, window, counters, _spool)  # ftrace events of a directory without trace.txt
     return result
 
 

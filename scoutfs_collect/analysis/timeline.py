@@ -76,7 +76,7 @@ class Analysis:
     def history(self) -> List[history.SourceHistory]:
         out = []
         for n in self.nodes:
-            out += history.of_manifest(n.manifest, self.window.ref, n.clocks, n.node)
+            out += history.of_manifest(n.manifest, self.window.ref, n.clocks, n.node, n.ftrace_from)
         return out
 
     def stats(self) -> List[scan.SourceStats]:

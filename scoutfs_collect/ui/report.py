@@ -136,7 +136,7 @@ def _history(a: Analysis) -> str:
         wrap = {True: '<span class="bad">wrapped</span>', False: "no", None: "?"}[h.wrapped]
         reach = "-" if h.reach_s is None else f"{h.reach_s:.3f} s"
         rows.append([_e((h.node + "/" if h.node else "") + h.name), _e(h.kind), reach, wrap,
-                     _e(h.lost), _e(h.hint)])
+                     _e(h.lost), _e("; ".join(n for n in (h.events_note, h.hint) if n))])
     return _table(["source", "kind", "reaches back", "ring wrapped", "lost", "sizing hint"], rows)
 
 
