@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -59,18 +59,18 @@ class Capture:
                 out.append((e["time"], e["text"][e["text"].index(self.nonce):]))
         return out
 
-    def variant(self, name: str, remove=(), cut: int = 0, relist: bool = True) -> Path:
-        """The capture unpacked, its ftrace files in ``remove`` deleted, trace.txt cut to
-        ``cut`` bytes, the manifest's file list redone as ``scoutfs-collect pack`` does (with
-        ``relist``) and the directory packed again."""
+    def variant(self, name: str, remove=(), cut: Optional[Dict[str, int]] = None,
+                relist: bool = True) -> Path:
+        """The capture unpacked, its ftrace files in ``remove`` deleted, those in ``cut`` cut
+        to that many bytes, the manifest's file list redone as ``scoutfs-collect pack`` does
+        (with ``relist``) and the directory packed again."""
         top = extract(self.archive, self.root / name / "unpacked")
         ftrace = top / "ftrace"
         for rel in remove:
             path = ftrace / rel
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        if cut:
-            text = (ftrace / "trace.txt").read_bytes()
-            (ftrace / "trace.txt").write_bytes(text[:cut])
+        for rel, size in (cut or {}).items():
+            os.truncate(ftrace / rel, size)
         if relist:
             manifest = json.loads((top / "manifest.json").read_text())
             plugin = manifest["plugins"]["ftrace"]
@@ -206,10 +206,23 @@ def test_an_archive_that_lost_trace_txt_after_its_manifest_reads_trace_dat(captu
     assert _history(doc)["events_from"] == "trace.dat"
 
 
+def test_a_trace_dat_cut_short_gives_way_to_the_raw_ring_pages(capture):
+    """trace-cmd reports no event (and exits 0) for a trace.dat cut short, as a power loss
+    while it was written leaves it: the raw pages are read in one more pass."""
+    original = capture.marks(capture.timeline(capture.archive))
+    size = (extract(capture.archive, capture.root / "dat_src") / "ftrace" / "trace.dat").stat().st_size
+    archive = capture.variant("dat_cut", remove=["trace.txt"], cut={"trace.dat": size - 100})
+    doc = capture.timeline(archive)
+    assert capture.marks(doc) == original
+    hist = _history(doc)
+    assert hist["events_from"] == "raw"
+    assert "trace.dat: trace-cmd report found no event" in hist["events_note"], hist
+
+
 def test_a_trace_txt_cut_mid_line_does_not_crash(capture):
     text = (extract(capture.archive, capture.root / "cut_src") / "ftrace" / "trace.txt").read_bytes()
     line = text.index(f"{capture.nonce} mark 020".encode())
-    archive = capture.variant("cut", cut=line - 20)  # inside the timestamp of mark 020's line
+    archive = capture.variant("cut", cut={"trace.txt": line - 20})  # inside mark 020's timestamp
     res = capture.run("inspect", str(archive), "--timeline", "--json", "--before", "60")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     doc = json.loads(res.stdout)

@@ -40,6 +40,7 @@ TEXT, DAT, RAW, NONE = "trace.txt", "trace.dat", "raw", "none"
 INSTALL = "dnf install trace-cmd / apt-get install trace-cmd"
 FINISHED_TEXT = ("tracefs", "trace-cmd report")  # details.trace_txt once the text is complete
 CHUNK = 1 << 20
+SPARE = 256 << 20  # free space a copy must leave in the temporary directory
 
 
 @dataclasses.dataclass
@@ -124,6 +125,7 @@ class _Dir:
     copy: Set[str] = dataclasses.field(default_factory=set)  # forms to copy while streaming
     seen: Set[str] = dataclasses.field(default_factory=set)  # forms met in the archive
     copied: Set[str] = dataclasses.field(default_factory=set)
+    uncopyable: Set[str] = dataclasses.field(default_factory=set)
     text_bytes: int = 0
     reasons: List[str] = dataclasses.field(default_factory=list)  # why a form gave no events
     origin: Optional[Origin] = None
@@ -167,7 +169,7 @@ class Fallback:
         d.seen.add(form)
         if form not in d.copy:
             return False
-        self._copy(d, form, parts[2:], tar.extractfile(member))
+        self._copy(d, form, parts[2:], tar.extractfile(member), member.size)
         return True
 
     def _root(self, d: _Dir) -> Path:
@@ -177,9 +179,14 @@ class Fallback:
         root.mkdir(exist_ok=True)
         return root
 
-    def _copy(self, d: _Dir, form: str, rel: Sequence[str], stream: Optional[IO[bytes]]) -> None:
-        dest = self._root(d).joinpath(*rel)
+    def _copy(self, d: _Dir, form: str, rel: Sequence[str], stream: Optional[IO[bytes]], size: int) -> None:
+        """Copy one member below this source's temporary directory, unless that would leave
+        less than SPARE free there (the other sources' spools share it)."""
+        root = self._root(d)
+        dest = root.joinpath(*rel)
         try:
+            if shutil.disk_usage(root).free - size < SPARE:
+                raise OSError(f"{size >> 20} MiB would leave less than {SPARE >> 20} MiB free")
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(dest, "wb") as out:
                 if stream is not None:
@@ -188,6 +195,7 @@ class Fallback:
         except OSError as exc:
             d.copy.discard(form)
             d.copied.discard(form)
+            d.uncopyable.add(form)
             d.reasons.append(f"{form}: cannot copy it to {dest.parent}: {exc.strerror or exc}")
 
     # --- once the stream has ended ----------------------------------------------------
@@ -207,8 +215,8 @@ class Fallback:
                     result.ftrace_from[d.spec.name] = Origin(NONE, _without_trace_cmd(d))
                 return
             for form in (DAT, RAW):
-                fetch = [d for d in pending if d.origin is None and form in d.seen
-                         and form not in d.copied and d.spec.offset is not None]
+                fetch = [d for d in pending if d.origin is None and form in d.seen and d.spec.offset
+                         is not None and form not in d.copied | d.uncopyable]
                 if fetch:
                     self._second_pass(fetch, form)
                 for d in pending:
@@ -271,8 +279,10 @@ class Fallback:
             _remove(dat)
         result.spools.append((d.spec.name, path))
         got = stats.count - before
-        if report.returncode != 0 and got == 0:
-            d.reasons.append(f"{form}: trace-cmd report failed: {report.error or report.returncode}")
+        if got == 0 and (report.returncode != 0 or (form == DAT and RAW in d.seen)):
+            # a trace.dat cut short (power lost while it was written) reports no event, exit 0
+            failed = f"failed: {report.error or report.returncode}" if report.returncode else "found no event"
+            d.reasons.append(f"{form}: trace-cmd report {failed}")
             return
         if report.returncode != 0:
             note += f"; trace-cmd report stopped after {got} events: {report.error or report.returncode}"
