@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from scoutfs_collect.analysis import ftrace_fallback
+from scoutfs_collect.analysis import ftrace_fallback, timeline
 from scoutfs_collect.archive import write as archive_write
 from scoutfs_collect.system.tracefs import TraceInstance
 from tests.support.cli import Cli, finish
@@ -260,3 +260,31 @@ def test_the_manifest_alone_says_where_the_events_would_come_from(files, details
     plugin = {"type": "ftrace", "files": [{"path": p, "size": s} for p, s in files], "details": details}
     assert ftrace_fallback.planned_origin(plugin).form == form
     assert ftrace_fallback.planned_origin({"files": "bogus", "details": None}).form == "trace.txt"
+
+
+def test_nothing_is_copied_when_the_archive_has_trace_txt(capture, monkeypatch):
+    copies: List[str] = []
+    real = ftrace_fallback.Fallback._copy
+
+    def spy(self, d, form, rel, *rest):
+        copies.append("/".join(rel))
+        return real(self, d, form, rel, *rest)
+
+    monkeypatch.setattr(ftrace_fallback.Fallback, "_copy", spy)
+    with timeline.analyse(capture.archive, before=60) as a:
+        assert a.nodes[0].ftrace_from["ftrace"].form == "trace.txt"
+    assert copies == []
+    with timeline.analyse(capture.variant("spy", remove=["trace.txt"]), before=60) as a:
+        assert a.nodes[0].ftrace_from["ftrace"].form == "trace.dat"
+    assert copies == ["trace.dat"]  # the one form needed, not raw/
+
+
+def test_a_copy_that_would_fill_the_temporary_directory_is_not_made(capture, monkeypatch):
+    archive = capture.variant("full_tmp", remove=["trace.txt"])
+    monkeypatch.setattr(ftrace_fallback, "SPARE", 1 << 60)  # more than any disk has free
+    with timeline.analyse(archive, before=60) as a:
+        origin = a.nodes[0].ftrace_from["ftrace"]
+        assert origin.form == "none" and "would leave less than" in origin.note, origin
+        assert not any(e.source == "ftrace" for e in a.events())
+        assert any(e.source == "dmesg" and capture.nonce in e.text for e in a.events())
+        assert not list(Path(a.tmp.name).glob("ftrace-fallback.*"))

@@ -30,11 +30,14 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set
 
 from scoutfs_collect.analysis import sources
 from scoutfs_collect.archive import read as archive_read
 from scoutfs_collect.system import tracecmd, tracefs
+
+if TYPE_CHECKING:  # scan imports this module
+    from scoutfs_collect.analysis.scan import NodeScan, Window
 
 TEXT, DAT, RAW, NONE = "trace.txt", "trace.dat", "raw", "none"
 INSTALL = "dnf install trace-cmd / apt-get install trace-cmd"
@@ -199,7 +202,7 @@ class Fallback:
             d.reasons.append(f"{form}: cannot copy it to {dest.parent}: {exc.strerror or exc}")
 
     # --- once the stream has ended ----------------------------------------------------
-    def finish(self, result: Any, window: Any, density: bool, spool: Spool) -> None:
+    def finish(self, result: NodeScan, window: Window, density: bool, spool: Spool) -> None:
         """Spool the events of every ftrace source that had no trace.txt (``result`` the
         :class:`.scan.NodeScan`, ``spool`` the scan's own spooling function); record
         where each source's events came from in ``result.ftrace_from``."""
@@ -252,7 +255,8 @@ class Fallback:
             for d in dirs:
                 d.reasons.append(f"{form}: reading the archive again failed: {exc}")
 
-    def _read(self, d: _Dir, form: str, result: Any, window: Any, density: bool, spool: Spool) -> None:
+    def _read(self, d: _Dir, form: str, result: NodeScan, window: Window, density: bool,
+              spool: Spool) -> None:
         root = self._root(d)
         if form == RAW:
             dat = self._rebuild(d, root)
@@ -273,7 +277,7 @@ class Fallback:
                 records = sources.read(d.spec, report.lines, (window.start, window.end))
                 spool(records, stats, window, path, density, f"\t{result.node}\t{d.spec.name}\t")
         except OSError as exc:
-            d.reasons.append(f"{form}: trace-cmd report: {exc.strerror or exc}")
+            d.reasons.append(f"{form}: reading it failed: {exc.strerror or exc}")
             return
         finally:
             _remove(dat)
