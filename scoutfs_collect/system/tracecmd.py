@@ -1,13 +1,16 @@
 """trace-cmd run on files: building a trace.dat from raw per-CPU ring pages
 (``trace-cmd restore``) and reading one back as text (``trace-cmd report``).
 
-Neither command writes anything in tracefs. ``restore -i`` reads the top-level
-``events/header_page`` and ``trace_clock`` (read only; the clock name it stores does not
-change the timestamps ``report`` prints for the boot, mono or local clocks); building
-the headers from the running kernel (``restore -c``) also reads /proc/kallsyms, which
-briefly sets kernel.kptr_restrict to 0. From a saved headers directory it reads no
-kernel file at all (see :func:`restore_trace_dat`). The program is found with
-:func:`scoutfs_collect.system.tracefs.trace_cmd`.
+Neither command writes anything in tracefs (checked with strace: ``report`` opens only
+its file; ``restore`` opens the top-level ``events/header_page`` and, with ``-i``,
+``trace_clock``, both read only). Building the headers from the running kernel
+(``restore -c``) also reads /proc/kallsyms, which briefly sets kernel.kptr_restrict to 0;
+from a saved headers directory it does neither (see :func:`restore_trace_dat`).
+``restore -i`` stores the top-level trace clock's name in the file, not the recording
+instance's: for the usual local, global, boot and mono clocks ``report`` prints the same
+nanosecond stamps whatever the name (a host whose top-level clock is a counter clock
+such as x86-tsc is not covered: changing it would touch global tracing state).
+The program is found with :func:`scoutfs_collect.system.tracefs.trace_cmd`.
 """
 
 from __future__ import annotations
