@@ -219,17 +219,25 @@ def test_a_trace_dat_cut_short_gives_way_to_the_raw_ring_pages(capture):
     assert "trace.dat: trace-cmd report found no event" in hist["events_note"], hist
 
 
-def test_a_trace_txt_cut_mid_line_does_not_crash(capture):
-    text = (extract(capture.archive, capture.root / "cut_src") / "ftrace" / "trace.txt").read_bytes()
+@pytest.mark.parametrize("others, form, kept", [
+    ([], "trace.dat", MARKS + 2),  # trace.dat holds every event: read instead
+    (["trace.dat", "raw"], "trace.txt", 20),  # nothing else: up to the cut
+])
+def test_a_trace_txt_cut_mid_line_does_not_crash(capture, others, form, kept):
+    """A run that ended while trace.txt was written: its manifest (completed by
+    ``scoutfs-collect pack``) does not record the text as finished."""
+    name = f"cut{len(others)}"
+    text = (extract(capture.archive, capture.root / f"{name}_src") / "ftrace" / "trace.txt").read_bytes()
     line = text.index(f"{capture.nonce} mark 020".encode())
-    archive = capture.variant("cut", cut={"trace.txt": line - 20})  # inside mark 020's timestamp
+    archive = capture.variant(name, remove=others, cut={"trace.txt": line - 20})  # mid-timestamp
     res = capture.run("inspect", str(archive), "--timeline", "--json", "--before", "60")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     doc = json.loads(res.stdout)
     original = capture.marks(capture.timeline(capture.archive))
-    assert capture.marks(doc) == original[:20]
-    assert _history(doc)["events_from"] == "trace.txt"
+    assert capture.marks(doc) == original[:kept]
+    assert _history(doc)["events_from"] == form
     assert "trace.txt may be cut short" in _history(doc)["events_note"]
+    assert _history(json.loads(capture.run("inspect", "--json", str(archive)).stdout))["events_from"] == form
 
 
 def test_without_trace_cmd_the_timeline_says_so_in_one_line_and_goes_on(capture, tmp_path):

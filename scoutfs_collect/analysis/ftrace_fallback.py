@@ -15,11 +15,18 @@ directory while the stream passes (trace.dat if listed, else raw/). Should the a
 disagree with its manifest (trace.txt listed but absent, or trace.dat unreadable), the
 members that were seen are copied in one more streaming pass over the archive.
 
-Disk: nothing is copied when the archive has trace.txt. Otherwise, per ftrace source
-without trace.txt, one form at a time: trace.dat, or raw/ plus the trace.dat rebuilt from
-it (the raw pages are removed once it is built), about the ring's size (buffer_size_kb x
-CPUs) twice at most; all removed when the node's scan ends. Memory stays flat: members
-are copied and trace-cmd's output read in chunks.
+A trace.txt the collector did not record as finished (the manifest of a run that ended
+mid-finalize, completed by ``scoutfs-collect pack``) may be cut short. When trace.dat is
+listed too, it is read instead (the raw pages and trace.dat are written before a text
+made from trace.dat, so they are complete whenever trace.dat exists), and trace.txt is
+kept aside as the last resort.
+
+Disk: nothing is copied when the archive has a finished trace.txt. Otherwise, per ftrace
+source, one form at a time: trace.dat, or raw/ plus the trace.dat rebuilt from it (the
+raw pages are removed once it is built), about the ring's size (buffer_size_kb x CPUs)
+twice at most, plus an unfinished trace.txt; each copy must leave SPARE free; all are
+removed when the node's scan ends. Memory stays flat: members are copied and trace-cmd's
+output read in chunks.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ TEXT, DAT, RAW, NONE = "trace.txt", "trace.dat", "raw", "none"
 INSTALL = "dnf install trace-cmd / apt-get install trace-cmd"
 FINISHED_TEXT = ("tracefs", "trace-cmd report")  # details.trace_txt once the text is complete
 CHUNK = 1 << 20
+CUT_SHORT = "trace.txt may be cut short: the run ended before the collector finished it"
 SPARE = 256 << 20  # free space a copy must leave in the temporary directory
 
 
@@ -108,11 +116,12 @@ def planned_origin(plugin: Any) -> Origin:
     """Where an ftrace source's events would come from, by its manifest alone (``inspect``
     without a timeline)."""
     h = holdings(plugin)
-    if not h.listed or h.text:
+    usable = tracefs.trace_cmd() is not None
+    if not h.listed or (h.text and (h.text_finished or not h.dat or not usable)):
         return origin_of_text(h)
-    need = "" if tracefs.trace_cmd() is not None else f"; reading it needs trace-cmd ({INSTALL})"
+    need = "" if usable else f"; reading it needs trace-cmd ({INSTALL})"
     if h.dat:
-        return Origin(DAT, _from_dat_note() + need)
+        return Origin(DAT, _from_dat_note(CUT_SHORT if h.text else "the archive has no trace.txt") + need)
     if h.raw:
         return Origin(RAW, _from_raw_note("the archive has no trace.txt or trace.dat") + need)
     return Origin(NONE, "no ftrace events: the archive has no trace.txt, trace.dat or raw ring pages")
@@ -157,6 +166,8 @@ class Fallback:
             h = d.holdings
             if usable and spec.offset is not None and h.listed and not h.text:
                 d.copy = {DAT} if h.dat else {RAW} if h.raw else set()
+            elif usable and spec.offset is not None and h.text and not h.text_finished and h.dat:
+                d.copy = {DAT, TEXT}  # trace.dat first, the text perhaps cut short kept aside
 
     # --- while streaming --------------------------------------------------------------
     def take(self, parts: Sequence[str], member: tarfile.TarInfo, tar: tarfile.TarFile) -> bool:
@@ -168,12 +179,12 @@ class Fallback:
             return False
         if form == TEXT:
             d.text_bytes += member.size
-            return False
-        d.seen.add(form)
+        else:
+            d.seen.add(form)
         if form not in d.copy:
             return False
         self._copy(d, form, parts[2:], tar.extractfile(member), member.size)
-        return True
+        return form in d.copied  # else the scan reads it as usual (a trace.txt that could not be copied)
 
     def _root(self, d: _Dir) -> Path:
         if self.tmp is None:
@@ -209,15 +220,14 @@ class Fallback:
         try:
             pending = []
             for name, d in self.dirs.items():
-                if d.text_bytes:
+                if d.text_bytes and TEXT not in d.copied:
                     result.ftrace_from[name] = origin_of_text(d.holdings)
                 else:
                     pending.append(d)
-            if pending and tracefs.trace_cmd() is None:
-                for d in pending:
-                    result.ftrace_from[d.spec.name] = Origin(NONE, _without_trace_cmd(d))
-                return
-            for form in (DAT, RAW):
+            tool = tracefs.trace_cmd() is not None
+            for d in [] if tool else pending:
+                d.origin = None if TEXT in d.copied else Origin(NONE, _without_trace_cmd(d))
+            for form in (DAT, RAW) if tool else ():
                 fetch = [d for d in pending if d.origin is None and form in d.seen and d.spec.offset
                          is not None and form not in d.copied | d.uncopyable]
                 if fetch:
@@ -226,6 +236,8 @@ class Fallback:
                     if d.origin is None and form in d.copied:
                         self._read(d, form, result, window, density, spool)
             for d in pending:
+                if d.origin is None and TEXT in d.copied:
+                    self._read(d, TEXT, result, window, density, spool)
                 result.ftrace_from[d.spec.name] = d.origin or Origin(NONE, _nothing(d))
         finally:
             if self.tmp is not None:
@@ -258,31 +270,29 @@ class Fallback:
     def _read(self, d: _Dir, form: str, result: NodeScan, window: Window, density: bool,
               spool: Spool) -> None:
         root = self._root(d)
+        no_text = CUT_SHORT if d.text_bytes else "the archive has no trace.txt"
+        if form == TEXT:
+            self._spool_text(d, root / TEXT, result, window, density, spool)
+            return
         if form == RAW:
             dat = self._rebuild(d, root)
             if dat is None:
                 return
-            why = "; ".join(["the archive has no trace.txt"] + d.reasons) if d.reasons else \
+            why = "; ".join([no_text] + d.reasons) if d.reasons or d.text_bytes else \
                 "the archive has no trace.txt or trace.dat"
             note = _from_raw_note(why)
             if not (root / RAW / "partial.dat").exists():
                 note += "; function addresses unresolved (no kernel symbols)"
         else:
-            dat, note = root / DAT, _from_dat_note()
-        stats = result.stats[d.spec.name]
-        before = stats.count
-        path = self.spool_dir / f"{len(os.listdir(self.spool_dir)):05d}.spool"
+            dat, note = root / DAT, _from_dat_note(no_text)
         try:
             with tracecmd.Report(dat) as report:
-                records = sources.read(d.spec, report.lines, (window.start, window.end))
-                spool(records, stats, window, path, density, f"\t{result.node}\t{d.spec.name}\t")
+                got = self._spool(d, report.lines, result, window, density, spool)
         except OSError as exc:
             d.reasons.append(f"{form}: reading it failed: {exc.strerror or exc}")
             return
         finally:
             _remove(dat)
-        result.spools.append((d.spec.name, path))
-        got = stats.count - before
         if got == 0 and (report.returncode != 0 or (form == DAT and RAW in d.seen)):
             # a trace.dat cut short (power lost while it was written) reports no event, exit 0
             failed = f"failed: {report.error or report.returncode}" if report.returncode else "found no event"
@@ -291,6 +301,27 @@ class Fallback:
         if report.returncode != 0:
             note += f"; trace-cmd report stopped after {got} events: {report.error or report.returncode}"
         d.origin = Origin(form, note)
+
+    def _spool_text(self, d: _Dir, text: Path, result: NodeScan, window: Window, density: bool,
+                    spool: Spool) -> None:
+        """The trace.txt kept aside, when neither trace.dat nor the raw pages gave events."""
+        with open(text, "rb") as f:
+            self._spool(d, f, result, window, density, spool)
+        d.origin = Origin(TEXT, "; ".join([CUT_SHORT] + d.reasons))
+
+    def _spool(self, d: _Dir, lines: IO[bytes], result: NodeScan, window: Window, density: bool,
+               spool: Spool) -> int:
+        """Spool the events of a text trace as the scan spools a member; how many."""
+        stats = result.stats[d.spec.name]
+        before = stats.count
+        path = self.spool_dir / f"{len(os.listdir(self.spool_dir)):05d}.spool"
+        try:
+            records = sources.read(d.spec, lines, (window.start, window.end))
+            spool(records, stats, window, path, density, f"\t{result.node}\t{d.spec.name}\t")
+        finally:
+            if path.exists():
+                result.spools.append((d.spec.name, path))
+        return stats.count - before
 
     def _rebuild(self, d: _Dir, root: Path) -> Optional[Path]:
         """trace.dat from the copied raw pages and headers (their own partial.dat when the
@@ -314,9 +345,7 @@ class Fallback:
 
 def origin_of_text(h: Holdings) -> Origin:
     """The origin of a source whose trace.txt is in the archive."""
-    if h.listed and not h.text_finished:
-        return Origin(TEXT, "trace.txt may be cut short: the run ended before the collector finished it")
-    return Origin(TEXT)
+    return Origin(TEXT, CUT_SHORT if h.listed and not h.text_finished else "")
 
 
 def _without_trace_cmd(d: _Dir) -> str:
