@@ -28,6 +28,7 @@ from scoutfs_collect.archive import write as archive_write
 from scoutfs_collect.system.tracefs import TraceInstance
 from tests.support.cli import Cli, finish
 from tests.support.helpers import archive_of, extract, kmsg_write, unique
+from tests.test_analysis import make_bundle
 
 pytestmark = pytest.mark.usefixtures("tracefs_untouched")
 
@@ -296,3 +297,17 @@ def test_a_copy_that_would_fill_the_temporary_directory_is_not_made(capture, mon
         assert not any(e.source == "ftrace" for e in a.events())
         assert any(e.source == "dmesg" and capture.nonce in e.text for e in a.events())
         assert not list(Path(a.tmp.name).glob("ftrace-fallback.*"))
+
+
+def test_a_bundle_node_without_trace_txt_has_its_events_on_its_own_clock(capture, tmp_path):
+    offsets = {"node1": 0.0, "node2": 250.0}
+    archive = capture.variant("bundled", remove=["trace.txt", "trace.dat"])
+    bundle = make_bundle(str(archive), tmp_path, offsets)
+    doc = capture.timeline(bundle)
+    original = capture.marks(capture.timeline(capture.archive))
+    for node, offset in offsets.items():
+        marks = capture.marks({"events": [e for e in doc["events"] if e["node"] == node]})
+        assert [m for _, m in marks] == [m for _, m in original]
+        assert all(abs((t0 - t) * 1000 - offset) < 0.01 for (t0, _), (t, _) in zip(original, marks))
+    assert {(h["node"], h["events_from"]) for h in doc["history"] if h["kind"] == "ftrace"} == \
+        {("node1", "raw"), ("node2", "raw")}
