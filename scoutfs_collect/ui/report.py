@@ -57,9 +57,9 @@ def _header(a: Analysis) -> str:
                f"({_e(o.get('type'))}): {_e(o.get('reason'))}</p>") + out
         head = ["node", "status", "clock offset", "stop after origin's trigger", "error"]
         out += "<p></p>" + _table(head, [
-            [_e(b.name), _e(b.status), f"{b.clock_offset_ms:+.3f} ms",
-             "-" if b.stop_lag_ms is None else f"{b.stop_lag_ms:.1f} ms", _e(b.error or "")]
-            for b in a.bundle.nodes])
+            [_e(r.name), _e(r.status), "-" if r.clock_offset_ms is None else f"{r.clock_offset_ms:+.3f} ms",
+             "-" if r.stop_lag_ms is None else f"{r.stop_lag_ms:.1f} ms", _e(r.error or "")]
+            for r in (b.record for b in a.bundle.nodes)])
     return out
 
 
