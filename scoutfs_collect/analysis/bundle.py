@@ -47,6 +47,24 @@ class Bundle:
     def node(self, name: str) -> Optional[BundleNode]:
         return next((n for n in self.nodes if n.name == name), None)
 
+    def origin_text(self) -> str:
+        """``th2: freeze (kmsg): <reason>``; the coordinator's for an operator's stop."""
+        o = self.origin
+        if not o:
+            return "none (no node triggered)"
+        return f"{o.get('node') or 'the coordinator'}: {o.get('name')} ({o.get('type')}): {o.get('reason')}"
+
+    def header_lines(self) -> List[str]:
+        """What the timeline says of the bundle before its records: the origin, and each
+        node whose archive is not in the bundle (a lost node is often the one that matters)."""
+        lines = [f"  origin {self.origin_text()}"]
+        for n in self.nodes:
+            if n.archive is None:
+                r = n.record
+                why = r.error or "no error recorded"
+                lines.append(f"  {r.name}: no archive in the bundle ({r.status}: {why})")
+        return lines
+
     def reference(self) -> Optional[float]:
         """The origin's trigger time on the coordinator's clock (origin.time is the
         origin node's own reading, so its clock offset is taken off)."""

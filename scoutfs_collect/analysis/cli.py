@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from scoutfs_collect.core.errors import EXIT_OK, UsageError
+from scoutfs_collect.ui.console import detach_stream
 
 
 def _seconds(value: str) -> float:
@@ -68,6 +69,9 @@ def inspect(ns: argparse.Namespace) -> int:
     """``inspect --timeline`` / ``--export``."""
     from scoutfs_collect.analysis import perfetto, timeline
 
+    if getattr(ns, "node", None):
+        raise UsageError("inspect: --node is for the summary of one node's archive; --timeline and "
+                         "--export show every node of a bundle (narrow them with --sources)")
     if ns.export and ns.output is None:
         raise UsageError("inspect: --export perfetto needs -o FILE.json")
     if ns.output is not None and not ns.export:
@@ -79,7 +83,11 @@ def inspect(ns: argparse.Namespace) -> int:
             perfetto.write(a, ns.output)
             print(f"perfetto: {ns.output}", file=sys.stderr)
         if ns.timeline:
-            (timeline.write_json if ns.json else timeline.render)(a, sys.stdout)
+            try:
+                (timeline.write_json if ns.json else timeline.render)(a, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `| head`: the reader has what it wanted
+                detach_stream("stdout")
     return EXIT_OK
 
 

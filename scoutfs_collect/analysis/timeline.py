@@ -142,6 +142,8 @@ def render(a: Analysis, out: TextIO) -> int:
     out.write(f"Timeline of {a.path.name}: {utc_us(w.start)} .. {utc_us(w.end)} "
               f"({w.before:g} s before the trigger to {w.after:g} s after)\n")
     out.write(f"trigger at {utc_us(w.ref)}; times UTC, then seconds relative to the trigger\n")
+    if a.bundle is not None:
+        out.writelines(f"{line}\n" for line in a.bundle.header_lines())
     for n in a.nodes:
         where = f"{n.node}: " if n.node else ""
         out.write(f"  {where}clocks from manifest {n.clocks.source}"

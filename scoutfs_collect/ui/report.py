@@ -52,9 +52,9 @@ def _header(a: Analysis) -> str:
                      f'<span class="{cls}">exit {_e(status)}</span>'])
     out = _table(["host", "kernel", "trigger", "result"], rows)
     if a.bundle is not None:
-        o = a.bundle.origin
-        out = (f"<p>Cluster bundle: origin <b>{_e(o.get('node'))}</b>, trigger {_e(o.get('name'))} "
-               f"({_e(o.get('type'))}): {_e(o.get('reason'))}</p>") + out
+        where, _, what = a.bundle.origin_text().partition(": ")
+        what = f", trigger {_e(what)}" if what else ""
+        out = f"<p>Cluster bundle: origin <b>{_e(where)}</b>{what}</p>" + out
         head = ["node", "status", "clock offset", "stop after origin's trigger", "error"]
         out += "<p></p>" + _table(head, [
             [_e(r.name), _e(r.status), "-" if r.clock_offset_ms is None else f"{r.clock_offset_ms:+.3f} ms",
