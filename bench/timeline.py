@@ -154,7 +154,7 @@ def main() -> None:
         archive = capture(scratch, env, args.pcap_mb)
         top = c.extract(archive, scratch.dir / "x")
         dat = top / "ftrace" / "trace.dat"
-        pcaps = sorted((top / "tcpdump").glob("tcpdump.pcap[0-9]"))
+        pcaps = sorted((top / "tcpdump").glob("tcpdump.pcap[0-9]*"))
         manifest = json.loads((top / "manifest.json").read_text())
         ft = manifest["plugins"]["ftrace"]["details"]
         commands = {
