@@ -152,18 +152,19 @@ def label_width(node: str, chosen: Sequence[sources.SourceSpec]) -> int:
 def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
          wanted: Optional[Sequence[str]] = None, counters: bool = False,
          text: Optional[TextSpool] = None, only: Optional[Set[str]] = None,
-         share: Optional[sources.Share] = None) -> NodeScan:
+         share: Optional[Split] = None) -> NodeScan:
     """Read ``archive`` once. ``window_of(manifest, clocks)`` gives the :class:`Window`
     (it is known only once the manifest, the first member, has been read). ``counters``
     (the report): also keep each counter's values and every source's density. ``text``:
     spool rendered lines (see :class:`TextSpool`) instead of data lines. ``only``: read
     just the sources of these instance names (of those ``wanted`` selects); ``share``:
-    just these blocks of each text trace (:func:`scan_split`)."""
+    just this process's part of the text traces and packet files (:func:`scan_split`)."""
     with archive_read.open_stream(archive) as tar:
         manifest: Optional[Dict[str, Any]] = None
         result: Optional[NodeScan] = None
         window: Optional[Window] = None
         by_dir: Dict[str, sources.SourceSpec] = {}
+        packet_files: Dict[str, int] = {}  # packet source -> its files seen
         for member in tar:
             parts = member.name.strip("/").split("/")
             if manifest is None:
@@ -186,6 +187,10 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             spec = by_dir[parts[1]]
             if not spec.wants(parts[2]):
                 continue
+            if spec.kind == "packets" and share is not None:
+                index = packet_files[spec.name] = packet_files.get(spec.name, -1) + 1
+                if index not in share.members:
+                    continue
             assert result is not None and window is not None
             stream = tar.extractfile(member)
             assert stream is not None
@@ -194,7 +199,8 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             stats = result.stats[spec.name]
             tag = f"\t{node}\t{spec.name}\t" if text is None else f"{stats.label:<{text.width}}"
             fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, counters)
-            records = sources.read(spec, stream, (window.start, window.end), sink, share)
+            records = sources.read(spec, stream, (window.start, window.end), sink,
+                                   share.blocks if share is not None else None)
             tally = spool.spool(records, fmt, path)
             stats.absorb(tally)
             result.spools.append((spec.name, path))
@@ -222,43 +228,53 @@ def _counter_sink(store: Dict[Tuple[str, str], CounterSeries]):
     return sink
 
 
-SPLIT_ABOVE = 4 << 20  # bytes of text trace above which scan_split forks a second reader
-SPLIT = 3  # blocks of a text trace: this process reads 1 in SPLIT, the child the others
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One process's part when two read an archive (:func:`scan_split`): these blocks
+    of each text trace, these files (by index) of each packet source."""
+
+    blocks: sources.Share
+    members: sources.Share
+
+
+SPLIT_ABOVE = 4 << 20  # bytes of text trace and pcap above which scan_split forks a reader
+PARENT = Split(sources.Share(3, frozenset([0])), sources.Share(2, frozenset([0])))
+CHILD = Split(sources.Share(3, frozenset([1, 2])), sources.Share(2, frozenset([1])))
 
 
 def scan_split(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
                wanted: Optional[Sequence[str]] = None, counters: bool = False,
                text: Optional[TextSpool] = None) -> NodeScan:
-    """:func:`scan` on two CPUs, when the archive holds a text trace of more than
-    SPLIT_ABOVE bytes (a full ring's trace is most of a timeline's lines, and one CPython
-    process formats ~0.4 M lines/s): a forked child reads a second stream of the archive
-    and formats SPLIT - 1 of every SPLIT blocks of each text trace into its own spools,
-    while this process reads every other source and the remaining blocks. Each spool is
-    still in time order, so the merge is unchanged. Costs a second decompression (zstd:
-    ~0.1 s of CPU per 200 MiB); the child ends with this call."""
+    """:func:`scan` on two CPUs, when the archive's text traces and pcap files hold more
+    than SPLIT_ABOVE bytes (a full ring's trace is most of a timeline's lines, and one
+    CPython process formats ~0.4 M lines/s): a forked child reads a second stream of the
+    archive for 2 of every 3 blocks of each text trace and every other pcap file, into
+    its own spools, while this process reads the rest and every other source. Each
+    spool is still in time order, so the merge is unchanged. Costs a second
+    decompression (zstd: ~0.1 s of CPU per 200 MiB); the child ends with this call."""
     manifest = archive_read.read_manifest(archive)
     chosen = select(sources.specs(manifest, ClockMap.from_manifest(manifest, node_offset)), wanted)
     if text is not None:  # one width for both processes' lines
         text = TextSpool(max(text.width, label_width(node, chosen)))
-    traced = {s.name for s in chosen if s.kind == "ftrace" and s.offset is not None}
-    if not traced or (os.cpu_count() or 1) < 2 or _text_trace_bytes(manifest) <= SPLIT_ABOVE:
+    shared = {s.name for s in chosen if s.kind in ("ftrace", "packets") and s.offset is not None}
+    if not shared or (os.cpu_count() or 1) < 2 or _shared_bytes(manifest, shared) <= SPLIT_ABOVE:
         return scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text)
-    child_dir = Path(tempfile.mkdtemp(prefix="ftrace.", dir=spool_dir))
+    child_dir = Path(tempfile.mkdtemp(prefix="shared.", dir=spool_dir))
     context = multiprocessing.get_context("fork")
     ours, theirs = context.Pipe(duplex=False)
     child = context.Process(
-        target=_scan_child, name="scoutfs-collect-trace-reader", daemon=True,
+        target=_scan_child, name="scoutfs-collect-archive-reader", daemon=True,
         args=(theirs, archive, child_dir, window_of, node, node_offset, wanted, counters, text,
-              traced, sources.Share(SPLIT, frozenset(range(1, SPLIT)))))
+              shared, CHILD))
     child.start()
     theirs.close()
     try:
         result = scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text,
-                      None, sources.Share(SPLIT, frozenset([0])))
+                      None, PARENT)
         try:
             status, payload = ours.recv()
         except EOFError:
-            raise RuntimeError(f"{archive}: the trace reader died (exit status {child.exitcode})") from None
+            raise RuntimeError(f"{archive}: the second reader died (exit status {child.exitcode})") from None
         if status != "ok":
             raise ValueError(payload) if status == "ValueError" else RuntimeError(payload)
     finally:
@@ -282,15 +298,17 @@ def _scan_child(conn, archive: Path, *args: Any) -> None:
         conn.close()
 
 
-def _text_trace_bytes(manifest: Dict[str, Any]) -> int:
-    """The size of the ftrace plugins' trace.txt files, from the manifest."""
+def _shared_bytes(manifest: Dict[str, Any], names: Set[str]) -> int:
+    """The size of the text traces and pcap files of the sources ``names``, from the
+    manifest."""
     total = 0
     plugins = manifest.get("plugins") if isinstance(manifest.get("plugins"), dict) else {}
-    for plugin in plugins.values():
-        if not isinstance(plugin, dict) or plugin.get("type") != "ftrace":
+    for name, plugin in plugins.items():
+        if name not in names or not isinstance(plugin, dict):
             continue
         for f in plugin.get("files") or []:
-            if isinstance(f, dict) and f.get("path") == "trace.txt" and isinstance(f.get("size"), int):
+            path = str(f.get("path")) if isinstance(f, dict) else ""
+            if (path == "trace.txt" or path.startswith("tcpdump.pcap")) and isinstance(f.get("size"), int):
                 total += f["size"]
     return total
 
