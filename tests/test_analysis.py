@@ -374,3 +374,55 @@ def test_a_bundle_with_a_broken_cluster_json_exits_2_naming_it(capture, tmp_path
     result = capture.run("report", str(bundle), "-o", str(tmp_path / "r.html"))
     assert result.returncode == 2 and "cluster.json" in result.stderr and "'nodes'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r.html").exists()
+
+
+def _timeline_in_process(archive: str, out, text: bool, split_above: int, monkeypatch):
+    """``inspect --timeline`` of the whole archive (wide window) in this process; the
+    stats of every source, and the number of spool files."""
+    from scoutfs_collect.analysis import scan, sources, timeline
+
+    monkeypatch.setattr(scan, "SPLIT_ABOVE", split_above)
+    monkeypatch.setattr(sources, "CHUNK", 4096)  # a small trace in many blocks: both processes get some
+    with timeline.analyse(Path(archive), 1e6, 1e6, text=text) as a:
+        timeline.render(a, out)
+        stats = sorted((s.label, s.count, s.in_window, s.first, s.last) for s in a.stats())
+        return stats, len(a.nodes[0].spools)
+
+
+def _event_lines(text: str) -> list:
+    return [line for line in text.splitlines() if line[:4].isdigit()]
+
+
+def test_timeline_is_the_same_however_it_is_read(capture, monkeypatch, tmp_path):
+    """Printed lines spooled and merged by sort -m, the trace read by two processes, and
+    data lines merged in Python all give the same timeline."""
+    import io
+    import multiprocessing
+
+    plain = io.StringIO()  # no file descriptor: the merge in Python
+    whole_stats, whole_spools = _timeline_in_process(capture.archive, plain, False, 1 << 60, monkeypatch)
+    with open(tmp_path / "split.txt", "w") as f:  # a real file: sort -m
+        split_stats, split_spools = _timeline_in_process(capture.archive, f, True, 0, monkeypatch)
+    assert multiprocessing.active_children() == []
+    assert split_spools == whole_spools + 1  # the second reader's share of the trace
+    whole = _event_lines(plain.getvalue())
+    split = _event_lines((tmp_path / "split.txt").read_text())
+    assert whole_stats == split_stats
+    assert sum(f"{capture.nonce} filler" in line for line in whole) > 500
+    # the same lines; lines of one microsecond may come in another order
+    assert sorted(whole) == sorted(split)
+    assert [line.split()[0] for line in split] == sorted(line.split()[0] for line in split)
+    by_cli = _event_lines(capture.run("inspect", capture.archive, "--timeline", "--before", "1e6",
+                                      "--after", "1e6").stdout)
+    assert sorted(by_cli) == sorted(whole)
+
+
+def test_timeline_into_a_closed_pipe_ends_quietly(capture):
+    argv = capture.cli.argv("inspect", capture.archive, "--timeline", "--before", "1e6")
+    proc = subprocess.Popen(argv, env=capture.cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"Timeline of ")
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert b"Traceback" not in err and b"Error" not in err

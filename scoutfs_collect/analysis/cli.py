@@ -54,13 +54,14 @@ def wants_analysis(ns: argparse.Namespace) -> bool:
     return bool(ns.timeline or ns.export)
 
 
-def _analyse(ns: argparse.Namespace, command: str, counters: bool = False):
+def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False):
     from scoutfs_collect.analysis import timeline
 
     if not ns.archive.is_file():
         raise UsageError(f"{command}: {ns.archive}: no such archive")
     try:
-        return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters)
+        return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters,
+                                text)
     except ValueError as exc:
         raise UsageError(f"{command}: {exc}") from None
 
@@ -78,7 +79,7 @@ def inspect(ns: argparse.Namespace) -> int:
         raise UsageError("inspect: -o FILE is for --export")
     if ns.export and ns.output.parent and not ns.output.parent.is_dir():
         raise UsageError(f"inspect: -o {ns.output}: no such directory {ns.output.parent}")
-    with _analyse(ns, "inspect") as a:
+    with _analyse(ns, "inspect", text=bool(ns.timeline and not ns.json and not ns.export)) as a:
         if ns.export:
             perfetto.write(a, ns.output)
             print(f"perfetto: {ns.output}", file=sys.stderr)

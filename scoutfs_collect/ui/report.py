@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Deque, List, Optional, Tuple
 
 from scoutfs_collect import __version__
-from scoutfs_collect.analysis import scan
+from scoutfs_collect.analysis import scan, spool
 from scoutfs_collect.analysis.timeline import Analysis, utc_us
 
 EVENTS_MAX = 3000  # lines of the merged timeline shown
@@ -77,7 +77,7 @@ def _range(a: Analysis) -> Tuple[float, float]:
 def _bins(s: scan.SourceStats, ref: float, lo: float, hi: float) -> List[int]:
     out = [0] * BINS
     span = hi - lo
-    for table, width in ((s.fine, scan.FINE), (s.coarse, 1.0)):
+    for table, width in ((s.fine, spool.FINE), (s.coarse, 1.0)):
         for k, count in table.items():
             t = ref + (k + 0.5) * width
             if lo <= t < hi:
