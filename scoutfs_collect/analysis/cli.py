@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from scoutfs_collect.core.errors import EXIT_OK, UsageError
-from scoutfs_collect.ui.console import detach_stream
 
 
 def _seconds(value: str) -> float:
@@ -84,11 +83,7 @@ def inspect(ns: argparse.Namespace) -> int:
             perfetto.write(a, ns.output)
             print(f"perfetto: {ns.output}", file=sys.stderr)
         if ns.timeline:
-            try:
-                (timeline.write_json if ns.json else timeline.render)(a, sys.stdout)
-                sys.stdout.flush()
-            except BrokenPipeError:  # `| head`: the reader has what it wanted
-                detach_stream("stdout")
+            (timeline.write_json if ns.json else timeline.render)(a, sys.stdout)
     return EXIT_OK
 
 

@@ -89,7 +89,7 @@ def is_bundle(path: Path) -> bool:
     """A tar whose first member is ``TOP/cluster.json``."""
     try:
         with read.open_stream(path) as tar:
-            first = tar.next()
+            first = next(iter(tar), None)
     except ValueError:
         return False
     return first is not None and first.isfile() and "/" in first.name.strip("/") \
