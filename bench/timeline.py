@@ -5,8 +5,9 @@ trace.dat plus ``tcpdump -n -r`` of the same pcap files, in the same run.
 1. A real capture through the CLI: ftrace with the default ring (buffer_size_kb 10240)
    on sched_switch/sched_wakeup plus trace_marker writes from one writer per CPU at
    3.3 MiB/s until every CPU's ring has wrapped 2.5 times (the ring then holds ~3 s, of
-   which the default 2 s window is most); tcpdump on lo (2 files of 50 MB) filled with ~110 MB of
-   1400-byte UDP datagrams; dmesg; a kmsg trigger line.
+   which the default 2 s window is most); tcpdump on lo (a ring of 50 MB files keeping at
+   least --pcap-mb, default 100; 1000 makes the 1 GiB archive of the memory goal) filled
+   with 1400-byte UDP datagrams; dmesg; a kmsg trigger line.
 2. Alternating runs (default 3) of each command, output to /dev/null: wall time and
    peak RSS of the process tree (psutil, sampled every 20 ms; the largest process by
    wait4 too). Ours reads the compressed archive as it is; the baselines read the
@@ -106,12 +107,14 @@ def fill_ring(instance: str, cpus: List[int], bytes_per_cpu: int, rate: float) -
         os.waitpid(pid, 0)
 
 
-def capture(scratch: c.Scratch, env: Dict[str, str]) -> Path:
+def capture(scratch: c.Scratch, env: Dict[str, str], pcap_mb: int) -> Path:
     instance = scratch.instance_name("timeline")
     load = c.UdpLoad(rate=0)
     scratch.cleanups.append(load.close)
     tag = f"scoutfs-bench-timeline-{os.getpid()}"
     profile = scratch.dir / "p.yaml"
+    files = max(3, -(-pcap_mb // 50) + 1)  # a ring of files of 50 MB keeping >= pcap_mb
+    fill = 220_000_000 if pcap_mb <= 100 else int(pcap_mb * 1.25e6)
     profile.write_text(f"""\
 collectors:
   dmesg: {{}}
@@ -119,7 +122,7 @@ collectors:
     instance: {instance}
     events: ["sched:sched_switch", "sched:sched_wakeup"]
     freeze_on: ["*{tag} end*"]
-  tcpdump: {{interface: lo, heartbeat_timeout: 0, file_size_mb: 50, file_count: 3}}
+  tcpdump: {{interface: lo, heartbeat_timeout: 0, file_size_mb: 50, file_count: {files}}}
 triggers:
   end: {{type: kmsg, pattern: '{tag} end'}}
 """)
@@ -128,7 +131,7 @@ triggers:
                                    "127.0.0.1", load.port), env=env, stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL, text=True)
     c.wait_event(events, "armed", run)
-    sent = load.fill(220_000_000, mb_per_s=40, size=1400)  # wraps the 3 x 50 MB ring: >= 100 MB kept
+    sent = load.fill(fill, mb_per_s=40, size=1400)  # wraps the ring of pcap files: >= pcap_mb kept
     cpus = tracefs.cpu_ids()
     fill_ring(instance, cpus, 25 << 20, RING_RATE)
     c.kmsg_write(f"{tag} end")
@@ -142,14 +145,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--pcap-mb", type=int, default=100,
+                    help="MB of pcap the capture keeps (default 100; 1000 for the 1 GiB archive)")
     args = ap.parse_args()
     c.require_root()
     with c.Scratch("timeline", keep=args.keep) as scratch:
         env = c.cli_env(scratch.dir)
-        archive = capture(scratch, env)
+        archive = capture(scratch, env, args.pcap_mb)
         top = c.extract(archive, scratch.dir / "x")
         dat = top / "ftrace" / "trace.dat"
-        pcaps = sorted((top / "tcpdump").glob("tcpdump.pcap[0-9]"))
+        pcaps = sorted((top / "tcpdump").glob("tcpdump.pcap[0-9]*"))
         manifest = json.loads((top / "manifest.json").read_text())
         ft = manifest["plugins"]["ftrace"]["details"]
         commands = {
@@ -179,9 +184,11 @@ def main() -> None:
               f"{c.fmt(c.ratio(ours['cpu_s'], base_cpu), 2)}x CPU (goal <= 1.0), RSS "
               f"{c.fmt(ours['tree_rss_mb'])} MB (goal < 150); timeline lines: {lines}; load average "
               f"{os.getloadavg()[0]:.1f}")
-        print(f"report: {c.fmt(med['report']['wall_s'], 2)} s (goal < 10)")
+        print(f"report: {c.fmt(med['report']['wall_s'], 2)} s (goal < 10), RSS "
+              f"{c.fmt(med['report']['tree_rss_mb'])} MB")
         c.write_results("timeline", {
             "archive_mb": archive.stat().st_size / 1e6,
+            "content_mb": sum(f.stat().st_size for f in top.rglob("*") if f.is_file()) / 1e6,
             "trace_dat_mb": dat.stat().st_size / 1e6,
             "pcap_mb": sum(p.stat().st_size for p in pcaps) / 1e6,
             "ftrace_overrun": sum(s["overrun"] for s in ft["cpu_stats"]),

@@ -1,16 +1,27 @@
-"""Shared fixtures: the CLI runner with its own runtime/etc dirs, the guard on global
-tracefs settings, armed triggers and started collectors that never outlive a test."""
+"""Shared fixtures: the CLI runner with its own runtime/etc dirs, one real 3-host cluster
+run and its bundle, the guard on global tracefs settings, armed triggers and started
+collectors that never outlive a test."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator
 
 import pytest
 
 from scoutfs_collect.system import tracefs
 from tests.support.cli import Cli
+from tests.support.cluster import TriggeredRun, triggered_run
 from tests.support.helpers import Fired
+
+
+@pytest.fixture(scope="session")
+def triggered_cluster(tmp_path_factory) -> Iterator[TriggeredRun]:
+    """One real run of 3 test hosts in which th2's kmsg trigger stops all three, and its
+    bundle: shared by the cluster tests and the bundle analysis tests (one cluster run for
+    both keeps the suite short). The hosts are gone by the time a test gets it."""
+    with triggered_run(tmp_path_factory.mktemp("cluster3")) as run:
+        yield run
 
 
 @pytest.fixture

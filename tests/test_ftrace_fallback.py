@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from scoutfs_collect.analysis import ftrace_fallback, timeline
+from scoutfs_collect.analysis import ftrace_fallback, scan, timeline
 from scoutfs_collect.archive import write as archive_write
 from scoutfs_collect.system.tracefs import TraceInstance
 from tests.support.cli import Cli, finish
@@ -311,3 +311,32 @@ def test_a_bundle_node_without_trace_txt_has_its_events_on_its_own_clock(capture
         assert all(abs((t0 - t) * 1000 - offset) < 0.01 for (t0, _), (t, _) in zip(original, marks))
     assert {(h["node"], h["events_from"]) for h in doc["history"] if h["kind"] == "ftrace"} == \
         {("node1", "raw"), ("node2", "raw")}
+
+
+@pytest.mark.parametrize("remove, cut, form", [
+    ([], False, "trace.txt"),
+    (["trace.txt"], False, "trace.dat"),
+    (["trace.txt", "trace.dat"], False, "raw"),
+    ([], True, "trace.dat"),  # an unfinished trace.txt: both readers leave it aside
+])
+def test_two_readers_give_the_same_events_as_one(capture, monkeypatch, remove, cut, form):
+    """scan_split's second reader (forked above SPLIT_ABOVE bytes of text) keeps off what
+    the first reader copies: no event twice, none lost."""
+    tag = "split" + "".join(r[-3:] for r in remove) + ("cut" if cut else "")
+    archive = capture.variant(tag, remove=remove, cut={"trace.txt": 4000} if cut else None) \
+        if remove or cut else capture.archive
+    with timeline.analyse(archive, before=60) as a:
+        one = [e for e in a.events() if e.source == "ftrace"]
+    monkeypatch.setattr(scan, "SPLIT_ABOVE", 0)
+    shares, real = [], scan.scan
+
+    def spy(*args, **kwargs):
+        shares.append(args[9] if len(args) > 9 else kwargs.get("share"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "scan", spy)
+    with timeline.analyse(archive, before=60) as a:
+        two = [e for e in a.events() if e.source == "ftrace"]
+        assert a.nodes[0].ftrace_from["ftrace"].form == form
+    assert two == one and len(one) > MARKS
+    assert (scan.PARENT in shares) == ("trace.txt" not in remove)  # split above 0 bytes of text

@@ -1,36 +1,34 @@
-"""Cluster bundles (``scoutfs-collect-cluster.*.tar``): one top directory holding
-``cluster.json`` and ``nodes/NODE/<that node's archive>``. cluster.json ``nodes`` gives
-each node's ``clock_offset_ms`` (its clock minus the coordinator's), ``stop_lag_ms``,
-``trigger``, ``status`` and ``archive``; ``origin`` the node whose trigger fired first.
-
-The node archives (compressed) are copied out of the bundle stream into a temporary
-directory, one at a time, so each can then be streamed like a single archive."""
+"""Cluster bundles for the analysis: each node's record in cluster.json with its archive
+copied out of the bundle (read by :mod:`scoutfs_collect.archive.bundle`, the one reader
+of bundles), and the origin's trigger on the coordinator's clock, which every node's
+times are aligned to with its ``clock_offset_ms`` (its clock minus the coordinator's)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from scoutfs_collect.archive import read as archive_read
-
-CLUSTER_JSON = "cluster.json"
-CLUSTER_MAX = 16 << 20
+from scoutfs_collect.archive import bundle as archive_bundle
+from scoutfs_collect.archive.bundle import NodeRecord
 
 
 @dataclasses.dataclass
 class BundleNode:
-    """One node of a bundle: its record in cluster.json and its archive copied out."""
+    """One node of a bundle: its record in cluster.json and its archive copied out
+    (None when the bundle holds none)."""
 
-    name: str
-    status: str
+    record: NodeRecord
     archive: Optional[Path]
-    clock_offset_ms: float = 0.0
-    stop_lag_ms: Optional[float] = None
-    trigger: Optional[Dict[str, Any]] = None
-    error: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def clock_offset_ms(self) -> float:
+        """The node's clock minus the coordinator's; 0 when cluster.json has no estimate."""
+        return self.record.clock_offset_ms or 0.0
 
 
 @dataclasses.dataclass
@@ -49,6 +47,24 @@ class Bundle:
     def node(self, name: str) -> Optional[BundleNode]:
         return next((n for n in self.nodes if n.name == name), None)
 
+    def origin_text(self) -> str:
+        """``th2: freeze (kmsg): <reason>``; the coordinator's for an operator's stop."""
+        o = self.origin
+        if not o:
+            return "none (no node triggered)"
+        return f"{o.get('node') or 'the coordinator'}: {o.get('name')} ({o.get('type')}): {o.get('reason')}"
+
+    def header_lines(self) -> List[str]:
+        """What the timeline says of the bundle before its records: the origin, and each
+        node whose archive is not in the bundle (a lost node is often the one that matters)."""
+        lines = [f"  origin {self.origin_text()}"]
+        for n in self.nodes:
+            if n.archive is None:
+                r = n.record
+                why = r.error or "no error recorded"
+                lines.append(f"  {r.name}: no archive in the bundle ({r.status}: {why})")
+        return lines
+
     def reference(self) -> Optional[float]:
         """The origin's trigger time on the coordinator's clock (origin.time is the
         origin node's own reading, so its clock offset is taken off)."""
@@ -59,55 +75,12 @@ class Bundle:
         return float(t) - (origin.clock_offset_ms / 1000 if origin else 0.0)
 
 
-def _num(v: Any, default: Optional[float]) -> Optional[float]:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
-
-
 def open_bundle(path: Path, dest: Path) -> Optional[Bundle]:
     """The bundle at ``path`` with its node archives copied into ``dest``; None when
-    ``path`` is a single archive (its first member is TOP/manifest.json). Raises
-    ValueError naming the file and key when cluster.json is unreadable."""
-    cluster: Optional[Dict[str, Any]] = None
-    copied: Dict[str, Path] = {}  # path in the bundle (below TOP) -> copy
-    with archive_read.open_stream(path) as tar:
-        for member in tar:
-            parts = member.name.strip("/").split("/")
-            if len(parts) == 2 and parts[1] == "manifest.json":
-                return None
-            if not member.isfile():
-                continue
-            if len(parts) == 2 and parts[1] == CLUSTER_JSON:
-                if member.size > CLUSTER_MAX:
-                    raise ValueError(f"{path}: {member.name} is too large")
-                f = tar.extractfile(member)
-                try:
-                    cluster = json.loads(f.read() if f else b"")
-                except ValueError as exc:
-                    raise ValueError(f"{path}: {member.name} is not valid JSON: {exc}") from None
-            elif len(parts) == 4 and parts[1] == "nodes":
-                out = dest / f"{len(copied):03d}-{parts[3]}"
-                f = tar.extractfile(member)
-                with open(out, "wb") as w:
-                    shutil.copyfileobj(f, w, 1 << 20)
-                copied["/".join(parts[1:])] = out
-    if cluster is None:
-        raise ValueError(f"{path}: neither an archive (TOP/manifest.json) nor a bundle (TOP/cluster.json)")
-    nodes_doc = cluster.get("nodes")
-    if not isinstance(nodes_doc, dict):
-        raise ValueError(f"{path}: cluster.json: 'nodes' is not an object")
-    nodes = []
-    for name, rec in sorted(nodes_doc.items()):
-        if not isinstance(rec, dict):
-            raise ValueError(f"{path}: cluster.json: nodes.{name} is not an object")
-        rel = rec.get("archive")
-        archive = None
-        if isinstance(rel, str) and rel:
-            rel = rel.strip("/")
-            archive = copied.get(rel) or next((p for k, p in copied.items() if k.endswith("/" + rel)
-                                               or rel.endswith(k)), None)
-        trig = rec.get("trigger")
-        nodes.append(BundleNode(
-            name, str(rec.get("status", "?")), archive, _num(rec.get("clock_offset_ms"), 0.0) or 0.0,
-            _num(rec.get("stop_lag_ms"), None), trig if isinstance(trig, dict) else None,
-            rec.get("error") if isinstance(rec.get("error"), str) else None))
-    return Bundle(Path(path), cluster, nodes)
+    ``path`` is not a bundle (then it is read as a single archive). Raises ValueError
+    naming the file and key when cluster.json is unusable."""
+    if not archive_bundle.is_bundle(path):
+        return None
+    doc, _, copies = archive_bundle.copy_archives(path, dest)
+    nodes = [BundleNode(r, copies.get(r.name)) for r in archive_bundle.node_records(doc)]
+    return Bundle(Path(path), doc, nodes)

@@ -53,13 +53,14 @@ def wants_analysis(ns: argparse.Namespace) -> bool:
     return bool(ns.timeline or ns.export)
 
 
-def _analyse(ns: argparse.Namespace, command: str, counters: bool = False):
+def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False):
     from scoutfs_collect.analysis import timeline
 
     if not ns.archive.is_file():
         raise UsageError(f"{command}: {ns.archive}: no such archive")
     try:
-        return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters)
+        return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters,
+                                text)
     except ValueError as exc:
         raise UsageError(f"{command}: {exc}") from None
 
@@ -68,13 +69,16 @@ def inspect(ns: argparse.Namespace) -> int:
     """``inspect --timeline`` / ``--export``."""
     from scoutfs_collect.analysis import perfetto, timeline
 
+    if getattr(ns, "node", None):
+        raise UsageError("inspect: --node is for the summary of one node's archive; --timeline and "
+                         "--export show every node of a bundle (narrow them with --sources)")
     if ns.export and ns.output is None:
         raise UsageError("inspect: --export perfetto needs -o FILE.json")
     if ns.output is not None and not ns.export:
         raise UsageError("inspect: -o FILE is for --export")
     if ns.export and ns.output.parent and not ns.output.parent.is_dir():
         raise UsageError(f"inspect: -o {ns.output}: no such directory {ns.output.parent}")
-    with _analyse(ns, "inspect") as a:
+    with _analyse(ns, "inspect", text=bool(ns.timeline and not ns.json and not ns.export)) as a:
         if ns.export:
             perfetto.write(a, ns.output)
             print(f"perfetto: {ns.output}", file=sys.stderr)

@@ -37,9 +37,9 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set
 
-from scoutfs_collect.analysis import sources
+from scoutfs_collect.analysis import sources, spool
 from scoutfs_collect.archive import read as archive_read
 from scoutfs_collect.system import tracecmd, tracefs
 
@@ -143,18 +143,17 @@ class _Dir:
     origin: Optional[Origin] = None
 
 
-Spool = Callable[..., None]  # scan._spool(records, stats, window, path, density, tag)
-
-
 class Fallback:
     """The ftrace fallback of one archive's scan. :mod:`.scan` calls :meth:`take` with
     every member (it copies the ones the plan needs) and :meth:`finish` once the stream
     has ended (it spools the events of each ftrace source that had no trace.txt, and
-    records each source's :class:`Origin` in ``NodeScan.ftrace_from``)."""
+    records each source's :class:`Origin` in ``NodeScan.ftrace_from``). ``copies`` False
+    (the second reader of ``scan.scan_split``): the same members are kept from the scan,
+    nothing is copied or read (the first reader does it)."""
 
     def __init__(self, archive: Path, manifest: Dict[str, Any], specs: Sequence[sources.SourceSpec],
-                 spool_dir: Path) -> None:
-        self.archive, self.spool_dir = Path(archive), Path(spool_dir)
+                 spool_dir: Path, copies: bool = True) -> None:
+        self.archive, self.spool_dir, self.copies = Path(archive), Path(spool_dir), copies
         self.tmp: Optional[Path] = None
         plugins = manifest.get("plugins") if isinstance(manifest.get("plugins"), dict) else {}
         self.dirs: Dict[str, _Dir] = {}
@@ -181,8 +180,8 @@ class Fallback:
             d.text_bytes += member.size
         else:
             d.seen.add(form)
-        if form not in d.copy:
-            return False
+        if form not in d.copy or not self.copies:
+            return form in d.copy
         self._copy(d, form, parts[2:], tar.extractfile(member), member.size)
         return form in d.copied  # else the scan reads it as usual (a trace.txt that could not be copied)
 
@@ -213,10 +212,12 @@ class Fallback:
             d.reasons.append(f"{form}: cannot copy it to {dest.parent}: {exc.strerror or exc}")
 
     # --- once the stream has ended ----------------------------------------------------
-    def finish(self, result: NodeScan, window: Window, density: bool, spool: Spool) -> None:
-        """Spool the events of every ftrace source that had no trace.txt (``result`` the
-        :class:`.scan.NodeScan`, ``spool`` the scan's own spooling function); record
-        where each source's events came from in ``result.ftrace_from``."""
+    def finish(self, result: NodeScan, window: Window, density: bool) -> None:
+        """Spool the events of every ftrace source that had no (finished) trace.txt
+        (``density``: count them into the report's density buckets too); record where each
+        source's events came from in ``result.ftrace_from``."""
+        if not self.copies:
+            return
         try:
             pending = []
             for name, d in self.dirs.items():
@@ -234,10 +235,10 @@ class Fallback:
                     self._second_pass(fetch, form)
                 for d in pending:
                     if d.origin is None and form in d.copied:
-                        self._read(d, form, result, window, density, spool)
+                        self._read(d, form, result, window, density)
             for d in pending:
                 if d.origin is None and TEXT in d.copied:
-                    self._read(d, TEXT, result, window, density, spool)
+                    self._read(d, TEXT, result, window, density)
                 result.ftrace_from[d.spec.name] = d.origin or Origin(NONE, _nothing(d))
         finally:
             if self.tmp is not None:
@@ -267,12 +268,11 @@ class Fallback:
             for d in dirs:
                 d.reasons.append(f"{form}: reading the archive again failed: {exc}")
 
-    def _read(self, d: _Dir, form: str, result: NodeScan, window: Window, density: bool,
-              spool: Spool) -> None:
+    def _read(self, d: _Dir, form: str, result: NodeScan, window: Window, density: bool) -> None:
         root = self._root(d)
         no_text = CUT_SHORT if d.text_bytes else "the archive has no trace.txt"
         if form == TEXT:
-            self._spool_text(d, root / TEXT, result, window, density, spool)
+            self._spool_text(d, root / TEXT, result, window, density)
             return
         if form == RAW:
             dat = self._rebuild(d, root)
@@ -287,7 +287,7 @@ class Fallback:
             dat, note = root / DAT, _from_dat_note(no_text)
         try:
             with tracecmd.Report(dat) as report:
-                got = self._spool(d, report.lines, result, window, density, spool)
+                got = self._spool(d, report.lines, result, window, density)
         except OSError as exc:
             d.reasons.append(f"{form}: reading it failed: {exc.strerror or exc}")
             return
@@ -302,26 +302,26 @@ class Fallback:
             note += f"; trace-cmd report stopped after {got} events: {report.error or report.returncode}"
         d.origin = Origin(form, note)
 
-    def _spool_text(self, d: _Dir, text: Path, result: NodeScan, window: Window, density: bool,
-                    spool: Spool) -> None:
+    def _spool_text(self, d: _Dir, text: Path, result: NodeScan, window: Window, density: bool) -> None:
         """The trace.txt kept aside, when neither trace.dat nor the raw pages gave events."""
         with open(text, "rb") as f:
-            self._spool(d, f, result, window, density, spool)
+            self._spool(d, f, result, window, density)
         d.origin = Origin(TEXT, "; ".join([CUT_SHORT] + d.reasons))
 
-    def _spool(self, d: _Dir, lines: IO[bytes], result: NodeScan, window: Window, density: bool,
-               spool: Spool) -> int:
-        """Spool the events of a text trace as the scan spools a member; how many."""
+    def _spool(self, d: _Dir, lines: IO[bytes], result: NodeScan, window: Window, density: bool) -> int:
+        """Spool the events of a text trace as ``scan.scan`` spools a member; how many."""
         stats = result.stats[d.spec.name]
-        before = stats.count
         path = self.spool_dir / f"{len(os.listdir(self.spool_dir)):05d}.spool"
+        text = result.text
+        tag = f"\t{result.node}\t{d.spec.name}\t" if text is None else f"{stats.label:<{text.width}}"
+        fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, density)
         try:
-            records = sources.read(d.spec, lines, (window.start, window.end))
-            spool(records, stats, window, path, density, f"\t{result.node}\t{d.spec.name}\t")
+            tally = spool.spool(sources.read(d.spec, lines, (window.start, window.end)), fmt, path)
         finally:
             if path.exists():
                 result.spools.append((d.spec.name, path))
-        return stats.count - before
+        stats.absorb(tally)
+        return tally.count
 
     def _rebuild(self, d: _Dir, root: Path) -> Optional[Path]:
         """trace.dat from the copied raw pages and headers (their own partial.dat when the

@@ -1,24 +1,23 @@
 """One streaming pass over an archive: every source's records are read from the tar
 members as they come (never unpacked, never held in memory), counted into the source's
 history and density, and those inside the timeline window are spooled to a temporary
-file per member, in time order, for :mod:`.timeline` to merge."""
+file per member, in time order (:mod:`.spool`), for :mod:`.timeline` to merge."""
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import json
 import math
+import multiprocessing
 import os
+import tempfile
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from scoutfs_collect.analysis import ftrace_fallback, sources
+from scoutfs_collect.analysis import ftrace_fallback, sources, spool
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.archive import read as archive_read
 
-FINE = 0.01  # density buckets: 10 ms from FINE_BEFORE s before the trigger to FINE_AFTER after
-FINE_BEFORE, FINE_AFTER = 20.0, 5.0
 COUNTER_POINTS = 512  # points kept per counter for the report (decimated beyond)
 
 
@@ -40,6 +39,17 @@ class Window:
 
 
 @dataclasses.dataclass
+class TextSpool:
+    """Spool lines already in the form ``inspect --timeline`` prints: UTC with
+    microseconds, seconds from the trigger, the source label padded to ``width`` (at
+    least the widest label of the archive), the text. Both times come from one integer
+    count of microseconds, so lines merged as plain strings are in time order and are
+    written out as they are, without being parsed again."""
+
+    width: int = 0
+
+
+@dataclasses.dataclass
 class SourceStats:
     """What one source of one node holds: its records' span and density (all records,
     not only the window's)."""
@@ -57,6 +67,23 @@ class SourceStats:
     @property
     def label(self) -> str:
         return f"{self.node}/{self.name}" if self.node else self.name
+
+    def merge(self, other: SourceStats) -> None:
+        """Add what another process counted of this source (:func:`scan_split`)."""
+        tally = spool.Tally(other.count, other.in_window, _or(other.first, math.inf),
+                            _or(other.last, -math.inf), other.fine, other.coarse)
+        self.absorb(tally)
+
+    def absorb(self, tally: spool.Tally) -> None:
+        """Add what one member of this source held."""
+        if tally.count:
+            self.first = tally.first if self.first is None else min(self.first, tally.first)
+            self.last = tally.last if self.last is None else max(self.last, tally.last)
+        self.count += tally.count
+        self.in_window += tally.inside
+        for mine, theirs in ((self.fine, tally.fine), (self.coarse, tally.coarse)):
+            for k, n in theirs.items():
+                mine[k] = mine.get(k, 0) + n
 
 
 @dataclasses.dataclass
@@ -91,6 +118,7 @@ class NodeScan:
     stats: Dict[str, SourceStats]
     spools: List[Tuple[str, Path]]  # (source name, spool file), each in time order
     counters: Dict[Tuple[str, str], CounterSeries]
+    text: Optional[TextSpool] = None  # the spools hold rendered lines (else TIME\tNODE\tSOURCE\tTEXT)
     ftrace_from: Dict[str, ftrace_fallback.Origin] = dataclasses.field(default_factory=dict)
 
     def aligned(self, t: Any) -> Optional[float]:
@@ -117,16 +145,27 @@ def select(specs: Sequence[sources.SourceSpec], wanted: Optional[Sequence[str]])
     return [s for s in specs if s.kind in wanted or s.name in wanted]
 
 
+def label_width(node: str, chosen: Sequence[sources.SourceSpec]) -> int:
+    """The width of the widest source label (``node/source`` in a bundle), at least 6."""
+    return max([len(f"{node}/{s.name}" if node else s.name) for s in chosen] + [6])
+
+
 def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
-         wanted: Optional[Sequence[str]] = None, counters: bool = False) -> NodeScan:
+         wanted: Optional[Sequence[str]] = None, counters: bool = False,
+         text: Optional[TextSpool] = None, only: Optional[Set[str]] = None,
+         share: Optional[Split] = None) -> NodeScan:
     """Read ``archive`` once. ``window_of(manifest, clocks)`` gives the :class:`Window`
     (it is known only once the manifest, the first member, has been read). ``counters``
-    (the report): also keep each counter's values and every source's density."""
+    (the report): also keep each counter's values and every source's density. ``text``:
+    spool rendered lines (see :class:`TextSpool`) instead of data lines. ``only``: read
+    just the sources of these instance names (of those ``wanted`` selects); ``share``:
+    just this process's part of the text traces and packet files (:func:`scan_split`)."""
     with archive_read.open_stream(archive) as tar:
         manifest: Optional[Dict[str, Any]] = None
         result: Optional[NodeScan] = None
         window: Optional[Window] = None
         by_dir: Dict[str, sources.SourceSpec] = {}
+        packet_files: Dict[str, int] = {}  # packet source -> its files seen
         for member in tar:
             parts = member.name.strip("/").split("/")
             if manifest is None:
@@ -134,30 +173,45 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
                     manifest = _manifest(archive, tar.extractfile(member))
                     clocks = ClockMap.from_manifest(manifest, node_offset)
                     chosen = select(sources.specs(manifest, clocks), wanted)
+                    if only is not None:
+                        chosen = [s for s in chosen if s.name in only]
                     by_dir = {s.name: s for s in chosen}
                     window = window_of(manifest, clocks)
                     stats = {s.name: SourceStats(node, s.name, s.kind) for s in chosen}
-                    result = NodeScan(node, Path(archive), manifest, clocks, chosen, stats, [], {})
-                    fallback = ftrace_fallback.Fallback(archive, manifest, chosen, spool_dir)
+                    if text is not None:
+                        text = TextSpool(max(text.width, label_width(node, chosen)))
+                    result = NodeScan(node, Path(archive), manifest, clocks, chosen, stats, [], {},
+                                      text)
+                    fallback = ftrace_fallback.Fallback(archive, manifest, chosen, spool_dir,
+                                                        copies=share is not CHILD)
                 continue
-            if fallback.take(parts, member, tar):  # trace.dat or raw/ copied: no trace.txt
+            if fallback.take(parts, member, tar):  # trace.dat or raw/ copied: no (finished) trace.txt
                 continue
             if len(parts) != 3 or not member.isfile() or parts[1] not in by_dir:
                 continue
             spec = by_dir[parts[1]]
             if not spec.wants(parts[2]):
                 continue
+            if spec.kind == "packets" and share is not None:
+                index = packet_files[spec.name] = packet_files.get(spec.name, -1) + 1
+                if index not in share.members:
+                    continue
             assert result is not None and window is not None
             stream = tar.extractfile(member)
             assert stream is not None
             sink = _counter_sink(result.counters) if counters and spec.kind == "counters" else None
             path = spool_dir / f"{len(os.listdir(spool_dir)):05d}.spool"
-            records = sources.read(spec, stream, (window.start, window.end), sink)
-            _spool(records, result.stats[spec.name], window, path, counters, f"\t{node}\t{spec.name}\t")
+            stats = result.stats[spec.name]
+            tag = f"\t{node}\t{spec.name}\t" if text is None else f"{stats.label:<{text.width}}"
+            fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, counters)
+            records = sources.read(spec, stream, (window.start, window.end), sink,
+                                   share.blocks if share is not None else None)
+            tally = spool.spool(records, fmt, path)
+            stats.absorb(tally)
             result.spools.append((spec.name, path))
     if result is None:
         raise ValueError(f"{archive}: not a scoutfs-collect archive (no TOP/manifest.json)")
-    fallback.finish(result, window, counters, _spool)  # ftrace events of a directory without trace.txt
+    fallback.finish(result, window, counters)  # ftrace events of a directory without trace.txt
     return result
 
 
@@ -180,52 +234,90 @@ def _counter_sink(store: Dict[Tuple[str, str], CounterSeries]):
     return sink
 
 
-def _spool(records: Iterator[sources.TimedText], stats: SourceStats, window: Window, path: Path,
-           density: bool, tag: str) -> None:
-    """Count every record into ``stats``; write those in the window as spool lines:
-    ``TIME<tab>NODE<tab>SOURCE<tab>TEXT``, TIME fixed-width (``%018.6f``) so that the
-    lines of several spools merge in time order as plain strings."""
-    start, end, ref = window.start, window.end, window.ref
-    fine_lo, fine_hi = ref - FINE_BEFORE, ref + FINE_AFTER
-    fine, coarse = stats.fine, stats.coarse
-    first, last, count, inside = math.inf, -math.inf, 0, 0
-    held: List[str] = []
-    with open(path, "w", encoding="utf-8") as out:
-        for t, text in records:
-            count += 1
-            if t < first:
-                first = t
-            if t > last:
-                last = t
-            if density:
-                if fine_lo <= t < fine_hi:
-                    k = int((t - ref) // FINE)
-                    fine[k] = fine.get(k, 0) + 1
-                else:
-                    k = int((t - ref) // 1)
-                    coarse[k] = coarse.get(k, 0) + 1
-            if start <= t <= end:
-                inside += 1
-                if "\t" in text or "\n" in text:
-                    text = text.replace("\t", " ").replace("\n", " ")
-                held.append(f"{t:018.6f}{tag}{text}\n")
-                if len(held) >= 4096:
-                    out.writelines(held)
-                    held = []
-        out.writelines(held)
-    if count:
-        stats.first = first if stats.first is None else min(stats.first, first)
-        stats.last = last if stats.last is None else max(stats.last, last)
-    stats.count += count
-    stats.in_window += inside
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One process's part when two read an archive (:func:`scan_split`): these blocks
+    of each text trace, these files (by index) of each packet source."""
+
+    blocks: sources.Share
+    members: sources.Share
 
 
-def merged(paths: Sequence[Path]) -> Iterator[str]:
-    """The spool lines of ``paths`` merged in time order (string order of the
-    fixed-width time prefix), newline kept."""
-    files = [open(p, encoding="utf-8") for p in paths]
+SPLIT_ABOVE = 4 << 20  # bytes of text trace and pcap above which scan_split forks a reader
+PARENT = Split(sources.Share(3, frozenset([0])), sources.Share(2, frozenset([0])))
+CHILD = Split(sources.Share(3, frozenset([1, 2])), sources.Share(2, frozenset([1])))
+
+
+def scan_split(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
+               wanted: Optional[Sequence[str]] = None, counters: bool = False,
+               text: Optional[TextSpool] = None) -> NodeScan:
+    """:func:`scan` on two CPUs, when the archive's text traces and pcap files hold more
+    than SPLIT_ABOVE bytes (a full ring's trace is most of a timeline's lines, and one
+    CPython process formats ~0.4 M lines/s): a forked child reads a second stream of the
+    archive for 2 of every 3 blocks of each text trace and every other pcap file, into
+    its own spools, while this process reads the rest and every other source. Each
+    spool is still in time order, so the merge is unchanged. Costs a second
+    decompression (zstd: ~0.1 s of CPU per 200 MiB); the child ends with this call."""
+    manifest = archive_read.read_manifest(archive)
+    chosen = select(sources.specs(manifest, ClockMap.from_manifest(manifest, node_offset)), wanted)
+    if text is not None:  # one width for both processes' lines
+        text = TextSpool(max(text.width, label_width(node, chosen)))
+    shared = {s.name for s in chosen if s.kind in ("ftrace", "packets") and s.offset is not None}
+    if not shared or (os.cpu_count() or 1) < 2 or _shared_bytes(manifest, shared) <= SPLIT_ABOVE:
+        return scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text)
+    child_dir = Path(tempfile.mkdtemp(prefix="shared.", dir=spool_dir))
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_scan_child, name="scoutfs-collect-archive-reader", daemon=True,
+        args=(theirs, archive, child_dir, window_of, node, node_offset, wanted, counters, text,
+              shared, CHILD))
+    child.start()
+    theirs.close()
     try:
-        yield from heapq.merge(*files)
+        result = scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text,
+                      None, PARENT)
+        try:
+            status, payload = ours.recv()
+        except EOFError:
+            raise RuntimeError(f"{archive}: the second reader died (exit status {child.exitcode})") from None
+        if status != "ok":
+            raise ValueError(payload) if status == "ValueError" else RuntimeError(payload)
     finally:
-        for f in files:
-            f.close()
+        ours.close()
+        if child.is_alive():
+            child.terminate()
+        child.join()
+    part: NodeScan = payload
+    for name, stats in part.stats.items():
+        result.stats[name].merge(stats)
+    result.spools += part.spools
+    return result
+
+
+def _scan_child(conn, archive: Path, *args: Any) -> None:
+    try:
+        conn.send(("ok", scan(archive, *args)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send((type(exc).__name__, str(exc) or type(exc).__name__))
+    finally:
+        conn.close()
+
+
+def _shared_bytes(manifest: Dict[str, Any], names: Set[str]) -> int:
+    """The size of the text traces and pcap files of the sources ``names``, from the
+    manifest."""
+    total = 0
+    plugins = manifest.get("plugins") if isinstance(manifest.get("plugins"), dict) else {}
+    for name, plugin in plugins.items():
+        if name not in names or not isinstance(plugin, dict):
+            continue
+        for f in plugin.get("files") or []:
+            path = str(f.get("path")) if isinstance(f, dict) else ""
+            if (path == "trace.txt" or path.startswith("tcpdump.pcap")) and isinstance(f.get("size"), int):
+                total += f["size"]
+    return total
+
+
+def _or(value: Optional[float], default: float) -> float:
+    return default if value is None else value

@@ -16,7 +16,7 @@ import csv
 import dataclasses
 import json
 import time
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from scoutfs_collect.analysis import packets
 from scoutfs_collect.analysis.clocks import ClockMap
@@ -74,14 +74,29 @@ CounterSink = Callable[[float, str, str, int], None]  # (time, mount, counter, v
 Span = Tuple[float, float]  # the window: records outside it get "" as text (not formatted)
 
 
-def read(spec: SourceSpec, stream: IO[bytes], span: Span, on_counter: Optional[CounterSink] = None
-         ) -> Iterator[TimedText]:
+@dataclasses.dataclass(frozen=True)
+class Share:
+    """The blocks of a text trace one process reads when several share it: those whose
+    index modulo ``every`` is in ``mine`` (the others are skipped unparsed)."""
+
+    every: int
+    mine: FrozenSet[int]
+
+    def __contains__(self, index: int) -> bool:
+        return index % self.every in self.mine
+
+
+def read(spec: SourceSpec, stream: IO[bytes], span: Span, on_counter: Optional[CounterSink] = None,
+         share: Optional[Share] = None) -> Iterator[TimedText]:
     """The (time, text) records of one member of ``spec``'s directory, text only inside
-    ``span``; counter values also go to ``on_counter`` (the report's small plots)."""
+    ``span``; counter values also go to ``on_counter`` (the report's small plots);
+    ``share``: of a text trace, only the blocks in it."""
     if spec.offset is None:
         return iter(())
     if spec.kind == "counters":
         return counter_records(spec.offset, stream, on_counter)
+    if spec.kind == "ftrace" and share is not None:
+        return ftrace_records(spec.offset, stream, span, share)
     reader: Callable[[float, IO[bytes], Span], Iterator[TimedText]] = _READERS[spec.kind]
     return reader(spec.offset, stream, span)
 
@@ -89,20 +104,40 @@ def read(spec: SourceSpec, stream: IO[bytes], span: Span, on_counter: Optional[C
 CHUNK = 1 << 20
 
 
-def _text(stream: IO[bytes]) -> Iterator[str]:
-    """Lines of a member stream, read in CHUNK pieces (line by line through the tar
-    stream's buffers costs more than the parsing; a TextIOWrapper would ask it to seek)."""
+def byte_blocks(stream: IO[bytes]) -> Iterator[bytes]:
+    """A member stream in blocks of about CHUNK bytes, each ending at a line's end (the
+    last may lack its newline), so that each can be decoded and split on its own."""
     rest = b""
     while True:
         chunk = stream.read(CHUNK)
         if not chunk:
             break
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for raw in lines:
-            yield raw.decode("utf-8", "replace")
+        chunk = rest + chunk if rest else chunk
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            rest = chunk
+            continue
+        rest = chunk[cut + 1:]
+        yield chunk[:cut + 1]
     if rest:
-        yield rest.decode("utf-8", "replace")
+        yield rest
+
+
+def _line_blocks(stream: IO[bytes]) -> Iterator[List[str]]:
+    """The lines of a member stream, a list per block of :func:`byte_blocks`, each block
+    decoded at once (line by line through the tar stream's buffers, or a TextIOWrapper,
+    costs more than the parsing; the wrapper would also ask it to seek)."""
+    for block in byte_blocks(stream):
+        lines = block.decode("utf-8", "replace").split("\n")
+        if not lines[-1]:
+            lines.pop()
+        yield lines
+
+
+def _text(stream: IO[bytes]) -> Iterator[str]:
+    """The lines of a member stream (see :func:`_line_blocks`)."""
+    for block in _line_blocks(stream):
+        yield from block
 
 
 def kmsg_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
@@ -116,44 +151,47 @@ def kmsg_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[Timed
         yield t, text
 
 
-def ftrace_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
+def ftrace_records(offset: float, stream: IO[bytes], span: Span, share: Optional[Share] = None
+                   ) -> Iterator[TimedText]:
     """Each event line of a text trace (tracefs ``trace`` or ``trace-cmd report``) as it
-    is, ftrace's own timestamp included (to find it in trace.txt)."""
+    is, ftrace's own timestamp included (to find it in trace.txt); with ``share``, only
+    those of its blocks (each process reading the same stream cuts the same blocks)."""
     start, end = span
-    event_time = tracefs.event_time
-    for line in _text(stream):
-        ts = event_time(line)
-        if ts is None:
+    event_times = tracefs.event_times
+    for index, raw in enumerate(byte_blocks(stream)):
+        if share is not None and index not in share:
             continue
-        ts += offset
-        yield (ts, line.strip()) if start <= ts <= end else (ts, "")
+        block = raw.decode("utf-8", "replace").split("\n")
+        for ts, line in event_times(block):
+            ts += offset
+            yield (ts, line.strip()) if start <= ts <= end else (ts, "")
 
 
 def packet_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
     """Packets outside ``span`` as (time, ""), those inside through :func:`packets.lines`
     (one line each, or burst lines)."""
-    reader = PcapReader("pcap", with_data=True, stream=stream)  # type: ignore[arg-type]
     start, end = span
+    reader = PcapReader("pcap", with_data=True, stream=stream,  # type: ignore[arg-type]
+                        data_between=(start - offset - 1e-3, end - offset + 1e-3))  # margin: rounding
     inside: List[packets.Packet] = []
+    decode = packets.decode
     try:
         for r in reader:
             t = r.time + offset
             if start <= t <= end:
-                inside.append(packets.decode(t, reader.linktype, r.data, r.origlen))
+                inside.append(decode(t, reader.linktype, r.data, r.origlen))
                 if len(inside) >= 4096:  # a slot's burst may span the flush: lines() keeps order
-                    yield from _bursts(inside)
+                    yield from packets.lines(inside)
                     inside = []
             else:
-                yield from _bursts(inside)
-                inside = []
+                if inside:
+                    yield from packets.lines(inside)
+                    inside = []
                 yield t, ""
     except PcapError:
         pass
-    yield from _bursts(inside)
-
-
-def _bursts(held: List[packets.Packet]) -> Iterator[TimedText]:
-    return packets.lines(held) if held else iter(())
+    if inside:
+        yield from packets.lines(inside)
 
 
 def _utc(text: str) -> Optional[float]:

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, TextIO
 
-from scoutfs_collect.analysis import history, scan, sources
+from scoutfs_collect.analysis import history, scan, sources, spool
 from scoutfs_collect.analysis.bundle import Bundle, open_bundle
 from scoutfs_collect.analysis.clocks import ClockMap
+from scoutfs_collect.archive import read as archive_read
 
 
 class Event(NamedTuple):
@@ -31,11 +32,9 @@ class Event(NamedTuple):
 
 
 def utc_us(t: float, _last: List[Any] = [None, ""]) -> str:  # noqa: B006 (a one-entry cache)
-    """Epoch seconds as ``2026-12-03T14:09:18.675884Z``."""
-    whole = int(t // 1)
-    micros = int(round((t - whole) * 1e6))
-    if micros == 1000000:
-        whole, micros = whole + 1, 0
+    """Epoch seconds as ``2026-12-03T14:09:18.675884Z`` (rounded to the microsecond as
+    the spools are: :class:`spool.LineFormat`)."""
+    whole, micros = divmod(round(t * 1e6), 1000000)
     if _last[0] != whole:
         _last[0], _last[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
     return f"{_last[1]}.{micros:06d}Z"
@@ -65,10 +64,17 @@ class Analysis:
     def lines(self) -> Iterator[str]:
         """The spool lines (``TIME\tNODE\tSOURCE\tTEXT\n``) of every node and source,
         merged in time order."""
-        return scan.merged([p for n in self.nodes for _, p in n.spools])
+        return spool.merged([p for n in self.nodes for _, p in n.spools])
+
+    @property
+    def rendered(self) -> bool:
+        """Whether the spools hold printed lines (``analyse(text=True)``)."""
+        return any(n.text is not None for n in self.nodes)
 
     def events(self) -> Iterator[Event]:
         """Every spooled record of every node and source, merged in time order."""
+        if self.rendered:
+            raise TypeError("events() of an analysis made with text=True")
         for line in self.lines():
             t, node, source, text = line[:-1].split("\t", 3)
             yield Event(float(t), node, source, text)
@@ -90,10 +96,11 @@ def _parse_sources(text: Optional[str]) -> Optional[List[str]]:
 
 
 def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optional[str] = None,
-            counters: bool = False) -> Analysis:
+            counters: bool = False, text: bool = False) -> Analysis:
     """Scan ``path`` (an archive or a bundle). ``wanted``: comma-separated source kinds
-    (kmsg, ftrace, packets, counters) or plugin instance names. Raises ValueError with a
-    one-line message for bad input."""
+    (kmsg, ftrace, packets, counters) or plugin instance names. ``text``: the analysis is
+    only for :func:`render` (its spools hold the printed lines; :meth:`Analysis.events`
+    is then not available). Raises ValueError with a one-line message for bad input."""
     if before < 0 or after < 0:
         raise ValueError("--before and --after must be 0 or more seconds")
     names = _parse_sources(wanted)
@@ -114,10 +121,11 @@ def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optiona
                 holder["w"] = scan.Window(r, before, after)
             return holder["w"]
 
+        text_spool = scan.TextSpool(_bundle_label_width(archives, names)) if text else None
         nodes = []
         for node, archive, offset in archives:
-            nodes.append(scan.scan(archive, root / "spool", window_of, node.name if node else "",
-                                   offset, names, counters))
+            nodes.append(scan.scan_split(archive, root / "spool", window_of, node.name if node else "",
+                                         offset, names, counters, text_spool))
         if names:
             known = {s.kind for n in nodes for s in sources.specs(n.manifest, n.clocks)}
             known |= {s.name for n in nodes for s in sources.specs(n.manifest, n.clocks)}
@@ -133,6 +141,19 @@ def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optiona
         raise
 
 
+def _bundle_label_width(archives: List[Any], names: Optional[List[str]]) -> int:
+    """The widest ``node/source`` label of a bundle's nodes (from their manifests, read
+    before any scan: every node's lines are spooled at one width); 0 for an archive."""
+    width = 0
+    for node, archive, offset in archives:
+        if node is None:
+            continue
+        manifest = archive_read.read_manifest(archive)
+        chosen = scan.select(sources.specs(manifest, ClockMap.from_manifest(manifest, offset)), names)
+        width = max(width, scan.label_width(node.name, chosen))
+    return width
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -142,6 +163,8 @@ def render(a: Analysis, out: TextIO) -> int:
     out.write(f"Timeline of {a.path.name}: {utc_us(w.start)} .. {utc_us(w.end)} "
               f"({w.before:g} s before the trigger to {w.after:g} s after)\n")
     out.write(f"trigger at {utc_us(w.ref)}; times UTC, then seconds relative to the trigger\n")
+    if a.bundle is not None:
+        out.writelines(f"{line}\n" for line in a.bundle.header_lines())
     for n in a.nodes:
         where = f"{n.node}: " if n.node else ""
         out.write(f"  {where}clocks from manifest {n.clocks.source}"
@@ -150,22 +173,30 @@ def render(a: Analysis, out: TextIO) -> int:
     for h in a.history():
         out.write(f"  {(h.node + '/' if h.node else '') + h.name:<24} {h.line()}\n")
     out.write("\n")
+    if a.rendered:
+        spool.write_merged([p for n in a.nodes for _, p in n.spools], out)
+        count = sum(s.in_window for s in a.stats())
+    else:
+        count = _render_events(a, out)
+    if count == 0:
+        out.write("(no records in the window)\n")
+    return count
+
+
+def _render_events(a: Analysis, out: TextIO) -> int:
+    """The event lines of a data-spooled analysis, as :class:`scan.TextSpool` has them."""
     width = max([len(s.label) for s in a.stats()] + [6])
-    labels = {f"{s.node}\t{s.name}": f"{s.label:<{width}}" for s in a.stats()}
-    count, ref, held = 0, w.ref, []
-    for line in a.lines():
-        t, node, source, text = line.split("\t", 3)
-        when = float(t)
-        held.append(f"{utc_us(when)} {when - ref:+10.6f}  {labels[node + chr(9) + source]}  {text}")
+    ref_us = round(a.window.ref * 1e6)
+    count, held = 0, []
+    for e in a.events():
+        us = round(e.time * 1e6)
+        held.append(f"{utc_us(us / 1e6)} {(us - ref_us) / 1e6:+10.6f}  {e.label:<{width}}  {e.text}\n")
         if len(held) >= 4096:
             out.writelines(held)
             count += len(held)
             held = []
     out.writelines(held)
-    count += len(held)
-    if count == 0:
-        out.write("(no records in the window)\n")
-    return count
+    return count + len(held)
 
 
 def event_dict(e: Event, ref: float) -> Dict[str, Any]:

@@ -4,6 +4,7 @@ its member list, and the human report shown by ``scoutfs-collect inspect ARCHIVE
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import shutil
 import signal
@@ -13,9 +14,17 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
+from scoutfs_collect.archive.tarstream import TarStream
 from scoutfs_collect.ui.console import human_bytes
+
+try:
+    import lzma
+    lzma_error: type = lzma.LZMAError
+except ImportError:  # a Python built without liblzma
+    lzma = None  # type: ignore[assignment]
+    lzma_error = OSError
 
 WIDTH = 100
 MANIFEST_MAX = 64 << 20
@@ -34,8 +43,8 @@ def _compression(archive: Path) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
-    """A streaming (``r|``) TarFile over the archive; decompressor ended on exit."""
+def _open_stream(archive: Path) -> Iterator[TarStream]:
+    """A :class:`TarStream` over the archive; decompressor ended on exit."""
     archive = Path(archive)
     try:
         comp = _compression(archive)
@@ -43,9 +52,9 @@ def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
         raise ValueError(f"{archive}: cannot read: {exc.strerror or exc}") from None
     if comp != "zstd":
         try:
-            with tarfile.open(archive, "r|*", bufsize=1 << 16) as tar:
-                yield tar
-        except (tarfile.TarError, EOFError, OSError) as exc:
+            with _python_decompressor(archive, comp) as f:
+                yield TarStream(f, str(archive))
+        except (tarfile.TarError, EOFError, OSError, lzma_error) as exc:
             raise ValueError(f"{archive}: not a scoutfs-collect archive ({exc})") from None
         return
     if shutil.which("zstd") is None:
@@ -56,8 +65,8 @@ def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
     popen = subprocess.Popen(["zstd", "-dcq", "--", str(archive)], stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=errors, start_new_session=True)
     try:
-        with tarfile.open(fileobj=popen.stdout, mode="r|", bufsize=1 << 16) as tar:
-            yield tar
+        assert popen.stdout is not None
+        yield TarStream(popen.stdout, str(archive))
     except (tarfile.TarError, EOFError) as exc:
         errors.seek(0)
         why = errors.read(2000).decode(errors="replace").strip() or str(exc)
@@ -71,8 +80,18 @@ def _open_stream(archive: Path) -> Iterator[tarfile.TarFile]:
         errors.close()
 
 
+def _python_decompressor(archive: Path, comp: Optional[str]) -> IO[bytes]:
+    if comp == "gz":
+        return gzip.open(archive, "rb")
+    if comp == "xz":
+        if lzma is None:
+            raise OSError("reading .tar.xz needs Python's lzma module")
+        return lzma.open(archive, "rb")
+    return open(archive, "rb")
+
+
 def open_stream(archive: Path):
-    """A context manager giving a streaming TarFile over ``archive`` (zstd, xz, gz or
+    """A context manager giving a :class:`TarStream` over ``archive`` (zstd, xz, gz or
     plain): members in archive order, each readable once as a stream. Raises
     ValueError naming the archive when it is not a tar archive."""
     return _open_stream(archive)

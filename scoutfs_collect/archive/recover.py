@@ -12,6 +12,7 @@ and at ``pack``.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import List, Set
@@ -53,24 +54,52 @@ def remove_stale_partials(directory: Path) -> List[str]:
     Only files no process has open and nobody wrote to for STALE_AFTER seconds: a
     packer at work (even another ``scoutfs-collect pack``) is never disturbed.
     """
+    return remove_stale(directory, PARTIAL_GLOB, "a partial archive left by an interrupted packing")
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirs, files in os.walk(path):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+                except OSError:
+                    pass
+    return newest
+
+
+def _held_below(path: Path, held: Set[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(h == real or h.startswith(real + os.sep) for h in held)
+
+
+def remove_stale(directory: Path, pattern: str, what: str) -> List[str]:
+    """Remove the files and directories matching ``pattern`` in ``directory`` that a
+    killed writer left (``what`` says what they are, in the note of each): only those
+    nothing below is open in any process and nothing below was written to for
+    STALE_AFTER seconds. Symlinks are never followed or removed."""
     try:
-        found = [p for p in Path(directory).glob(PARTIAL_GLOB) if not p.is_symlink() and p.is_file()]
+        found = [p for p in Path(directory).glob(pattern) if not p.is_symlink()]
         now = time.time()
-        found = [p for p in found if now - p.lstat().st_mtime >= STALE_AFTER]
+        found = [p for p in found if now - _newest_mtime(p) >= STALE_AFTER]
     except OSError:
         return []
     held = _open_files() if found else set()
     notes = []
     for path in found:
-        if os.path.realpath(path) in held:
+        if _held_below(path, held):
             continue
         try:
-            size = path.lstat().st_size
-            path.unlink()
+            if path.is_dir():
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+                shutil.rmtree(path)
+            else:
+                size = path.lstat().st_size
+                path.unlink()
         except OSError:
             continue
-        notes.append(f"removed {path} ({size / (1 << 20):.1f} MiB), a partial archive "
-                     "left by an interrupted packing")
+        notes.append(f"removed {path} ({size / (1 << 20):.1f} MiB), {what}")
     return notes
 
 

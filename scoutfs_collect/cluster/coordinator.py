@@ -143,6 +143,8 @@ def cmd_run(ns, argv, console: Console) -> int:
 def _bundle(task, run: ClusterRun, req: ClusterRequest, events: EventLog, console: Console) -> int:
     stem = gather.bundle_stem(run.times["started"] or time.time())
     staging = req.bundle_dir / f".{stem}.staging"
+    for note in gather.remove_leftovers(req.bundle_dir):
+        console.line(f"note: {note}")
     try:
         gather.fetch(task, run, staging, events)
         if run.origin is None:

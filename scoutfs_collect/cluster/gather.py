@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 from ClusterShell.Event import EventHandler
 
 from scoutfs_collect.archive import read as archive_read
+from scoutfs_collect.archive import recover
 from scoutfs_collect.cluster.state import PEER_TYPES, ClusterRun, Origin, Trigger
 from scoutfs_collect.core.events import EventLog
 from scoutfs_collect.system.paths import fsync_path
@@ -150,6 +151,15 @@ def write_bundle(run: ClusterRun, staging: Path, bundle_dir: Path, stem: str) ->
         tmp.unlink(missing_ok=True)
         raise
     return final
+
+
+def remove_leftovers(bundle_dir: Path) -> List[str]:
+    """Remove what a killed coordinator left in ``bundle_dir`` (its staging directory
+    of copied archives, its partial bundle); one note each. See recover.remove_stale."""
+    return (recover.remove_stale(bundle_dir, f".{BUNDLE_PREFIX}.*.staging",
+                                 "the copies of a cluster run killed while gathering")
+            + recover.remove_stale(bundle_dir, f".{BUNDLE_PREFIX}.*.partial",
+                                   "a partial bundle of a cluster run killed while writing it"))
 
 
 def remove_staging(staging: Path) -> None:

@@ -194,6 +194,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         console.line("interrupted before anything was started; nothing changed")
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (``inspect ... | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's own flush cannot fail again
+        os.close(devnull)
+        return 128 + signal.SIGPIPE  # what a shell shows for a tool killed by SIGPIPE
     finally:
         log.removeHandler(handler)
         if not console.alive:

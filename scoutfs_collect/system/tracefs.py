@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, TextIO, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, TextIO, Tuple
 
 from scoutfs_collect.system import proc
 from scoutfs_collect.system.mounts import read_mounts
@@ -133,20 +133,22 @@ def line_time(line: str) -> Optional[float]:
     return float(m.group(1)) if m else None
 
 
-def event_time(line: str) -> Optional[float]:
-    """:func:`line_time` with string searches instead of a regex (the timeline reads every
-    line of a full ring): the number before the first ``": "`` after the ``[CPU]`` field
-    of ``TASK-PID [CPU] FLAGS TS: event: fields``; None for a comment or any other line."""
-    close = line.find("] ")
-    if close < 0 or line.startswith("#"):
-        return None
-    colon = line.find(": ", close)
-    if colon < 0:
-        return None
-    try:
-        return float(line[line.rfind(" ", close, colon) + 1:colon])
-    except ValueError:
-        return None
+def event_times(lines: Iterable[str]) -> Iterator[Tuple[float, str]]:
+    """``(timestamp, line)`` of each event line of a text trace, with string searches
+    instead of :func:`line_time`'s regex (the timeline reads every line of a full ring):
+    the number before the first ``": "`` after the ``[CPU]`` field of
+    ``TASK-PID [CPU] FLAGS TS: event: fields``. Comments and other lines are left out."""
+    for line in lines:
+        close = line.find("] ")
+        if close < 0 or line.startswith("#"):
+            continue
+        colon = line.find(": ", close)
+        if colon < 0:
+            continue
+        try:
+            yield float(line[line.rfind(" ", close, colon) + 1:colon]), line
+        except ValueError:
+            continue
 
 
 def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSpan:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Deque, List, Optional, Tuple
 
 from scoutfs_collect import __version__
-from scoutfs_collect.analysis import scan
+from scoutfs_collect.analysis import scan, spool
 from scoutfs_collect.analysis.timeline import Analysis, utc_us
 
 EVENTS_MAX = 3000  # lines of the merged timeline shown
@@ -52,14 +52,14 @@ def _header(a: Analysis) -> str:
                      f'<span class="{cls}">exit {_e(status)}</span>'])
     out = _table(["host", "kernel", "trigger", "result"], rows)
     if a.bundle is not None:
-        o = a.bundle.origin
-        out = (f"<p>Cluster bundle: origin <b>{_e(o.get('node'))}</b>, trigger {_e(o.get('name'))} "
-               f"({_e(o.get('type'))}): {_e(o.get('reason'))}</p>") + out
+        where, _, what = a.bundle.origin_text().partition(": ")
+        what = f", trigger {_e(what)}" if what else ""
+        out = f"<p>Cluster bundle: origin <b>{_e(where)}</b>{what}</p>" + out
         head = ["node", "status", "clock offset", "stop after origin's trigger", "error"]
         out += "<p></p>" + _table(head, [
-            [_e(b.name), _e(b.status), f"{b.clock_offset_ms:+.3f} ms",
-             "-" if b.stop_lag_ms is None else f"{b.stop_lag_ms:.1f} ms", _e(b.error or "")]
-            for b in a.bundle.nodes])
+            [_e(r.name), _e(r.status), "-" if r.clock_offset_ms is None else f"{r.clock_offset_ms:+.3f} ms",
+             "-" if r.stop_lag_ms is None else f"{r.stop_lag_ms:.1f} ms", _e(r.error or "")]
+            for r in (b.record for b in a.bundle.nodes)])
     return out
 
 
@@ -77,7 +77,7 @@ def _range(a: Analysis) -> Tuple[float, float]:
 def _bins(s: scan.SourceStats, ref: float, lo: float, hi: float) -> List[int]:
     out = [0] * BINS
     span = hi - lo
-    for table, width in ((s.fine, scan.FINE), (s.coarse, 1.0)):
+    for table, width in ((s.fine, spool.FINE), (s.coarse, 1.0)):
         for k, count in table.items():
             t = ref + (k + 0.5) * width
             if lo <= t < hi:

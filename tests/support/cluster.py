@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -11,8 +13,9 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
+from scoutfs_collect.system import tracefs
 from tests.support.helpers import kmsg_write, wait_for
 from tests.support.testhosts import TestHosts
 
@@ -135,3 +138,38 @@ def cluster_json(bundle: Path) -> Dict:
 def members(bundle: Path) -> Dict[str, int]:
     with tarfile.open(bundle) as tar:
         return {m.name.split("/", 1)[1]: m.size for m in tar.getmembers()}
+
+
+@dataclasses.dataclass
+class TriggeredRun:
+    """A finished cluster run in which one host's kmsg trigger stopped every host."""
+
+    cluster: Cluster
+    origin: str
+    status: int
+    out: str
+    err: str
+    instances_left: Dict[str, bool]  # host -> its tracefs instance still there after the run
+
+    @property
+    def bundle(self) -> Path:
+        return bundle_path(self.out)
+
+
+@contextlib.contextmanager
+def triggered_run(tmp: Path, count: int = 3, origin: str = "th2") -> Iterator[TriggeredRun]:
+    """Run ``count`` test hosts with ftrace, fire ``origin``'s trigger line, wait for the
+    bundle; the hosts are removed as soon as the coordinator has finished (the bundle, in
+    ``tmp``, is all the caller reads)."""
+    hosts = TestHosts(count)
+    c = Cluster(hosts, tmp, ftrace=True)
+    try:
+        proc = c.start()
+        c.wait_event("armed", proc)
+        c.fire(origin)
+        status, out, err = c.finish(proc)
+        left = {name: tracefs.TraceInstance(c.instance(name)).exists() for name in hosts.names}
+    finally:
+        c.kill_all()
+        hosts.close()
+    yield TriggeredRun(c, origin, status, out, err, left)
