@@ -182,7 +182,7 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
                     result = NodeScan(node, Path(archive), manifest, clocks, chosen, stats, [], {},
                                       text)
                     fallback = ftrace_fallback.Fallback(archive, manifest, chosen, spool_dir,
-                                                        copies=share is not CHILD)
+                                                        copies=share is None or not share.is_child)
                 continue
             if fallback.take(parts, member, tar):  # trace.dat or raw/ copied: no (finished) trace.txt
                 continue
