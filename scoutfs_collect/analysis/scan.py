@@ -165,6 +165,7 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
         result: Optional[NodeScan] = None
         window: Optional[Window] = None
         by_dir: Dict[str, sources.SourceSpec] = {}
+        needed: Optional[Set[Tuple[str, str]]] = None
         for member in tar:
             parts = member.name.strip("/").split("/")
             if manifest is None:
@@ -183,6 +184,9 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
                                       text)
                     fallback = ftrace_fallback.Fallback(archive, manifest, chosen, spool_dir,
                                                         copies=share is None or not share.is_child)
+                    needed = _child_members(manifest, by_dir, share)
+                    if needed is not None and not needed:
+                        break
                 continue
             if fallback.take(parts, member, tar):  # trace.dat or raw/ copied: no (finished) trace.txt
                 continue
@@ -206,10 +210,24 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             tally = spool.spool(records, fmt, path)
             stats.absorb(tally)
             result.spools.append((spec.name, path))
+            if needed is not None:
+                needed.discard((spec.name, parts[2]))
+                if not needed:  # the child's part is read: no need to decompress the rest
+                    break
     if result is None:
         raise ValueError(f"{archive}: not a scoutfs-collect archive (no TOP/manifest.json)")
     fallback.finish(result, window, counters)  # ftrace events of a directory without trace.txt
     return result
+
+
+def _child_members(manifest: Dict[str, Any], by_dir: Dict[str, sources.SourceSpec],
+                   share: Optional[Split]) -> Optional[Set[Tuple[str, str]]]:
+    """The (source, file) members the second reader of :func:`scan_split` spools, from
+    the manifest (it stops once it has them all); None for any other reader."""
+    if share is None or not share.is_child:
+        return None
+    files = _shared_files(manifest, set(by_dir))
+    return {(n, p) for n, p, _ in files if p == "trace.txt" or (n, p) in share.child_files}
 
 
 def _manifest(archive: Path, f: Optional[IO[bytes]]) -> Dict[str, Any]:
