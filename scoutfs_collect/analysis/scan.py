@@ -6,13 +6,12 @@ file per member, in time order (:mod:`.spool`), for :mod:`.timeline` to merge.""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import multiprocessing
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from scoutfs_collect.analysis import ftrace_fallback, sources, spool
 from scoutfs_collect.analysis.clocks import ClockMap
@@ -169,8 +168,8 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
         for member in tar:
             parts = member.name.strip("/").split("/")
             if manifest is None:
-                if len(parts) == 2 and parts[1] == "manifest.json" and member.isfile():
-                    manifest = _manifest(archive, tar.extractfile(member))
+                if archive_read.is_manifest(member):
+                    manifest = archive_read.parse_manifest(archive, member, tar.extractfile(member))
                     clocks = ClockMap.from_manifest(manifest, node_offset)
                     chosen = select(sources.specs(manifest, clocks), wanted)
                     if only is not None:
@@ -228,16 +227,6 @@ def _child_members(manifest: Dict[str, Any], by_dir: Dict[str, sources.SourceSpe
         return None
     files = _shared_files(manifest, set(by_dir))
     return {(n, p) for n, p, _ in files if p == "trace.txt" or (n, p) in share.child_files}
-
-
-def _manifest(archive: Path, f: Optional[IO[bytes]]) -> Dict[str, Any]:
-    try:
-        data = json.loads(f.read() if f else b"")
-    except ValueError as exc:
-        raise ValueError(f"{archive}: manifest.json is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or "format" not in data:
-        raise ValueError(f"{archive}: manifest.json is not a scoutfs-collect manifest")
-    return data
 
 
 def _counter_sink(store: Dict[Tuple[str, str], CounterSeries]):

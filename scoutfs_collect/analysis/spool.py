@@ -30,7 +30,7 @@ BATCH = 4096  # records formatted, and lines written, at a time
 
 @dataclasses.dataclass
 class Tally:
-    """What the records of one member (or one block of it) held."""
+    """What the records of one member (or the part of it one reader read) held."""
 
     count: int = 0
     inside: int = 0
@@ -38,15 +38,6 @@ class Tally:
     last: float = -math.inf
     fine: Dict[int, int] = dataclasses.field(default_factory=dict)  # 10 ms bucket -> records
     coarse: Dict[int, int] = dataclasses.field(default_factory=dict)  # 1 s bucket -> records
-
-    def add(self, other: Tally) -> None:
-        self.count += other.count
-        self.inside += other.inside
-        self.first = min(self.first, other.first)
-        self.last = max(self.last, other.last)
-        for mine, theirs in ((self.fine, other.fine), (self.coarse, other.coarse)):
-            for k, n in theirs.items():
-                mine[k] = mine.get(k, 0) + n
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,6 +97,26 @@ def open_stream(archive: Path):
     return _open_stream(archive)
 
 
+def parse_manifest(archive: Path, member: tarfile.TarInfo, stream: Optional[IO[bytes]]) -> Dict[str, Any]:
+    """The manifest in ``member`` of ``archive`` (its data ``stream``), checked: at most
+    MANIFEST_MAX bytes, JSON, an object with ``format``. Raises ValueError naming both."""
+    if member.size > MANIFEST_MAX:
+        raise ValueError(f"{archive}: {member.name} is too large ({member.size} bytes)")
+    try:
+        manifest = json.loads(stream.read() if stream is not None else b"")
+    except ValueError as exc:
+        raise ValueError(f"{archive}: {member.name} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise ValueError(f"{archive}: {member.name} is not a scoutfs-collect manifest")
+    return manifest
+
+
+def is_manifest(member: tarfile.TarInfo) -> bool:
+    """Whether ``member`` is ``TOP/manifest.json``."""
+    parts = member.name.strip("/").split("/")
+    return len(parts) == 2 and parts[1] == "manifest.json" and member.isfile()
+
+
 def read_manifest(archive: Path) -> Dict[str, Any]:
     """The parsed ``TOP/manifest.json``; stops reading as soon as it is found (it is first).
 
@@ -104,20 +124,8 @@ def read_manifest(archive: Path) -> Dict[str, Any]:
     """
     with _open_stream(archive) as tar:
         for member in tar:
-            parts = member.name.strip("/").split("/")
-            if len(parts) != 2 or parts[1] != "manifest.json" or not member.isfile():
-                continue
-            if member.size > MANIFEST_MAX:
-                raise ValueError(f"{archive}: {member.name} is too large ({member.size} bytes)")
-            f = tar.extractfile(member)
-            assert f is not None
-            try:
-                manifest = json.loads(f.read())
-            except ValueError as exc:
-                raise ValueError(f"{archive}: {member.name} is not valid JSON: {exc}") from None
-            if not isinstance(manifest, dict) or "format" not in manifest:
-                raise ValueError(f"{archive}: {member.name} is not a scoutfs-collect manifest")
-            return manifest
+            if is_manifest(member):
+                return parse_manifest(archive, member, tar.extractfile(member))
     raise ValueError(f"{archive}: not a scoutfs-collect archive (no TOP/manifest.json)")
 
 
