@@ -27,8 +27,8 @@ from scoutfs_collect import Target
 from scoutfs_collect.analysis import cli as analysis_cli
 from scoutfs_collect.analysis import packets
 from scoutfs_collect.archive.read import read_manifest
+from scoutfs_collect.builtin_plugins.collectors.tcpdump import Tcpdump
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.plugins.collectors.tcpdump import Tcpdump
 from scoutfs_collect.system.pcap import PcapReader
 from tests.support.browser import check_report
 from tests.support.cli import Cli, finish

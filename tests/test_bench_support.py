@@ -1,6 +1,6 @@
 """The benches run the installed scoutfs-collect, whatever the install: they start it from
 their scratch dir, never from the checkout (whose source tree is not the installed layout:
-no scoutfs_collect.plugins or scoutfs_collect.profiles there)."""
+no scoutfs_collect.builtin_plugins or scoutfs_collect.profiles there)."""
 
 from __future__ import annotations
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-import scoutfs_collect.plugins.collectors.ftrace as ftrace_plugin
+import scoutfs_collect.builtin_plugins.collectors.ftrace as ftrace_plugin
+from scoutfs_collect.builtin_plugins.collectors.ftrace import Ftrace
 from scoutfs_collect.plugin import options
 from scoutfs_collect.plugin.api import PluginContext, Target
-from scoutfs_collect.plugins.collectors.ftrace import Ftrace
 from scoutfs_collect.system import proc, tracefs
 from scoutfs_collect.system.tracefs import TraceInstance
 from tests.support.helpers import kmsg_write, make_plugin, unique, write_marker_if_on

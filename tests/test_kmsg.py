@@ -10,7 +10,7 @@ from typing import List
 import pytest
 
 from scoutfs_collect import Wakeup
-from scoutfs_collect.plugins.triggers.kmsg import KmsgTrigger
+from scoutfs_collect.builtin_plugins.triggers.kmsg import KmsgTrigger
 from scoutfs_collect.system.kernel_log import (
     EpochClock,
     KmsgFollower,

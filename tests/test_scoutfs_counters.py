@@ -11,11 +11,11 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from scoutfs_collect.builtin_plugins.collectors import scoutfs_counters
+from scoutfs_collect.builtin_plugins.collectors.scoutfs_counters import ScoutfsCounters
+from scoutfs_collect.builtin_plugins.collectors.scoutfs_sim import DEFAULT_COUNTERS, ScoutfsSim
+from scoutfs_collect.builtin_plugins.triggers.scoutfs_fence import ScoutfsFence
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.plugins.collectors import scoutfs_counters
-from scoutfs_collect.plugins.collectors.scoutfs_counters import ScoutfsCounters
-from scoutfs_collect.plugins.collectors.scoutfs_sim import DEFAULT_COUNTERS, ScoutfsSim
-from scoutfs_collect.plugins.triggers.scoutfs_fence import ScoutfsFence
 from scoutfs_collect.scoutfs import sysfs
 from tests.support.helpers import counter_names, make_plugin, wait_for
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from scoutfs_collect.builtin_plugins.triggers.counter import CounterTrigger
+from scoutfs_collect.builtin_plugins.triggers.scoutfs_fence import ScoutfsFence
 from scoutfs_collect.demo import fixture
-from scoutfs_collect.plugins.triggers.counter import CounterTrigger
-from scoutfs_collect.plugins.triggers.scoutfs_fence import ScoutfsFence
 from tests.support.helpers import counter_names, make_plugin, wait_for
 
 RID_OLD = "00000000000000aa"

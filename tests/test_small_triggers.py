@@ -8,13 +8,13 @@ import time
 
 import pytest
 
+from scoutfs_collect.builtin_plugins.triggers import file as file_plugin
+from scoutfs_collect.builtin_plugins.triggers import journal as journal_plugin
+from scoutfs_collect.builtin_plugins.triggers.file import FileTrigger
+from scoutfs_collect.builtin_plugins.triggers.journal import JournalTrigger
+from scoutfs_collect.builtin_plugins.triggers.timer import TimerTrigger
 from scoutfs_collect.core.registry import load
 from scoutfs_collect.plugin.options import OptionError, build
-from scoutfs_collect.plugins.triggers import file as file_plugin
-from scoutfs_collect.plugins.triggers import journal as journal_plugin
-from scoutfs_collect.plugins.triggers.file import FileTrigger
-from scoutfs_collect.plugins.triggers.journal import JournalTrigger
-from scoutfs_collect.plugins.triggers.timer import TimerTrigger
 from tests.support.helpers import Fired, make_plugin, wait_for
 
 

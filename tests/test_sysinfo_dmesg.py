@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import scoutfs_collect.plugins.collectors.dmesg as dmesg_plugin
+import scoutfs_collect.builtin_plugins.collectors.dmesg as dmesg_plugin
 from scoutfs_collect import Target
+from scoutfs_collect.builtin_plugins.collectors.dmesg import DmesgCollector
+from scoutfs_collect.builtin_plugins.collectors.sysinfo import Sysinfo, run_bounded
 from scoutfs_collect.core.registry import load
-from scoutfs_collect.plugins.collectors.dmesg import DmesgCollector
-from scoutfs_collect.plugins.collectors.sysinfo import Sysinfo, run_bounded
 from tests.support.helpers import kmsg_write, make_plugin, unique, wait_for
 
 

@@ -17,11 +17,11 @@ from typing import Iterator, List, Tuple
 import psutil
 import pytest
 
-import scoutfs_collect.plugins.collectors.tcpdump as tcpdump_plugin
+import scoutfs_collect.builtin_plugins.collectors.tcpdump as tcpdump_plugin
+from scoutfs_collect.builtin_plugins.collectors.tcpdump import Tcpdump, parse_stats
 from scoutfs_collect.core.registry import load
 from scoutfs_collect.plugin.api import Target
 from scoutfs_collect.plugin.options import check_declaration, specs
-from scoutfs_collect.plugins.collectors.tcpdump import Tcpdump, parse_stats
 from scoutfs_collect.system.pcap import PcapError, PcapReader, summarize
 from tests.support.helpers import make_plugin, wait_for
 
