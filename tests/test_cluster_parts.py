@@ -7,44 +7,62 @@ import os
 import tarfile
 from typing import List, Tuple
 
+import pytest
+
 from scoutfs_collect.archive import bundle
 from scoutfs_collect.cluster import control, gather, remote
 from scoutfs_collect.cluster.state import ClockOffset, ClusterRun, NodeState
+from scoutfs_collect.core.stop import Ping, StopRequest, encode_command, parse_command
 
 
 class _Runner:
-    """Records fire() and events: what control.py calls on the real Runner."""
+    """Records request_stop() and events: what control.py calls on the real Runner."""
 
     def __init__(self) -> None:
-        self.fired: List[Tuple[str, str, str]] = []
+        self.stops: List[StopRequest] = []
         self.events = self
         self.emitted: List[Tuple[str, dict]] = []
 
-    def fire(self, name: str, type_name: str, reason: str) -> None:
-        self.fired.append((name, type_name, reason))
+    def request_stop(self, request: StopRequest) -> None:
+        self.stops.append(request)
 
     def emit(self, event: str, **fields) -> None:
         self.emitted.append((event, fields))
 
 
-def test_control_stop_lines_fire_and_end_of_input_does_not():
+def test_control_stop_lines_stop_and_end_of_input_does_not():
+    """The coordinator's own encoder writes the lines, as it does in a cluster run."""
     runner = _Runner()
     r, w = os.pipe()
     thread = control.start(runner, r)
-    os.write(w, b"ping 12.5\nbogus line\nstop peer th2 triggered freeze (kmsg): x\n")
+    os.write(w, encode_command(Ping(sent=12.5)) + b"bogus line\n"
+             + encode_command(StopRequest(type="peer", reason="th2 triggered freeze (kmsg): x")))
     os.close(w)  # the coordinator is gone
     thread.join(5)
     os.close(r)
     assert not thread.is_alive()
-    assert runner.fired == [("peer", "peer", "th2 triggered freeze (kmsg): x")]
+    assert [(s.type, s.reason) for s in runner.stops] == [("peer", "th2 triggered freeze (kmsg): x")]
     assert runner.emitted == [("pong", {"sent": 12.5})]
 
 
-def test_control_refuses_stop_types_it_does_not_know():
+def test_stdin_and_the_control_socket_take_the_same_lines():
+    """One parser for both channels: what the socket takes, stdin takes, and the other way."""
+    line = b'{"command": "stop", "type": "fence-hook", "reason": "r", "durable": true}'
+    assert parse_command(line) == StopRequest(type="fence-hook", reason="r", durable=True)
     runner = _Runner()
-    control.handle_line(runner, "stop kmsg fake")
-    control.handle_line(runner, "stop operator")
-    assert runner.fired == [("operator", "operator", "stopped by the cluster coordinator (operator)")]
+    control.handle_line(runner, line)
+    assert runner.stops == [StopRequest(type="fence-hook", reason="r", durable=True)]
+
+
+@pytest.mark.parametrize("line", [b"stop peer x", b'{"command": "halt"}', b'["stop"]',
+                                  b'{"command": "stop", "type": "a b"}', b'{"command": "ping"}'])
+def test_bad_control_lines_are_refused_with_a_reason(line):
+    with pytest.raises(ValueError) as err:
+        parse_command(line)
+    assert str(err.value)
+    runner = _Runner()
+    control.handle_line(runner, line)
+    assert runner.stops == [] and runner.emitted == []
 
 
 def test_clock_offset_takes_the_shortest_round_trip():

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.cli import finish
 
-COLLECTOR_PHASES = ["prepare", "preflight", "start", "stop", "finalize", "cleanup"]
+COLLECTOR_PHASES = ["prepare", "preflight", "start", "stop", "persist", "finalize", "cleanup"]
 TRIGGER_PHASES = ["prepare", "preflight", "arm", "disarm", "cleanup"]
 
 
@@ -48,8 +48,11 @@ CASES = {
     ("collector", "hang", "start"): (COLLECTOR_PHASES[:3] + ["cleanup"], 1),
     ("collector", "raise", "stop"): (COLLECTOR_PHASES, 1),
     ("collector", "hang", "stop"): (COLLECTOR_PHASES[:4] + ["cleanup"], 1),
+    ("collector", "raise", "persist"): (COLLECTOR_PHASES, 1),
+    ("collector", "hang", "persist"): (COLLECTOR_PHASES[:5] + ["cleanup"], 1),
     ("collector", "raise", "finalize"): (COLLECTOR_PHASES, 1),
-    ("collector", "raise", "cleanup"): (COLLECTOR_PHASES, 0),
+    # cleanup runs before the final manifest: its failure reaches it and the exit status
+    ("collector", "raise", "cleanup"): (COLLECTOR_PHASES, 1),
     ("trigger", "raise", "arm"): (TRIGGER_PHASES[:3] + ["cleanup"], 1),
     ("trigger", "hang", "arm"): (TRIGGER_PHASES[:3] + ["cleanup"], 1),
     ("trigger", "raise", "disarm"): (TRIGGER_PHASES, 1),

@@ -56,6 +56,7 @@ def faulty(kind: str, phase: str) -> str:
 
 
 @pytest.mark.parametrize("kind, phase", [("collector", "start"), ("collector", "stop"),
+                                         ("collector", "persist"),
                                          ("collector", "finalize"), ("trigger", "arm"),
                                          ("trigger", "disarm")])
 def test_fault_in_a_run_phase_is_recorded_and_the_others_are_archived(cli, kind, phase):
@@ -94,8 +95,9 @@ def test_fault_in_a_run_phase_is_recorded_and_the_others_are_archived(cli, kind,
     assert "marker/marker.txt" in names
     for f in plugins["dmesg"]["files"]:
         assert f"dmesg/{f['path']}" in names
-    errors = [e for e in cli.event_list() if e["event"] == "error"]
-    assert errors == [] or all(e["plugin"] in FAULTS for e in errors)
+    # every failed phase is an error event naming its plugin, and nothing else is
+    errors = [(e["plugin"], e["message"]) for e in cli.event_list() if e["event"] == "error"]
+    assert sorted(errors) == sorted((name, plugins[name]["error"]) for name in FAULTS)
 
 
 @pytest.mark.parametrize("kind", ["collector", "trigger"])
@@ -116,7 +118,9 @@ def test_fault_in_preflight_stops_the_run_before_anything_changes(cli, kind):
     assert "nothing was started" in err
     assert out == ""
     assert list(cli.out.iterdir()) == []
-    assert [e["event"] for e in cli.event_list()] == ["error"]
+    errors = [(e["plugin"], e["message"]) for e in cli.event_list() if e["event"] == "error"]
+    assert [e["event"] for e in cli.event_list()] == ["error"] * len(errors)
+    assert {p for p, _ in errors} == {"raiser", "hanger", "sloth", "core"}
 
 
 # --- real child processes: tcpdump killed, the runner killed ---------------------------

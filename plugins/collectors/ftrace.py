@@ -23,13 +23,12 @@ from scoutfs_collect import (
     option,
     run_command,
 )
-from scoutfs_collect.system import tracecmd, tracefs
+from scoutfs_collect.system import proc, tracecmd, tracefs
 from scoutfs_collect.system.tracefs import TracefsError, TraceInstance
 
 CONSOLE = "printk:console"
 SELFTEST_TAG = "scoutfs-collect-ftrace-selftest"
 FTRACE_ENABLED = Path("/proc/sys/kernel/ftrace_enabled")
-TEXT_FIRST_BYTES = 64 << 20  # above this much ring in use, copy raw pages before the text
 INSTALL = "dnf install trace-cmd (RHEL/Rocky) or apt-get install trace-cmd (Debian/Ubuntu)"
 FENCING = ["*reconnect timed out, fencing*", "*server closing*"]
 
@@ -143,12 +142,25 @@ class Ftrace(Collector):
         return out
 
     def _preflight_stale(self, inst: TraceInstance) -> List[Problem]:
-        # The runner's host lock refuses a second live run before preflight, so an
-        # instance with our name now is a leftover of a killed run.
+        """An instance with our name is removed only when its owner is provably dead: in a
+        real run we hold the host lock (no other scoutfs-collect lives) and no process
+        holds a file of the instance open. ``check`` never removes anything."""
         if not inst.exists():
             return []
+        holders = proc.holders_below(inst.path)
+        who = f"pid {', '.join(map(str, holders))}" if holders else ""
         if self.ctx.dry_run:
-            return [note(f"stale tracefs instance {inst.path} (left by a killed run): a real run removes it")]
+            live = self.ctx.live_run_pid
+            if live:
+                return [note(f"tracefs instance {inst.path} belongs to the running scoutfs-collect "
+                             f"(pid {live}); check leaves it alone")]
+            if holders:
+                return [Problem(f"tracefs instance {inst.path} is in use by {who}",
+                                "pick another instance name in the profile (instance: NAME)")]
+            return [note(f"tracefs instance {inst.path} was left by a killed run: a real run removes it")]
+        if holders:
+            return [Problem(f"tracefs instance {inst.path} is in use by {who}, not by a scoutfs-collect",
+                            "pick another instance name in the profile (instance: NAME)")]
         try:
             inst.remove()
         except OSError as exc:
@@ -235,7 +247,7 @@ class Ftrace(Collector):
         fail = lambda rc: self.ctx.fail(f"trace-cmd record exited by itself ({rc}); see trace-cmd.log")  # noqa: E731
         self._child = ChildProcess(argv, stdout=log, stderr=log, on_unexpected_exit=fail).start()
 
-    # --- stop / finalize --------------------------------------------------------------
+    # --- stop / persist / finalize ------------------------------------------------------
     def stop(self) -> None:
         inst = self._inst
         if inst is None or not self._created:
@@ -245,21 +257,26 @@ class Ftrace(Collector):
         self.ctx.details.update(frozen_by="stop" if was_on else "in-kernel trigger", stopped_at=time.time())
         if self._child is not None:
             self._child.send_signal(signal.SIGINT)
-        elif self.ctx.durable_stop:
-            self._persist_raw(inst)
 
-    def _persist_raw(self, inst: TraceInstance) -> None:
-        """The stopping client waits for durable data (a fence is coming): the raw pages
-        go to disk and are fsync'ed now, before anything slower (text, trace.dat)."""
+    def persist(self) -> None:
+        """The ring exists only in kernel memory: its raw pages go to disk and are fsync'ed
+        now, after every stop, before the core says ``durable`` (~0.06 s per 20 MiB). The
+        raw read consumes the ring, so the text then comes from trace.dat (trace-cmd
+        report); without trace-cmd the text is read first (it does not consume), slower."""
+        inst = self._inst
+        if inst is None or not self._created or self._child is not None or not inst.exists():
+            return
         began = time.monotonic()
-        det, raw = self.ctx.details, self.ctx.workdir / "raw"
+        det, wd, raw = self.ctx.details, self.ctx.workdir, self.ctx.workdir / "raw"
         det["cpu_stats"] = [dataclasses.asdict(s) for s in inst.cpu_stats()]
+        if tracefs.trace_cmd() is None:
+            self._note_span(inst.read_trace(wd / "trace.txt"), "tracefs")
+            fsync_path(wd / "trace.txt")
         written = self._raw_written = inst.dump_raw(raw)
         for cpu in written:
             fsync_path(raw / f"cpu{cpu}")
         fsync_path(raw)
-        det.update(raw_bytes=sum(written.values()), raw_first="durable stop",
-                   raw_durable_s=round(time.monotonic() - began, 6))
+        det.update(raw_bytes=sum(written.values()), raw_durable_s=round(time.monotonic() - began, 6))
 
     def finalize(self) -> None:
         try:
@@ -267,18 +284,11 @@ class Ftrace(Collector):
             inst = self._inst
             if inst is None or not self._created or not inst.exists():
                 return
-            wd, det, raw = self.ctx.workdir, self.ctx.details, self.ctx.workdir / "raw"
+            det, raw = self.ctx.details, self.ctx.workdir / "raw"
             written = self._raw_written
-            text_first = False
-            if written is None:
-                stats = inst.cpu_stats()
-                det["cpu_stats"] = [dataclasses.asdict(s) for s in stats]
-                # The raw read consumes the ring, the text read does not: text first, unless
-                # formatting it (~16 MiB/s) would delay the raw copy by seconds on a node
-                # that may be powered off any moment (a durable stop already wrote it).
-                text_first = self.options.mode == "ring" and sum(s.bytes for s in stats) <= TEXT_FIRST_BYTES
-                if text_first:
-                    self._note_span(inst.read_trace(wd / "trace.txt"), "tracefs")
+            if written is None:  # record mode, or persist did not get that far
+                if "cpu_stats" not in det:
+                    det["cpu_stats"] = [dataclasses.asdict(s) for s in inst.cpu_stats()]
                 written = inst.dump_raw(raw)
                 for cpu in written:
                     fsync_path(raw / f"cpu{cpu}")
@@ -286,7 +296,7 @@ class Ftrace(Collector):
             inst.save_headers(raw, self._events + [CONSOLE])
             if self.options.mode == "ring":
                 self._make_trace_dat(raw, sorted(written))
-            if not text_first:
+            if "trace_txt" not in det:
                 self._text_from_trace_dat()
         finally:
             self._finalized = True

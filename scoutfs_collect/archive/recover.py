@@ -22,30 +22,13 @@ from scoutfs_collect.archive import write as archive
 from scoutfs_collect.core.checks import packing_floor
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, UsageError
 from scoutfs_collect.core.profile import Settings
+from scoutfs_collect.system import proc
 from scoutfs_collect.system.lock import HostLock
 from scoutfs_collect.system.paths import fsync_tree
 from scoutfs_collect.ui.console import Console, stdout_line
 
 PARTIAL_GLOB = ".scoutfs-collect-*.partial"  # archive.pack's temporary names
 STALE_AFTER = 10.0  # seconds without a write before a partial no process holds is stale
-
-
-def _open_files() -> Set[str]:
-    """Paths of the files every process has open (readlink only: never touches them)."""
-    out: Set[str] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-            except OSError:
-                pass
-    return out
 
 
 def remove_stale_partials(directory: Path) -> List[str]:
@@ -85,7 +68,7 @@ def remove_stale(directory: Path, pattern: str, what: str) -> List[str]:
         found = [p for p in found if now - _newest_mtime(p) >= STALE_AFTER]
     except OSError:
         return []
-    held = _open_files() if found else set()
+    held = set(proc.open_files()) if found else set()
     notes = []
     for path in found:
         if _held_below(path, held):

@@ -1,13 +1,13 @@
 """Node side of a cluster run: the coordinator's commands on stdin (``run --control-stdin``).
 
-One line per command, written by the coordinator into the open ssh session:
+The coordinator writes one JSON line per command into the open ssh session, in the wire
+format of :mod:`scoutfs_collect.core.stop` (the same the control socket takes):
 
-``stop TYPE REASON``
-    fire a trigger of type ``TYPE`` (``peer``: another node triggered; ``operator``:
-    Ctrl-C on the coordinator) with that reason. The node then stops, packs and exits
-    as on any trigger.
-``ping T``
-    answer with a ``pong`` event (``sent`` = T) on the events file, so the coordinator
+``{"command": "stop", "type": "peer", "reason": "...", "durable": false}``
+    a stop request like any other (``peer``: another node triggered; ``operator``: Ctrl-C
+    on the coordinator). The node then stops, persists, packs and exits as on any trigger.
+``{"command": "ping", "sent": T}``
+    answered with a ``pong`` event (``sent`` = T) on the events file, so the coordinator
     can estimate this node's clock offset from the round trip.
 
 End of input (the coordinator or its ssh connection is gone) is *not* a stop: losing the
@@ -20,25 +20,24 @@ import logging
 import os
 import threading
 
+from scoutfs_collect.core.stop import Ping, parse_command
+
 log = logging.getLogger("scoutfs_collect.cluster")
-STOP_TYPES = ("peer", "operator")
 
 
-def handle_line(runner, line: str) -> None:
-    """Carry out one command line (unknown ones are logged and ignored)."""
-    words = line.strip().split(" ", 2)
-    if not words or not words[0]:
+def handle_line(runner, line: bytes) -> None:
+    """Carry out one command line (bad ones are logged and ignored)."""
+    if not line.strip():
         return
-    if words[0] == "stop" and len(words) >= 2 and words[1] in STOP_TYPES:
-        reason = words[2] if len(words) > 2 else f"stopped by the cluster coordinator ({words[1]})"
-        runner.fire(words[1], words[1], reason)
-    elif words[0] == "ping" and len(words) == 2:
-        try:
-            runner.events.emit("pong", sent=float(words[1]))
-        except ValueError:
-            log.warning("cluster control: bad ping %r", line.strip())
+    try:
+        command = parse_command(line)
+    except ValueError as exc:
+        log.warning("cluster control: %s: %r", exc, line[:200])
+        return
+    if isinstance(command, Ping):
+        runner.events.emit("pong", sent=command.sent)
     else:
-        log.warning("cluster control: unknown command %r", line.strip())
+        runner.request_stop(command)
 
 
 def _read(runner, fd: int) -> None:
@@ -53,7 +52,7 @@ def _read(runner, fd: int) -> None:
             pending += chunk
             while b"\n" in pending:
                 raw, pending = pending.split(b"\n", 1)
-                handle_line(runner, raw.decode("utf-8", "replace"))
+                handle_line(runner, raw)
     except OSError as exc:
         log.info("cluster control: stdin unreadable (%s)", exc)
     log.info("cluster control: the coordinator is gone; recording goes on until a trigger")

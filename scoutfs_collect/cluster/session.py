@@ -2,7 +2,8 @@
 
 Each node runs ``scoutfs-collect run ... --events-file /dev/stdout --control-stdin``; its
 lifecycle events arrive here line by line (``ev_read``). The first ``triggered`` of a
-node's own trigger makes :class:`RunSessions` write ``stop peer REASON`` into every other
+node's own trigger makes :class:`RunSessions` write a ``peer`` stop request (the JSON line
+of :mod:`scoutfs_collect.core.stop`) into every other
 node's session (no new connection: the sessions are open already). Ctrl-C/SIGTERM on the
 coordinator arrive as a line on a pipe read by the same loop and stop every node with
 type ``operator``. A ``ping`` every ``PING_INTERVAL`` seconds feeds the clock-offset
@@ -25,6 +26,7 @@ from ClusterShell.Worker.Worker import StreamWorker
 
 from scoutfs_collect.cluster.state import PEER_TYPES, ClusterRun, NodeState, Origin, Trigger
 from scoutfs_collect.core.events import EventLog
+from scoutfs_collect.core.stop import Ping, StopRequest, encode_command
 
 log = logging.getLogger("scoutfs_collect.cluster")
 PING_INTERVAL = 30.0
@@ -145,7 +147,7 @@ class RunSessions(EventHandler):
             worker.write(line)
 
     def ev_timer(self, timer) -> None:
-        self._write(running_nodes(self.run), f"ping {time.time():.6f}\n".encode())
+        self._write(running_nodes(self.run), encode_command(Ping(sent=time.time())))
 
     # -- node events ------------------------------------------------------------------
 
@@ -204,7 +206,7 @@ class RunSessions(EventHandler):
         # In tree mode the origin shares the others' worker and sees the line too; it has
         # triggered already, so the line is only logged there.
         self._write([n for n in running_nodes(self.run) if n != origin],
-                    f"stop peer {_one_line(reason)}\n".encode())
+                    encode_command(StopRequest(type="peer", reason=_one_line(reason))))
 
     def stop_all(self, type_name: str, reason: str) -> None:
         """Stop every node still running (Ctrl-C/SIGTERM on the coordinator)."""
@@ -218,7 +220,8 @@ class RunSessions(EventHandler):
             self.on_change("already stopping; waiting for the nodes to pack")
             return
         self.stopping = True
-        self._write(running_nodes(self.run), f"stop {type_name} {_one_line(reason)}\n".encode())
+        self._write(running_nodes(self.run),
+                    encode_command(StopRequest(type=type_name, reason=_one_line(reason))))
 
     @staticmethod
     def _last_words(state: NodeState, what: str) -> str:
@@ -234,7 +237,7 @@ class _OnePing(EventHandler):
         self.worker = worker
 
     def ev_timer(self, timer) -> None:
-        self.worker.write(f"ping {time.time():.6f}\n".encode())
+        self.worker.write(encode_command(Ping(sent=time.time())))
 
 
 def running_nodes(run: ClusterRun) -> List[str]:

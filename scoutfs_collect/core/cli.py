@@ -243,7 +243,7 @@ def cmd_check(ns, argv, console) -> int:
 
     runner = Runner(_request(ns, argv, console), console, dry_run=True)
     try:
-        fatal = _print_problems(console, runner.preflight())
+        fatal = _print_problems(console, runner.check())
     finally:
         runner.cleanup()  # gives back what prepare built (the demo tree)
     if fatal:
@@ -254,6 +254,8 @@ def cmd_check(ns, argv, console) -> int:
 
 
 def cmd_run(ns, argv, console) -> int:
+    """One lifecycle, lock first: the host lock, then prepare and preflight, then the
+    recording; ``Runner.close`` on every path (cleanup, no child left, lock released)."""
     from scoutfs_collect.core.runner import Runner
     from scoutfs_collect.system.lock import LockBusy
 
@@ -264,24 +266,29 @@ def cmd_run(ns, argv, console) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: runner.handle_signal(signum))
     try:
-        fatal = _print_problems(console, runner.preflight())
-    except BaseException:
-        runner.cleanup()
-        raise
-    if fatal:
-        runner.cleanup()
-        runner.events.emit("error", plugin="core", message=f"preflight: {fatal} problem(s)")
-        runner.events.close()
-        console.line(f"error: preflight found {fatal} problem(s); nothing was started")
-        return EXIT_USAGE
-    if getattr(ns, "control_stdin", False):
-        from scoutfs_collect.cluster import control
+        try:
+            runner.lock_host()
+        except LockBusy as exc:
+            where = f"; its work dir is {exc.holder.workdir}" if exc.holder and exc.holder.workdir else ""
+            raise UsageError(f"{exc}{where}; end it with 'scoutfs-collect stop'") from None
+        except OSError as exc:
+            from scoutfs_collect.core.checks import check_lock
 
-        control.start(runner)
-    try:
-        status = runner.run()
-    except LockBusy as exc:
-        raise UsageError(f"{exc}; end it with 'scoutfs-collect stop'") from None
+            said = [p.message for p in check_lock(runner.lock)]
+            raise UsageError(said[0] if said else
+                             f"cannot take the host lock {runner.lock.path}: {exc.strerror}") from None
+        fatal = _print_problems(console, runner.preflight())
+        if fatal:
+            runner.events.emit("error", plugin="core", message=f"preflight: {fatal} problem(s)")
+            console.line(f"error: preflight found {fatal} problem(s); nothing was started")
+            return EXIT_USAGE
+        if getattr(ns, "control_stdin", False):
+            from scoutfs_collect.cluster import control
+
+            control.start(runner)
+        status = runner.record()
+    finally:
+        runner.close()
     if runner.archive_path is not None:
         stdout_line(f"archive: {runner.archive_path}")
     elif status == EXIT_NO_ARCHIVE:

@@ -2,22 +2,22 @@
 
 While a run holds the host lock it listens on ``RUNTIME/control.sock`` (a unix stream
 socket, mode 0600 in the 0700 runtime directory; only root or the run's own user may
-talk to it). A client sends one JSON line::
+talk to it). A client sends one JSON line (the wire format of :mod:`scoutfs_collect.core.stop`, the same the
+cluster coordinator writes on ``run --control-stdin``)::
 
     {"command": "stop", "type": "fence-hook", "reason": "...", "durable": true}
 
 and reads JSON lines back: ``{"event": "accepted", ...}`` at once, then the run's
 lifecycle events as they happen (``stopped``, ``durable``, ``finalized``, ``archive``,
 ``finished``; the ones already past are sent first), until ``finished`` or the run
-exits. ``durable`` means every collector's data is on disk and fsync'ed (the ftrace
-ring's raw pages included when the request said ``durable``). The client decides how
+exits. ``durable`` means every collector's data is on disk and fsync'ed, the ftrace
+ring's raw pages included, whoever stopped the run and whenever the client came. The client decides how
 long it waits: a stopped (SIGSTOP) run accepts the connection in the kernel but never
 answers, and the client's timeout is all that bounds it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from scoutfs_collect.core.stop import StopRequest, encode_command, parse_command
 from scoutfs_collect.plugin.api import Wakeup
 from scoutfs_collect.system.paths import runtime_dir
 
@@ -42,24 +43,6 @@ EXIT_NOT_REACHED = 1  # stop: the run did not reach the awaited point in time (o
 
 def socket_path() -> Path:
     return runtime_dir() / SOCKET_NAME
-
-
-@dataclasses.dataclass(frozen=True)
-class StopRequest:
-    """What a ``stop`` client asked for: the trigger type and reason the manifest records,
-    and whether it waits for the data to be durable (then collectors persist in stop)."""
-
-    type: str = "operator"
-    reason: str = "scoutfs-collect stop"
-    durable: bool = False
-
-    @classmethod
-    def parse(cls, line: bytes) -> StopRequest:
-        data = json.loads(line)
-        if not isinstance(data, dict) or data.get("command") != "stop":
-            raise ValueError("expected {\"command\": \"stop\", ...}")
-        kind, reason = str(data.get("type") or "operator"), str(data.get("reason") or "")
-        return cls(type=kind, reason=reason or cls.reason, durable=bool(data.get("durable")))
 
 
 class ControlServer:
@@ -124,7 +107,9 @@ class ControlServer:
                 break
             data += chunk
         try:
-            request = StopRequest.parse(data)
+            request = parse_command(data)
+            if not isinstance(request, StopRequest):
+                raise ValueError("only stop is taken here")
         except ValueError as exc:
             _send(conn, {"event": "refused", "error": f"bad request: {exc}"})
             conn.close()
@@ -198,8 +183,7 @@ def request_stop(request: StopRequest, timeout: Optional[float], path: Optional[
             sock.connect(str(path or socket_path()))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoControlSocket(str(exc)) from None
-        line = {"command": "stop", **dataclasses.asdict(request)}
-        sock.sendall((json.dumps(line) + "\n").encode())
+        sock.sendall(encode_command(request))
         buf = b""
         while True:
             if deadline is not None:

@@ -6,15 +6,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from scoutfs_collect.archive.manifest import PluginRecord
-from scoutfs_collect.core import phases
-from scoutfs_collect.core.phases import Phase
+from scoutfs_collect.core.lifecycle import Phase, Refusal, refusal
 from scoutfs_collect.core.profile import InstanceSpec, Profile
 from scoutfs_collect.core.registry import PluginType, Registry
 from scoutfs_collect.plugin.api import PluginContext, Target
 from scoutfs_collect.plugin.options import build
+from scoutfs_collect.plugin.timed import CallOutcome
 
 log = logging.getLogger("scoutfs_collect")
 
@@ -30,7 +30,7 @@ class PluginInstance:
     ctx: PluginContext
     record: PluginRecord
     timeout: float
-    outcomes: Dict[Phase, phases.CallOutcome] = dataclasses.field(default_factory=dict)
+    outcomes: Dict[Phase, CallOutcome] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -39,6 +39,10 @@ class PluginInstance:
     @property
     def is_collector(self) -> bool:
         return self.spec.kind == "collector"
+
+    def refusal(self, phase: Phase) -> Optional[Refusal]:
+        """Why ``phase`` may not run now (the transition table), or None."""
+        return refusal(self.spec.kind, self.outcomes, phase)
 
     def ran(self, phase: Phase) -> bool:
         return phase in self.outcomes
@@ -51,15 +55,13 @@ class PluginInstance:
         outcome = self.outcomes.get(phase)
         return outcome is not None and outcome.returned
 
-    def record_outcome(self, phase: Phase, outcome: phases.CallOutcome) -> None:
-        """Keep a finished phase's outcome and put its timing and error in the manifest."""
+    def record_outcome(self, phase: Phase, outcome: CallOutcome) -> None:
+        """Keep a finished phase's outcome and put its timing and error in the manifest
+        (the log line and the ``error`` event come from the invoker)."""
         self.outcomes[phase] = outcome
         self.record.phases[phase.value] = round(outcome.seconds, 6)
         if not outcome.ok:
             self.record.record_error(f"{phase.value}: {outcome.error}", timed_out=outcome.timed_out)
-            log.error("%s: %s %s", self.name, phase.value, outcome.error)
-            if outcome.detail:
-                log.debug("%s: %s traceback:\n%s", self.name, phase.value, outcome.detail)
 
 
 def build_instances(

@@ -1,8 +1,14 @@
-"""The run: preflight everything, start collectors, arm triggers, wait, stop, finalize, pack.
+"""The run: lock, prepare and preflight everything, start collectors, arm triggers, wait,
+stop, persist, finalize, clean up, pack.
 
-The runner owns the lifecycle; plugins only implement phases. Each phase of each
-plugin runs under its timeout (:mod:`scoutfs_collect.core.phases`) and its outcome lands
-in the manifest, so one broken plugin never costs the data of the others.
+The runner only sequences the lifecycle. Each concern has its own module: the transition
+table and the timed invoker (:mod:`.lifecycle`), stop requests and signals (:mod:`.stop`),
+the armed wait with its watchdog and status line (:mod:`.waiting`), the control socket
+(:mod:`.control`), the events (:mod:`.events`), the manifest (:mod:`..archive.manifest`).
+
+One lifecycle, lock first: ``run`` (the service and a cluster node included) takes the host
+lock before any plugin's ``prepare``, so a second ``run`` beside a live one is refused
+before it touches anything; ``check`` only probes the lock and repairs nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import logging
 import os
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -21,24 +26,29 @@ from scoutfs_collect.archive import manifest
 from scoutfs_collect.archive import write as archive
 from scoutfs_collect.archive.manifest import TriggerRecord
 from scoutfs_collect.archive.recover import remove_stale_partials
-from scoutfs_collect.core import phases
-from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, free_mb, packing_floor
-from scoutfs_collect.core.control import ControlServer, StopRequest
+from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, packing_floor
+from scoutfs_collect.core.control import ControlServer
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from scoutfs_collect.core.events import EventLog
 from scoutfs_collect.core.instances import PluginInstance, build_instances
-from scoutfs_collect.core.phases import Phase, RunState
+from scoutfs_collect.core.lifecycle import Invoker, Phase, RunState
 from scoutfs_collect.core.profile import Profile
 from scoutfs_collect.core.registry import Registry
+from scoutfs_collect.core.stop import StopInbox, StopRequest
 from scoutfs_collect.core.syncer import StreamSyncer
+from scoutfs_collect.core.waiting import wait_armed
 from scoutfs_collect.plugin.api import Problem, Target
+from scoutfs_collect.plugin.timed import CallOutcome
 from scoutfs_collect.system import proc
 from scoutfs_collect.system.lock import Holder, HostLock
 from scoutfs_collect.system.paths import fsync_tree, make_workdir, run_stem
-from scoutfs_collect.ui.console import Console, human_bytes, human_seconds
+from scoutfs_collect.ui.console import Console
 
 log = logging.getLogger("scoutfs_collect")
 RUN_LOG = "scoutfs-collect.log"
+#: How long a notify hook or a disk estimate may take.
+HOOK_TIMEOUT = 10.0
+PHASE_VALUES = {p.value for p in Phase}
 
 
 @dataclasses.dataclass
@@ -53,7 +63,8 @@ class RunRequest:
 
 
 class Runner:
-    """Drives one run. ``preflight()`` first; ``run()`` only after it found nothing fatal."""
+    """Drives one run: ``lock()``, ``preflight()``, then ``record()`` only if preflight found
+    nothing fatal; ``close()`` on every path. ``check()`` is the dry run."""
 
     def __init__(self, request: RunRequest, console: Console, dry_run: bool = False) -> None:
         self.req = request
@@ -65,41 +76,55 @@ class Runner:
         self.triggers = [i for i in self.instances if i.spec.kind == "trigger"]
         self.lock = HostLock()
         self.events = EventLog(request.events_file)
+        self.invoker = Invoker(self._on_plugin_failure)
+        self.inbox = StopInbox(self._on_first_stop, self._on_later_stop)
         self.trigger: Optional[TriggerRecord] = None
-        self.triggered = threading.Event()
-        self._trigger_lock = threading.Lock()
         self.state = RunState.PREFLIGHT
         self.workdir: Optional[Path] = None
         self.times: Dict[str, Any] = {}
         self.notes: List[str] = []
         self.stale: Optional[Holder] = None
         self.archive_path: Optional[Path] = None  # set once the archive is complete
-        self.durable_stop = False  # a stop client waits for "durable" (see request_stop)
         self.control: Optional[ControlServer] = None
         self.syncer: Optional[StreamSyncer] = None
+        self._log_handler: Optional[logging.Handler] = None
+        self._closed = False
 
-    # -- preflight -------------------------------------------------------------------
+    # -- lock and preflight ------------------------------------------------------------
+
+    def lock_host(self) -> None:
+        """Take the host lock before anything else (LockBusy names the live holder)."""
+        self.stale = self.lock.acquire()
+
+    def check(self) -> List[Tuple[str, Problem]]:
+        """``scoutfs-collect check``: probe the lock (never take it), prepare, preflight."""
+        found = [("core", p) for p in check_lock(self.lock)]
+        holder = self.lock.probe() if found else None
+        for inst in self.instances:
+            inst.ctx.live_run_pid = holder.pid if holder and holder.pid > 0 else None
+        return found + self.preflight()
 
     def preflight(self) -> List[Tuple[str, Problem]]:
-        """Every problem found, fatal or not, each tagged with who found it."""
+        """Every problem found, fatal or not, each tagged with who found it. In a real run
+        the host lock is held (``lock_host``), so a plugin may repair a leftover whose owner
+        is provably dead."""
         found: List[Tuple[str, Problem]] = [("core", p) for p in check_root()]
-        found += [("core", p) for p in check_lock(self.lock)]
         estimate = 0
         for inst in self.collectors:
-            try:
-                estimate += int(inst.plugin.disk_estimate())
-            except Exception as exc:
-                log.debug("%s: disk_estimate failed: %s", inst.name, exc)
+            outcome = self.invoker.call(inst.name, "disk_estimate", inst.plugin.disk_estimate,
+                                        HOOK_TIMEOUT)
+            if outcome.ok:
+                estimate += int(outcome.value or 0)
         found += [("core", p) for p in check_output_dir(
             self.output_dir, estimate, self.settings.min_free_mb)]
         problem = archive.compression_problem(self.settings.compression)
         if problem:
             found.append(("core", Problem(problem)))
         # In profile order, one at a time: prepare everything, then check everything.
-        for inst, outcome in self._run_phase(self.instances, Phase.PREPARE):
+        for inst, outcome in self._advance(self.instances, Phase.PREPARE):
             if not outcome.ok:
                 found.append((inst.name, Problem(f"prepare {outcome.error}")))
-        for inst, outcome in self._run_phase(self.instances, Phase.PREFLIGHT):
+        for inst, outcome in self._advance(self.instances, Phase.PREFLIGHT):
             if not outcome.ok:
                 found.append((inst.name, Problem(f"preflight {outcome.error}")))
                 continue
@@ -111,119 +136,108 @@ class Runner:
 
     # -- the one way a phase is called ---------------------------------------------------
 
-    def _run_phase(
-        self,
-        insts: Sequence[PluginInstance],
-        phase: Phase,
-        at_once: bool = False,
-        until: Optional[Callable[[], bool]] = None,
-    ) -> List[Tuple[PluginInstance, phases.CallOutcome]]:
-        """Call ``phase`` of each instance under its timeout and record the outcome.
-
-        One after the other in the given order (stopping early once ``until()`` is
-        true), or ``at_once``: all started together, then each collected. An instance
-        never runs a phase twice: that would break the contract in plugin/api.py.
-        """
-        def call_of(inst: PluginInstance) -> Callable[[], Any]:
-            if inst.ran(phase):
-                raise RuntimeError(f"{inst.name}: {phase.value} would run twice")
-            if phase is Phase.ARM:
-                return lambda: inst.plugin.arm(self._fire_callback(inst))
-            return getattr(inst.plugin, phase.value)
-
-        done: List[Tuple[PluginInstance, phases.CallOutcome]] = []
-        if at_once:
-            calls = [phases.TimedCall(call_of(i), f"{phase.value}-{i.name}") for i in insts]
-            for inst, running in zip(insts, calls):
-                done.append((inst, running.result(inst.timeout)))
-                inst.record_outcome(phase, done[-1][1])
-            return done
+    def _advance(self, insts: Sequence[PluginInstance], phase: Phase, at_once: bool = False,
+                 until: Optional[Callable[[], bool]] = None
+                 ) -> List[Tuple[PluginInstance, CallOutcome]]:
+        """Call ``phase`` of each instance the transition table lets through, under its
+        timeout, and record the outcome. One after the other in the given order (stopping
+        early once ``until()`` is true), or ``at_once``: all started together, then each
+        collected. An illegal transition is recorded as that plugin's failure."""
+        ready = []
         for inst in insts:
-            outcome = phases.call_with_timeout(call_of(inst), inst.timeout, f"{phase.value}-{inst.name}")
+            refused = inst.refusal(phase)
+            if refused is None:
+                ready.append(inst)
+            elif refused.illegal:
+                inst.record.record_error(f"{phase.value}: refused: {refused.reason}")
+                self.invoker.fail(inst.name, f"{phase.value}: refused: {refused.reason}")
+        done: List[Tuple[PluginInstance, CallOutcome]] = []
+        if at_once:
+            calls = [self.invoker.start(i.name, phase.value, self._phase_call(i, phase)) for i in ready]
+            for inst, running in zip(ready, calls):
+                outcome = self.invoker.collect(inst.name, phase.value, running, inst.timeout)
+                inst.record_outcome(phase, outcome)
+                done.append((inst, outcome))
+            return done
+        for inst in ready:
+            outcome = self.invoker.call(inst.name, phase.value, self._phase_call(inst, phase),
+                                        inst.timeout)
             inst.record_outcome(phase, outcome)
             done.append((inst, outcome))
             if until is not None and until():
                 break
         return done
 
-    # -- the run ---------------------------------------------------------------------
-
-    def fire(self, name: str, type_name: str, reason: str) -> None:
-        """Record the first trigger and wake the main thread; later ones are logged only
-        (but still wake it: a Ctrl-C during post_trigger_seconds stops at once)."""
-        now = time.time()
-        with self._trigger_lock:
-            first = self.trigger is None
-            if not first:
-                log.info("also fired: %s (%s): %s", name, type_name, reason)
-            else:
-                self.trigger = TriggerRecord(name=name, type=type_name, reason=reason, time=now)
-                self.times["clocks_at_trigger"] = manifest.clocks()
-        self.triggered.set()
-        if first:  # at once: a cluster coordinator stops the other nodes on this event
-            self.events.emit("triggered", trigger=name, type=type_name, reason=reason, trigger_time=now)
-
-    def _fire_callback(self, inst: PluginInstance):
-        return lambda reason: self.fire(inst.name, inst.spec.type_name, str(reason))
-
-    def handle_signal(self, signum: int) -> None:
-        """SIGINT/SIGTERM: abort before the start, stop while running, abort packing."""
-        name = signal.Signals(signum).name
-        if self.state is RunState.PREFLIGHT:
-            raise KeyboardInterrupt(name)
-        if self.state in (RunState.STARTING, RunState.RUNNING):  # past preflight: always an archive
-            self.fire("operator", "operator", f"{name} from the operator")
-        elif self.state is RunState.PACKING:
-            raise KeyboardInterrupt(name)
-        else:
-            log.warning("%s received while %s: finishing that first", name, self.state.value)
-
-    def request_stop(self, request: StopRequest) -> Dict[str, Any]:
-        """A ``scoutfs-collect stop`` over the control socket (its thread): fire a trigger
-        of the requested type; with ``durable`` the collectors persist in ``stop()``
-        and no post_trigger_seconds are spent. What the client is told first."""
-        if request.durable:
-            self.durable_stop = True
-        self.fire(request.type, request.type, request.reason)
-        t = self.trigger
-        assert t is not None
-        return {"state": self.state.value, "trigger": {"type": t.type, "reason": t.reason},
-                "pid": os.getpid(), "workdir": str(self.workdir)}
+    def _phase_call(self, inst: PluginInstance, phase: Phase) -> Callable[[], Any]:
+        if phase is Phase.ARM:
+            return lambda: inst.plugin.arm(self._fire_callback(inst))
+        return getattr(inst.plugin, phase.value)
 
     def _on_plugin_failure(self, name: str, message: str) -> None:
+        """Every plugin failure: an ``error`` event; a failure outside a phase (an estimate,
+        ``bytes_written``, a hook, ``ctx.fail``) also marks the plugin failed."""
+        what = message.split(":", 1)[0]
+        inst = next((i for i in self.instances if i.name == name), None)
+        if inst is not None and what not in PHASE_VALUES and message not in inst.record.errors:
+            inst.record.record_error(message)
         self.events.emit("error", plugin=name, message=message)
 
-    def run(self) -> int:
-        """The whole run after a clean preflight; returns the exit status."""
+    # -- stop requests -------------------------------------------------------------------
+
+    def _fire_callback(self, inst: PluginInstance) -> Callable[[str], None]:
+        return lambda reason: self.fire(inst.name, inst.spec.type_name, str(reason))
+
+    def fire(self, name: str, type_name: str, reason: str) -> None:
+        """A trigger plugin fired (from its own thread)."""
+        self.inbox.post(StopRequest(type=type_name, reason=reason, name=name))
+
+    def request_stop(self, request: StopRequest) -> Dict[str, Any]:
+        """A stop from the control socket or the cluster session (their threads); what the
+        client is told first."""
+        first = self.inbox.post(request)
+        return {"state": self.state.value, "trigger": {"type": first.type, "reason": first.reason},
+                "pid": os.getpid(), "workdir": str(self.workdir)}
+
+    def handle_signal(self, signum: int) -> None:
+        """SIGINT/SIGTERM: abort before the start and while packing; otherwise a stop
+        request (only a flag and a byte in a pipe: a handler takes no lock)."""
+        if self.state in (RunState.PREFLIGHT, RunState.PACKING):
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.inbox.post_signal(signum)
+
+    def _on_first_stop(self, request: StopRequest) -> None:
+        self.trigger = TriggerRecord(name=request.trigger_name, type=request.type,
+                                     reason=request.reason, time=request.time)
+        self.times["clocks_at_trigger"] = manifest.clocks()
+        # at once: a cluster coordinator stops the other nodes on this event
+        self.events.emit("triggered", trigger=request.trigger_name, type=request.type,
+                         reason=request.reason, trigger_time=request.time)
+
+    def _on_later_stop(self, request: StopRequest) -> None:
+        if self.state in (RunState.STOPPING, RunState.FINALIZING):
+            log.warning("%s received while %s: finishing that first", request.reason, self.state.value)
+        else:
+            log.info("also fired: %s (%s): %s", request.trigger_name, request.type, request.reason)
+
+    # -- the run ---------------------------------------------------------------------
+
+    def record(self) -> int:
+        """Everything after a clean preflight; returns the exit status. An unexpected
+        exception is exit 3 with the work dir kept and named, and no child left."""
         self.state = RunState.STARTING
         try:
-            self.stale = self.lock.acquire()
-        except BaseException:
+            return self._record()
+        except Exception as exc:  # a bug of ours: never a traceback, never data lost
+            log.debug("unexpected error", exc_info=True)
+            log.error("unexpected error: %s: %s", type(exc).__name__, exc)
+            self.events.emit("error", plugin="core", message=f"unexpected error: {type(exc).__name__}: {exc}")
             self.cleanup()
-            raise
-        try:
-            return self._run_locked()
-        finally:
-            if self.syncer is not None:
-                self.syncer.join()
-            self.cleanup()
-            if self.control is not None:
-                self.control.close()
-            self.lock.release()
-            self.events.close()
+            if self.workdir is not None:
+                log.error("the work dir is kept: %s; finish it with: scoutfs-collect pack %s",
+                          self.workdir, self.workdir)
+            return EXIT_NO_ARCHIVE
 
-    def cleanup(self) -> None:
-        """Disarm what is still armed, then every instance's ``cleanup`` (each exactly
-        once, whatever came before), then end any child left.
-
-        Runs on every exit path after preflight began, a failed preflight included:
-        ``prepare`` may have built something for a later plugin."""
-        self._run_phase([i for i in self.triggers
-                         if i.succeeded(Phase.ARM) and not i.ran(Phase.DISARM)], Phase.DISARM, at_once=True)
-        self._run_phase([i for i in self.instances if not i.ran(Phase.CLEANUP)], Phase.CLEANUP)
-        proc.kill_all()
-
-    def _run_locked(self) -> int:
+    def _record(self) -> int:
         started = time.time()
         self.times.update(started=started, clocks_at_start=manifest.clocks())
         if self.stale:
@@ -245,15 +259,19 @@ class Runner:
         for inst in self.instances:
             inst.ctx.workdir = self.workdir / inst.name
             inst.ctx.dry_run = False
-            inst.ctx._on_failure = self._on_plugin_failure
+            inst.ctx._on_failure = lambda name, message: self._on_plugin_failure(name, message)
             if inst.spec.kind == "collector":
                 inst.ctx.workdir.mkdir(mode=0o700)
         self._write_manifest()  # from here on, 'scoutfs-collect pack' can finish a killed run
         self.state = RunState.RUNNING
-        self._start_collectors()
-        self._arm_triggers()
+        for inst, outcome in self._advance(self.collectors, Phase.START, until=self.inbox.pending):
+            if outcome.ok:
+                inst.record.status = "ok"
+        for inst, outcome in self._advance(self.triggers, Phase.ARM):
+            if outcome.ok:
+                inst.record.status = "ok"
         self.times["armed"] = time.time()
-        self.syncer = StreamSyncer([(i.name, i.plugin.streams) for i in self.collectors
+        self.syncer = StreamSyncer([(i.name, self._streams_of(i)) for i in self.collectors
                                     if i.succeeded(Phase.START)], self.settings.sync_interval)
         self.syncer.start()
         self._write_manifest()
@@ -261,8 +279,19 @@ class Runner:
         self._notify("scoutfs_collect_run_started", run=self._run_info())
         log.info("armed: %s; waiting (Ctrl-C to stop and pack)",
                  ", ".join(t.name for t in self.triggers) or "no triggers, Ctrl-C only")
-        self._wait()
-        return self._finish()
+        wait_armed(self.inbox, self.invoker, self.collectors, self.triggers, self.settings,
+                   self.workdir, self.console, started)
+        self._post_trigger()
+        self._stop_and_persist()
+        self._finalize()
+        return self._pack()
+
+    def _streams_of(self, inst: PluginInstance) -> Callable[[], Sequence[Path]]:
+        """The syncer asks for a collector's streams through the invoker too."""
+        def streams() -> Sequence[Path]:
+            outcome = self.invoker.call(inst.name, "streams", inst.plugin.streams, HOOK_TIMEOUT, once=True)
+            return list(outcome.value or []) if outcome.ok else []
+        return streams
 
     def _attach_run_log(self) -> None:
         assert self.workdir is not None
@@ -275,98 +304,88 @@ class Runner:
         logging.getLogger().setLevel(logging.DEBUG)
         self._log_handler = handler
 
-    def _start_collectors(self) -> None:
-        """In profile order; a trigger (Ctrl-C) during the start leaves the rest unstarted."""
-        for inst, outcome in self._run_phase(self.collectors, Phase.START, until=self.triggered.is_set):
-            if outcome.ok:
-                inst.record.status = "ok"
-            self._check_background_failures(inst)
-
-    def _arm_triggers(self) -> None:
-        for inst, outcome in self._run_phase(self.triggers, Phase.ARM):
-            if outcome.ok:
-                inst.record.status = "ok"
-
-    def _wait(self) -> None:
-        tick = 1.0
-        last_status = time.monotonic()
-        floor = self.settings.min_free_mb
-        while not self.triggered.wait(tick):
-            assert self.workdir is not None
-            try:
-                free = free_mb(self.workdir)
-            except OSError:
-                free = float("inf")
-            if free < floor:
-                self.fire("disk-space", "disk-space",
-                          f"free space in {self.output_dir} fell to {free:.0f} MiB "
-                          f"(settings.min_free_mb={floor})")
-                break
-            if self.console.tty:
-                self.console.status(self._status_text(free))
-            elif time.monotonic() - last_status >= self.settings.status_interval:
-                last_status = time.monotonic()
-                log.info(self._status_text(free))
-        self.console.end_status()
-
-    def _status_text(self, free: float) -> str:
-        elapsed = time.time() - self.times["started"]
-        parts = []
-        for inst in self.collectors:
-            try:
-                parts.append(f"{inst.name} {human_bytes(inst.plugin.bytes_written())}")
-            except Exception:
-                parts.append(f"{inst.name} ?")
-        armed = ", ".join(t.name for t in self.triggers) or "Ctrl-C"
-        return (f"recording {human_seconds(elapsed)} | {' | '.join(parts)} | "
-                f"free {human_bytes(free * 1024 * 1024)} | armed: {armed}")
-
-    def _stop_collectors(self) -> None:
-        """Stop every started collector at once, newest first, then disarm the triggers."""
-        started = [i for i in reversed(self.collectors) if i.succeeded(Phase.START)]
-        for inst, outcome in self._run_phase(started, Phase.STOP, at_once=True):
-            inst.record.stopped_at = outcome.ended_at
-        armed = [i for i in self.triggers if i.succeeded(Phase.ARM)]
-        self._run_phase(armed, Phase.DISARM, at_once=True)
-
-    def _finish(self) -> int:
-        assert self.trigger is not None and self.workdir is not None
+    def _post_trigger(self) -> None:
+        """``settings.post_trigger_seconds`` more recording, cut short by any later request
+        (Ctrl-C) and skipped for disk-space and for a client waiting for durable data."""
+        assert self.trigger is not None
+        t, extra = self.trigger, self.settings.post_trigger_seconds
         self.state = RunState.STOPPING
-        t = self.trigger
         log.info("triggered by %s (%s): %s", t.name, t.type, t.reason)
         self.times["triggered"] = t.time
-        if self.settings.post_trigger_seconds > 0 and t.type != "disk-space" and not self.durable_stop:
-            log.info("recording %.1f s more (settings.post_trigger_seconds; Ctrl-C stops now)",
-                     self.settings.post_trigger_seconds)
-            self.events.emit("post_trigger", seconds=self.settings.post_trigger_seconds,
-                             trigger=t.name)
-            self.state = RunState.RUNNING
-            self.triggered.clear()
-            self.triggered.wait(self.settings.post_trigger_seconds)
-            self.state = RunState.STOPPING
+        if extra <= 0 or t.type == "disk-space" or self.inbox.urgent:
+            return
+        log.info("recording %.1f s more (settings.post_trigger_seconds; Ctrl-C stops now)", extra)
+        self.events.emit("post_trigger", seconds=extra, trigger=t.name)
+        self.state = RunState.RUNNING
+        deadline, seen = time.monotonic() + extra, len(self.inbox.later)
+        while time.monotonic() < deadline and len(self.inbox.later) == seen and not self.inbox.urgent:
+            self.inbox.wait(deadline - time.monotonic())
+        self.state = RunState.STOPPING
+
+    def _stop_and_persist(self) -> None:
+        """Stop every started collector at once (newest first) and disarm the triggers; then
+        every collector persists what exists only in memory, the work dir is fsync'ed and
+        ``durable`` goes out, whoever asked for the stop. Only then the notify hook."""
+        assert self.trigger is not None
         if self.syncer is not None:
-            self.syncer.stop()  # never waits on the disk; the stop's own fsync covers the rest
-        for inst in self.collectors:
-            inst.ctx.durable_stop = self.durable_stop
-        self._stop_collectors()
+            self.syncer.stop()  # never waits on the disk; the fsync below covers the rest
+        for inst, outcome in self._advance(list(reversed(self.collectors)), Phase.STOP, at_once=True):
+            inst.record.stopped_at = outcome.ended_at
+        self._advance(self.triggers, Phase.DISARM, at_once=True)
         self.times["stopped"] = time.time()
         self.events.emit("stopped")
-        self._notify("scoutfs_collect_triggered", run=self._run_info(),
-                     trigger=dataclasses.asdict(t))
+        self.inbox.pending()  # signals received meanwhile are noted
+        self._advance(self.collectors, Phase.PERSIST, at_once=True)
         self._make_durable("durable")
+        self._notify("scoutfs_collect_triggered", run=self._run_info(),
+                     trigger=dataclasses.asdict(self.trigger))
         if self.syncer is not None:
             self.syncer.join()
             st = self.syncer.stats
             log.debug("stream syncer: %d rounds, %d files and %d dirs synced in %.3f s, %d errors",
                       st.rounds, st.files_synced, st.dirs_synced, st.seconds, st.errors)
+
+    def _finalize(self) -> None:
+        """Finalize in parallel, then clean up (before the manifest, so what cleanup
+        reports reaches it and the exit status), then fsync again."""
         self.state = RunState.FINALIZING
-        self._run_phase([i for i in self.collectors if i.returned(Phase.STOP)], Phase.FINALIZE,
-                        at_once=True)
-        for inst in self.instances:
-            self._check_background_failures(inst)
+        self._advance(self.collectors, Phase.FINALIZE, at_once=True)
+        self.inbox.pending()  # signals received meanwhile are noted
         self.events.emit("finalized")
+        self.cleanup()
+        for inst in self.instances:
+            for message in inst.ctx.failures:
+                if message not in inst.record.errors:
+                    inst.record.record_error(message)
         self._make_durable(None)
-        return self._pack()
+
+    def cleanup(self) -> None:
+        """Disarm what is still armed, then every instance's ``cleanup`` (each exactly
+        once, whatever came before), then end any child left. Runs on every exit path
+        after the lock was taken, a failed preflight included: ``prepare`` may have built
+        something for a later plugin."""
+        self._advance([i for i in self.triggers if not i.ran(Phase.DISARM)], Phase.DISARM, at_once=True)
+        self._advance([i for i in self.instances if not i.ran(Phase.CLEANUP)], Phase.CLEANUP)
+        proc.kill_all()
+
+    def close(self) -> None:
+        """The last act on every path: cleanup if not done, stop listening, let go of the
+        lock, close the events file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.syncer is not None:
+            self.syncer.join()
+        self.cleanup()
+        if self.control is not None:
+            self.control.close()
+        self.lock.release()
+        self.events.close()
+        self.inbox.close()
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
 
     def _make_durable(self, event: Optional[str]) -> None:
         assert self.workdir is not None
@@ -380,11 +399,6 @@ class Runner:
             log.error("fsync of %s failed: %s", self.workdir, exc)
             self.events.emit("error", plugin="core", message=f"fsync failed: {exc}")
 
-    def _check_background_failures(self, inst: PluginInstance) -> None:
-        for message in inst.ctx.failures:
-            if message not in inst.record.errors:
-                inst.record.record_error(message)
-
     def _pack(self) -> int:
         assert self.workdir is not None
         failed = any(i.record.status in ("failed", "timeout") for i in self.instances)
@@ -396,8 +410,10 @@ class Runner:
             except OSError as exc:
                 inst.record.record_error(f"listing files: {exc}")
         self._write_manifest(exit_status)
-        logging.getLogger().removeHandler(self._log_handler)
-        self._log_handler.close()
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
         self.state = RunState.PACKING
         try:
             path = archive.pack(self.workdir, self.output_dir, self.settings.compression,
@@ -431,11 +447,10 @@ class Runner:
                 "profile": self.req.profile.name}
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        """Call a notify-only hook; a failing hook is logged, never fatal."""
-        try:
-            getattr(self.req.registry.manager.hook, hook)(**kwargs)
-        except Exception as exc:
-            log.error("plugin hook %s failed: %s", hook, exc)
+        """Call a notify-only hook through the invoker: a failing or hanging hook is logged
+        (an ``error`` event), never fatal, never longer than HOOK_TIMEOUT."""
+        self.invoker.call("hooks", hook, lambda: getattr(self.req.registry.manager.hook, hook)(**kwargs),
+                          HOOK_TIMEOUT)
 
     def _write_manifest(self, exit_status: Optional[int] = None) -> None:
         assert self.workdir is not None
@@ -453,4 +468,3 @@ class Runner:
 def remove_tree(path: Path) -> None:
     """Remove a work dir we created (rmtree never follows symlinks out of it)."""
     shutil.rmtree(path, ignore_errors=True)
-

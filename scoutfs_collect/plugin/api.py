@@ -7,7 +7,7 @@ its own phases and never needs to guard against the runner.
 
 Collector phases, in order::
 
-    prepare -> preflight -> start -> stop -> finalize -> cleanup
+    prepare -> preflight -> start -> stop -> persist -> finalize -> cleanup
 
 Trigger phases, in order::
 
@@ -21,40 +21,70 @@ Trigger phases, in order::
     docstring.
 ``preflight()``
     Report problems as a list of :class:`Problem`; change nothing. ``ctx.dry_run`` is
-    True under ``check``. In a real run a preflight may repair leftovers of a crashed
-    run of its own (a stale tracefs instance) and must say so with a non-fatal Problem.
+    True under ``check``, which never takes the host lock and repairs nothing
+    (``ctx.live_run_pid`` names a live run holding it, whose files are not leftovers). In a
+    real run the host lock is already held when ``prepare`` runs, so no other
+    scoutfs-collect is alive: a preflight may repair a leftover of a killed run of its own
+    (a tracefs instance) when its owner is provably dead (no process holds it open), never
+    because a name exists, and must say so with a non-fatal Problem.
 ``start()`` / ``arm(fire)``
     Begin recording into ``ctx.workdir`` (it exists) / begin watching. ``fire(reason)``
     may be called once, from any thread, when the condition holds.
 ``stop()`` / ``disarm()``
     ``stop()`` is called the instant a trigger fires: freeze the data and return; do
-    the slow work in ``finalize()``. One exception: when ``ctx.durable_stop`` is True
-    (a fence hook waits for the data to be durable), write and fsync in ``stop()`` what
-    exists only in memory (the ftrace ring). ``disarm()`` stops watching.
+    the slow work later. ``disarm()`` stops watching.
+``persist()``
+    Write and fsync what exists only in memory (the ftrace ring's raw pages), after every
+    stop, whoever asked for it: the core then fsyncs the work dir and emits ``durable``,
+    which a fence hook waits for before the node is powered off. Be quick: seconds count.
 ``finalize()``
     Write the output files into ``ctx.workdir``.
 ``cleanup()``
     Give back whatever the instance still holds on the system (a child, a tracefs
     instance, a thread, a temporary tree).
 
-What the runner guarantees (tested in ``tests/test_contract.py``):
+The transition table (``scoutfs_collect/core/lifecycle.py``, ``TRANSITIONS``), which the
+runner enforces and ``tests/test_contract.py`` checks:
 
-* Each phase of an instance runs at most once, in the order above, each in a worker
-  thread under the instance's timeout (``settings.phase_timeout`` or its ``timeout``).
-* ``start``/``arm`` run only when no preflight found a fatal problem.
-* ``stop`` runs only after a ``start`` that returned; ``disarm`` only after an ``arm``
-  that returned. After a ``start``/``arm`` that raised or timed out, neither runs:
-  ``cleanup`` must release what it took.
-* ``finalize`` runs only after a ``stop`` that returned (it may have raised); not after
-  a ``stop`` that timed out, which may still be running.
-* ``cleanup`` runs exactly once for every instance, on every exit path (a fatal
-  preflight, a signal, a failed phase), last. It may find a timed-out phase still
-  running in its abandoned thread.
-* An exception or a timeout in any phase is recorded in the manifest
-  (``plugins.NAME.status`` ``failed``/``timeout`` with the error); the other plugins go on.
-* Collectors start in profile order, stop all at once newest first, finalize in parallel.
+=========  ==========  ============================================
+phase      kinds       runs only after
+=========  ==========  ============================================
+prepare    both        (first)
+preflight  both        every instance's prepare
+start      collector   a preflight that returned without raising
+arm        trigger     a preflight that returned without raising
+stop       collector   a start that returned without raising
+persist    collector   a stop that returned (it may have raised)
+disarm     trigger     an arm that returned without raising
+finalize   collector   a persist that returned (it may have raised)
+cleanup    both        anything; exactly once, last, on every path
+=========  ==========  ============================================
+
+What else the runner guarantees:
+
+* Each phase of an instance runs at most once, each in a worker thread under the
+  instance's timeout (``settings.phase_timeout`` or its ``timeout``). Every other call
+  into plugin code (``disk_estimate``, ``bytes_written``, ``streams``, the notify hooks)
+  goes through the same timed invoker. A call that raises or times out, or one the table
+  refuses, is recorded in the manifest (``plugins.NAME.status`` ``failed``/``timeout``
+  with the error) and as an ``error`` event; the other plugins go on.
+* ``start``/``arm`` run only when no preflight found a fatal problem. After a
+  ``start``/``arm`` that raised or timed out, ``cleanup`` must release what it took.
+* ``finalize`` does not run after a ``stop`` or ``persist`` that timed out (it may still
+  be running). ``cleanup`` may find a timed-out phase still running in its abandoned thread.
+* ``cleanup`` runs before the final manifest is written, so its failures reach the
+  manifest and the exit status.
+* Collectors start in profile order, stop all at once newest first, persist and finalize
+  in parallel.
 * While armed, the files a collector lists in ``streams()`` are fdatasync'ed every
   ``settings.sync_interval`` seconds, from the core's own thread.
+
+The stop protocol (``scoutfs_collect/core/stop.py``): a trigger's ``fire``, the disk-space
+watchdog, SIGINT/SIGTERM, ``scoutfs-collect stop`` (control socket) and the cluster
+coordinator (``run --control-stdin``) all post one ``StopRequest`` (type, reason, durable)
+into one inbox; the first decides the trigger. The socket and stdin take the same JSON
+lines. After every stop: stop -> persist -> fsync -> ``durable`` -> the ``triggered``
+notify hook -> finalize -> cleanup -> manifest -> archive.
 
 The public API is what :mod:`scoutfs_collect` exports; everything else in the package is
 internal and may change between releases.
@@ -126,11 +156,9 @@ class PluginContext:
     _window: Optional[Dict[str, Optional[float]]] = dataclasses.field(default=None, repr=False)
     _failures: List[str] = dataclasses.field(default_factory=list, repr=False)
     _on_failure: Optional[Callable[[str, str], None]] = dataclasses.field(default=None, repr=False)
-    #: Set by the runner before ``stop()`` when whoever stopped the run waits for the
-    #: data to be durable (``scoutfs-collect stop --wait durable``: the fence hook, the
-    #: node may lose power within seconds). A collector still holding data in memory
-    #: (the ftrace ring) then writes and fsyncs it in ``stop()`` instead of ``finalize()``.
-    durable_stop: bool = False
+    #: Under ``check`` only: the pid of the live scoutfs-collect holding the host lock, so
+    #: a preflight can tell its live files (a tracefs instance) from a killed run's.
+    live_run_pid: Optional[int] = None
 
     def set_window(self, first: Optional[float], last: Optional[float]) -> None:
         """Record the epoch-seconds span the captured data covers (None when unknown)."""
@@ -199,6 +227,10 @@ class Collector(_PluginBase):
     def stop(self) -> None:
         """Freeze recording at once (the trigger fired). Must be fast."""
 
+    def persist(self) -> None:
+        """Write and fsync what exists only in memory; runs after every stop, before the
+        ``durable`` event (see the module doc). Default: nothing held in memory."""
+
     def finalize(self) -> None:
         """Write the output files into ``self.ctx.workdir``."""
 
@@ -253,7 +285,10 @@ class ThreadedTrigger(Trigger):
         raise NotImplementedError
 
     def disarm(self) -> None:
-        self._watcher.stop(timeout=None)
+        """Stop the watcher and wait for it (5 s at most: a watcher that does not end is
+        this trigger's failure, not a hung run)."""
+        if not self._watcher.stop(timeout=5.0):
+            raise TimeoutError(f"the watcher thread of {self.ctx.name} did not end within 5 s")
 
 
 def directory_size(path: Union[str, Path]) -> int:

@@ -59,6 +59,11 @@ class TimedCall:
             self.outcome.ended_at = time.time()
             self._done.set()
 
+    @property
+    def done(self) -> bool:
+        """The call has returned (or raised)."""
+        return self._done.is_set()
+
     def result(self, timeout: float) -> CallOutcome:
         remaining = max(0.0, self._started + timeout - time.monotonic())
         if not self._done.wait(remaining):

@@ -31,7 +31,7 @@ class LockBusy(Exception):
     """Another scoutfs-collect is running; ``holder`` names it."""
 
     def __init__(self, holder: Optional[Holder]) -> None:
-        super().__init__(f"another scoutfs-collect is running (pid {holder.pid if holder else '?'})")
+        super().__init__(f"another scoutfs-collect is already running (pid {holder.pid if holder else '?'})")
         self.holder = holder
 
 

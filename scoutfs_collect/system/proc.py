@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +179,32 @@ def run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProce
         timeout=timeout,
         check=False,
     )
+
+
+def open_files() -> Dict[str, List[int]]:
+    """Every path some process has open -> the pids holding it (readlink of /proc/*/fd
+    only: nothing is touched). The one scan, used to tell a killed run's leftovers (held
+    by nobody) from files in use."""
+    out: Dict[str, List[int]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                out.setdefault(os.readlink(f"/proc/{pid}/fd/{fd}"), []).append(int(pid))
+            except OSError:
+                pass
+    return out
+
+
+def holders_below(path: Path) -> List[int]:
+    """The pids (other than ours) with a file at or below ``path`` open."""
+    real = os.path.realpath(path)
+    pids = {pid for held, holders in open_files().items()
+            if held == real or held.startswith(real + os.sep) for pid in holders}
+    pids.discard(os.getpid())
+    return sorted(pids)

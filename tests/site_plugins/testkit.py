@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import List, Optional
 
 from scoutfs_collect import Collector, Problem, Trigger, hookimpl, option
@@ -76,8 +77,30 @@ class Faulty(Collector):
     def stop(self) -> None:
         self._phase("stop")
 
+    def persist(self) -> None:
+        self._phase("persist")
+
     def finalize(self) -> None:
         self._phase("finalize")
+
+    def _call(self, name: str) -> None:
+        """The calls that are not phases (raise_in/hang_in name them too; not logged)."""
+        if name in self.options.raise_in:
+            raise RuntimeError(f"injected failure in {name}")
+        if name in self.options.hang_in:
+            threading.Event().wait(self.options.hang_seconds)
+
+    def bytes_written(self) -> int:
+        self._call("bytes_written")
+        return 0
+
+    def disk_estimate(self) -> int:
+        self._call("disk_estimate")
+        return 0
+
+    def streams(self) -> List[Path]:
+        self._call("streams")
+        return []
 
 
 class FaultyTrigger(Trigger):
@@ -180,6 +203,9 @@ def _hook_log(record: dict) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(record, default=str) + "\n")
+    # A site hook that hangs (SCOUTFS_COLLECT_TEST_HANG_HOOK=triggered): the run must go on.
+    if os.environ.get("SCOUTFS_COLLECT_TEST_HANG_HOOK") == record["hook"]:
+        threading.Event().wait(3600)
 
 
 @hookimpl
