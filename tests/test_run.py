@@ -67,7 +67,8 @@ def test_kmsg_trigger_ends_run_with_complete_archive(cli, tmp_path):
     assert set(m["times"]["clocks"]["trigger"]) == {"realtime", "monotonic", "boottime"}
     marker = m["plugins"]["marker"]
     assert marker["status"] == "ok" and marker["error"] is None
-    assert set(marker["phases"]) == {"prepare", "preflight", "start", "stop", "persist", "finalize", "cleanup"}
+    assert set(marker["phases"]) == {"prepare", "preflight", "start", "stop", "persist", "finalize",
+                                     "cleanup"}
     assert marker["stopped_at"] >= m["trigger"]["time"]
     assert m["plugins"]["line"]["status"] == "ok"
 

@@ -46,8 +46,6 @@ from scoutfs_collect.ui.console import Console
 
 log = logging.getLogger("scoutfs_collect")
 RUN_LOG = "scoutfs-collect.log"
-#: How long a notify hook or a disk estimate may take.
-HOOK_TIMEOUT = 10.0
 PHASE_VALUES = {p.value for p in Phase}
 
 
@@ -89,12 +87,14 @@ class Runner:
         self.syncer: Optional[StreamSyncer] = None
         self._log_handler: Optional[logging.Handler] = None
         self._closed = False
+        self._locked = False  # nothing of a run that never got the lock may run
 
     # -- lock and preflight ------------------------------------------------------------
 
     def lock_host(self) -> None:
         """Take the host lock before anything else (LockBusy names the live holder)."""
         self.stale = self.lock.acquire()
+        self._locked = True
 
     def check(self) -> List[Tuple[str, Problem]]:
         """``scoutfs-collect check``: probe the lock (never take it), prepare, preflight."""
@@ -112,7 +112,7 @@ class Runner:
         estimate = 0
         for inst in self.collectors:
             outcome = self.invoker.call(inst.name, "disk_estimate", inst.plugin.disk_estimate,
-                                        HOOK_TIMEOUT)
+                                        inst.timeout)
             if outcome.ok:
                 estimate += int(outcome.value or 0)
         found += [("core", p) for p in check_output_dir(
@@ -265,10 +265,10 @@ class Runner:
         self._write_manifest()  # from here on, 'scoutfs-collect pack' can finish a killed run
         self.state = RunState.RUNNING
         for inst, outcome in self._advance(self.collectors, Phase.START, until=self.inbox.pending):
-            if outcome.ok:
+            if outcome.ok and not inst.record.errors:
                 inst.record.status = "ok"
         for inst, outcome in self._advance(self.triggers, Phase.ARM):
-            if outcome.ok:
+            if outcome.ok and not inst.record.errors:
                 inst.record.status = "ok"
         self.times["armed"] = time.time()
         self.syncer = StreamSyncer([(i.name, self._streams_of(i)) for i in self.collectors
@@ -289,7 +289,7 @@ class Runner:
     def _streams_of(self, inst: PluginInstance) -> Callable[[], Sequence[Path]]:
         """The syncer asks for a collector's streams through the invoker too."""
         def streams() -> Sequence[Path]:
-            outcome = self.invoker.call(inst.name, "streams", inst.plugin.streams, HOOK_TIMEOUT, once=True)
+            outcome = self.invoker.call(inst.name, "streams", inst.plugin.streams, inst.timeout, once=True)
             return list(outcome.value or []) if outcome.ok else []
         return streams
 
@@ -374,6 +374,10 @@ class Runner:
         if self._closed:
             return
         self._closed = True
+        if not self._locked:  # refused at the lock: not one plugin method ran
+            self.events.close()
+            self.inbox.close()
+            return
         if self.syncer is not None:
             self.syncer.join()
         self.cleanup()
@@ -447,10 +451,14 @@ class Runner:
                 "profile": self.req.profile.name}
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        """Call a notify-only hook through the invoker: a failing or hanging hook is logged
-        (an ``error`` event), never fatal, never longer than HOOK_TIMEOUT."""
-        self.invoker.call("hooks", hook, lambda: getattr(self.req.registry.manager.hook, hook)(**kwargs),
-                          HOOK_TIMEOUT)
+        """Call a notify-only hook through the invoker: a failing or hanging hook is an
+        ``error`` event and a manifest note, never fatal, never longer than
+        ``settings.phase_timeout``."""
+        outcome = self.invoker.call("hooks", hook,
+                                    lambda: getattr(self.req.registry.manager.hook, hook)(**kwargs),
+                                    self.settings.phase_timeout)
+        if not outcome.ok:
+            self.notes.append(f"plugin hook {hook} failed: {outcome.error}")
 
     def _write_manifest(self, exit_status: Optional[int] = None) -> None:
         assert self.workdir is not None
