@@ -21,6 +21,12 @@ A small toolkit, so that a site plugin does what the built-ins do:
 import importlib
 from typing import Any, Dict, Tuple
 
+from scoutfs_collect import source_tree
+
+# In a checkout that is not installed, builtin_plugins and profiles are the top-level
+# plugins/ and profiles/ (as pyproject maps them); an install never needs this.
+source_tree.install(__path__[0])
+
 # Each public name -> (module, name there). Resolved on first use (PEP 562): the short
 # commands (stop, fence-hook, --help) then never pay for pluggy, psutil or the package
 # metadata scan, and ``from scoutfs_collect import Collector`` works as before.
