@@ -11,7 +11,8 @@ Plugin classes and their context:
     :class:`Problem`, :class:`Target`, :class:`Wakeup`, ``FireCallback``, :func:`hookimpl`,
     :func:`option`.
 A small toolkit, so that a site plugin does what the built-ins do:
-    :func:`run_command` (a short command, argv only, output captured),
+    :func:`run_command` (a short command, argv only, output captured; like ChildProcess it
+    dies with the runner and is out of the terminal's reach, and its timeout ends all it started),
     :class:`ChildProcess` (a long-running program that dies with the runner),
     :func:`fsync_path` (make a file durable), :func:`directory_size`,
     :func:`human_bytes`, :func:`did_you_mean` (the suggestion in option errors),
@@ -20,6 +21,12 @@ A small toolkit, so that a site plugin does what the built-ins do:
 
 import importlib
 from typing import Any, Dict, Tuple
+
+from scoutfs_collect import source_tree
+
+# In a checkout that is not installed, builtin_plugins and profiles are the top-level
+# plugins/ and profiles/ (as pyproject maps them); an install never needs this.
+source_tree.install(__path__[0])
 
 # Each public name -> (module, name there). Resolved on first use (PEP 562): the short
 # commands (stop, fence-hook, --help) then never pay for pluggy, psutil or the package

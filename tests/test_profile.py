@@ -134,3 +134,20 @@ def test_the_readme_profile_examples_are_valid(tmp_path, reg):
         path.write_text(block)
         prof = profile.load(str(path), registry=reg)
         assert prof.collectors or prof.triggers
+
+
+def test_a_collector_and_a_trigger_may_not_share_an_instance_name(cli, tmp_path):
+    """Both used to load and the manifest kept only one: now the profile is refused."""
+    profile_file = cli.profile("collectors:\n"
+                               "  dmesg: {}\n"
+                               "  watch: {type: sysinfo}\n"
+                               "triggers:\n"
+                               "  fencing: {type: kmsg, pattern: fencing}\n"
+                               "  watch: {type: timer, after: 5}\n")
+    for args in (["validate", profile_file], ["check", "--profile", profile_file, "127.0.0.1", "7000"]):
+        result = cli.run(*args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"error: {profile_file}:6:3: triggers.watch: the name 'watch' is also a collector "
+            f"instance (collectors.watch at {profile_file}:3:3); instance names must be unique "
+            "across collectors and triggers"], result.stderr

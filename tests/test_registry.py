@@ -1,7 +1,9 @@
-"""Plugin loading: built-ins through entry points, site plugins from a directory, failures."""
+"""Plugin loading: built-ins by import, installed plugins (SCOUTFS_COLLECT_LOAD_PLUGINS), site
+plugins from a directory, failures, and the register hook called through pluggy."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -52,9 +54,16 @@ def site_dir(tmp_path, files):
     return d
 
 
-def test_builtins_register_through_entry_points():
+def test_builtins_register_by_import_with_the_hook_any_plugin_uses():
     reg = registry.load()
     assert not reg.load_errors
+    modules = {f"scoutfs_collect.builtin_plugins.{p.parent.name}.{p.stem}"
+               for p in (HERE.parent / "plugins").glob("*/*.py") if p.stem != "__init__"}
+    assert set(registry.BUILTIN_PLUGINS.values()) == modules  # a new built-in is listed
+    for name, module in registry.BUILTIN_PLUGINS.items():
+        plugin = reg.manager.get_plugin(f"scoutfs-collect (built-in): {name}")
+        assert plugin is importlib.import_module(module)
+        assert reg.manager.hook.scoutfs_collect_register.get_hookimpls()  # a pluggy hookimpl
     expected = {"sysinfo", "dmesg", "ftrace", "tcpdump", "scoutfs-counters", "scoutfs-sim"}
     assert expected <= {t.type_name for t in reg.of_kind("collector")}
     assert {"kmsg", "timer", "file", "journal", "scoutfs-fence", "counter"} <= {
@@ -228,3 +237,131 @@ def test_every_builtin_collector_cleanup_is_safe_without_start(tmp_path):
         plugin.cleanup()
         plugin.cleanup()  # twice: idempotent
         assert ctx.failures == [], ptype.type_name
+
+
+# --- the register hook goes through pluggy ------------------------------------------------
+
+AUDIT_PLUGIN = textwrap.dedent('''\
+    """Wraps every plugin's registration and writes down whose it was."""
+    import os
+    from scoutfs_collect import hookimpl
+
+    @hookimpl(hookwrapper=True)
+    def scoutfs_collect_register(register):
+        yield
+        with open(os.environ["AUDIT_LOG"], "a") as f:
+            f.write(register.source + "\\n")
+''')
+
+
+def test_register_hook_runs_through_pluggy_wrappers_and_order(cli, tmp_path):
+    early = SITE_PLUGIN.replace('"site-file"', '"site-early"').replace(
+        "@hookimpl\n", "@hookimpl(tryfirst=True)\n")
+    late = SITE_PLUGIN.replace('"site-file"', '"site-late"').replace(
+        "@hookimpl\n", "@hookimpl(trylast=True)\n")
+    d = site_dir(tmp_path, {"audit.py": AUDIT_PLUGIN, "early.py": early, "late.py": late,
+                            "site_file.py": SITE_PLUGIN})
+    cli.env["AUDIT_LOG"] = str(tmp_path / "audit.log")
+    listed = cli.run("plugins", "--json", "--plugin-dir", str(d))
+    assert listed.returncode == 0, listed.stderr
+    by_type = {p["type"]: p["plugin"] for p in json.loads(listed.stdout)}
+    assert by_type["site-early"] == str(d / "early.py") and by_type["site-late"] == str(d / "late.py")
+    audited = (tmp_path / "audit.log").read_text().splitlines()
+    # The wrapper saw every plugin's call, each with a Register naming that plugin ...
+    assert sorted(audited) == sorted(set(by_type.values()))
+    # ... in pluggy's order: tryfirst first, trylast last, the rest newest first.
+    assert audited[0] == str(d / "early.py") and audited[-1] == str(d / "late.py")
+    assert audited[1] == str(d / "site_file.py")
+
+
+def test_register_calls_are_seen_by_hook_call_monitoring():
+    import types
+
+    seen = []
+    reg = registry.Registry()
+    reg.manager.add_hookcall_monitoring(
+        lambda name, impls, kwargs: seen.append((name, [i.plugin_name for i in impls],
+                                                 kwargs["register"].source)),
+        lambda outcome, name, impls, kwargs: None)
+    for source, type_name in (("one", "t-one"), ("two", "t-two")):
+        module = types.ModuleType(source)
+        exec(textwrap.dedent(f'''\
+            from scoutfs_collect import Collector, hookimpl
+
+            class Mine(Collector):
+                """Records nothing."""
+                type_name = "{type_name}"
+
+            @hookimpl
+            def scoutfs_collect_register(register):
+                register.add_collector(Mine)
+            '''), module.__dict__)
+        reg.add_module(module, source)
+    reg.register_types()
+    assert seen == [("scoutfs_collect_register", ["two"], "two"),
+                    ("scoutfs_collect_register", ["one"], "one")]
+    assert (reg.get("t-one", "collector").plugin, reg.get("t-two", "collector").plugin) == ("one", "two")
+
+
+def test_a_register_hook_that_raises_is_reported_by_name_and_the_rest_load(cli, tmp_path):
+    raising = SITE_PLUGIN.replace("    register.add_collector(MultipathState)",
+                                  "    raise RuntimeError('no licence file')")
+    d = site_dir(tmp_path, {"raising.py": raising,
+                            "other.py": SITE_PLUGIN.replace('"site-file"', '"site-other"')})
+    result = cli.run("plugins", "--json", "--plugin-dir", str(d))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: plugin {d / 'raising.py'} not loaded: scoutfs_collect_register failed: no licence file"]
+    assert {"site-other", "tcpdump"} <= {p["type"] for p in json.loads(result.stdout)}
+
+
+# --- installed plugins and SCOUTFS_COLLECT_LOAD_PLUGINS -----------------------------------
+
+def installed_plugins(where: Path) -> Path:
+    """Two installed plugin distributions as pip lays them out (a dist-info with METADATA and
+    entry_points.txt, and the module), and a stale scoutfs-collect metadata that still lists
+    a built-in as an entry point (an older install): a directory to put on PYTHONPATH."""
+    where.mkdir()
+    dists = {"site-tools": ("Site_Tools", "1.2", "site_tools_plugin", "site-tools-file"),
+             "acme-scoutfs": ("acme-scoutfs", "0.3", "acme_plugin", "acme-file")}
+    for dist, version, module, type_name in dists.values():
+        info = where / f"{dist}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[scoutfs_collect]\n{type_name} = {module}\n")
+        (where / f"{module}.py").write_text(SITE_PLUGIN.replace('"site-file"', f'"{type_name}"'))
+    stale = where / "scoutfs_collect-0.0.1.dist-info"
+    stale.mkdir()
+    (stale / "METADATA").write_text("Metadata-Version: 2.1\nName: scoutfs-collect\nVersion: 0.0.1\n")
+    (stale / "entry_points.txt").write_text(
+        "[scoutfs_collect]\nsysinfo = scoutfs_collect.builtin_plugins.collectors.sysinfo\n")
+    return where
+
+
+def test_load_plugins_variable_narrows_the_installed_plugins(cli, tmp_path):
+    cli.env["PYTHONPATH"] = str(installed_plugins(tmp_path / "site-packages"))
+    builtins = set(registry.BUILTIN_PLUGINS)  # each built-in registers the type of its name
+
+    def listed(value):
+        if value is None:
+            cli.env.pop("SCOUTFS_COLLECT_LOAD_PLUGINS", None)
+        else:
+            cli.env["SCOUTFS_COLLECT_LOAD_PLUGINS"] = value
+        result = cli.run("plugins", "--json")
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        return {p["type"]: p["plugin"] for p in json.loads(result.stdout)}
+
+    everything = listed(None)
+    assert everything["site-tools-file"] == "Site_Tools 1.2: site-tools-file"
+    assert everything["acme-file"] == "acme-scoutfs 0.3: acme-file"
+    assert set(everything) == builtins | {"site-tools-file", "acme-file"}
+    assert set(listed("acme-scoutfs")) == builtins | {"acme-file"}
+    assert set(listed(" site-tools , Acme_Scoutfs ")) == builtins | {"site-tools-file", "acme-file"}
+    assert set(listed("")) == builtins
+
+    cli.env["SCOUTFS_COLLECT_LOAD_PLUGINS"] = "acme-scoutfs,no-such-plugin"
+    result = cli.run("plugins")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: SCOUTFS_COLLECT_LOAD_PLUGINS: 'no-such-plugin' is not an installed distribution "
+        "with a scoutfs_collect plugin (installed: acme-scoutfs, site-tools)"]

@@ -24,7 +24,7 @@ def workdir(tmp_path):
     return tmp_path / "work"
 
 
-def test_registered_through_entry_points():
+def test_registered_as_builtins():
     registry = load()
     for name in ("timer", "file", "journal", "kmsg"):
         assert registry.get(name, "trigger").type_name == name

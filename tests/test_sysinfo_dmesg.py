@@ -25,7 +25,7 @@ def make(cls, tmp_path: Path, port: int = 5000, **values):
     return make_plugin(cls, tmp_path / cls.type_name, target=Target("127.0.0.1", port), **values)
 
 
-def test_registered_through_entry_points():
+def test_registered_as_builtins():
     registry = load()
     assert registry.get("dmesg", "collector").cls is DmesgCollector
     assert registry.get("sysinfo", "collector").cls is Sysinfo

@@ -1,1 +1,1 @@
-"""Built-in collector types, one module each, registered by entry point."""
+"""Built-in collector types, one module each (listed in core/registry.py BUILTIN_PLUGINS)."""

@@ -307,6 +307,7 @@ def _validate(doc: _Document, name: str, source: str, registry: Any) -> Profile:
         kind: _instances(doc, section, kind, source, registry)
         for section, kind in (("collectors", "collector"), ("triggers", "trigger"))
     }
+    _check_unique_names(instances["collector"], instances["trigger"])
     return Profile(
         name=name,
         source=source,
@@ -372,6 +373,19 @@ def _instances(
             )
         )
     return out
+
+
+def _check_unique_names(collectors: List[InstanceSpec], triggers: List[InstanceSpec]) -> None:
+    """An instance name is one work dir and one manifest entry: a collector and a trigger
+    may not share it (the manifest would silently keep only one of them)."""
+    collector_at = {c.name: c.where for c in collectors}
+    for trigger in triggers:
+        if trigger.name in collector_at:
+            raise UsageError(
+                f"{trigger.where}: triggers.{trigger.name}: the name '{trigger.name}' is also a "
+                f"collector instance (collectors.{trigger.name} at {collector_at[trigger.name]}); "
+                "instance names must be unique across collectors and triggers"
+            )
 
 
 def dump(profile: Profile) -> str:

@@ -1,23 +1,41 @@
 """Finding plugins and the collector and trigger types they register.
 
-Sources, in order: installed distributions with an entry point in group
-``scoutfs_collect`` (the built-in plugins are registered this way too), then ``.py``
-files in ``/etc/scoutfs-collect/plugins.d/`` and each ``--plugin-dir``. A plugin that
-fails to import or register is recorded in ``load_errors`` and the others still load.
+Sources, in order:
+
+1. The built-in plugins: the modules named in :data:`BUILTIN_PLUGINS`, imported and
+   registered like any other plugin (a module with a ``@hookimpl``
+   ``scoutfs_collect_register``). They need no installed metadata, so a checkout run as
+   ``PYTHONPATH=CHECKOUT python -m scoutfs_collect`` has them too.
+2. Third-party plugins: installed distributions with an entry point in group
+   ``scoutfs_collect``. ``SCOUTFS_COLLECT_LOAD_PLUGINS`` narrows them: unset, every
+   installed one loads; a comma-separated list of distribution names loads only those
+   (a name that is not an installed plugin distribution is an error); empty, none.
+3. ``.py`` files in ``/etc/scoutfs-collect/plugins.d/`` and each ``--plugin-dir`` (not
+   affected by the variable: they are named explicitly).
+
+Every module is registered with pluggy first; then ``scoutfs_collect_register`` is called
+through pluggy's own hook caller, once per plugin in pluggy's call order (``tryfirst`` /
+``trylast`` respected), with the other plugins' wrappers around it and hook-call monitoring
+seeing it, and with a :class:`Register` that knows which plugin it is calling, so errors and
+the ``plugins`` listing name the plugin that registered a type. A plugin that fails to
+import or register is recorded in ``load_errors`` and the others still load.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import os
+import re
 import stat
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pluggy
 
@@ -29,6 +47,27 @@ from scoutfs_collect.system.paths import etc_dir
 
 ENTRY_POINT_GROUP = "scoutfs_collect"
 OWN_DISTRIBUTION = "scoutfs-collect"
+BUILTIN_LABEL = f"{OWN_DISTRIBUTION} (built-in)"
+#: Comma-separated distribution names: load only these third-party plugins (empty: none).
+LOAD_PLUGINS_ENV = "SCOUTFS_COLLECT_LOAD_PLUGINS"
+_HOOK = "scoutfs_collect_register"
+_BUILTIN_PACKAGE = "scoutfs_collect.builtin_plugins"  # the checkout's plugins/ (pyproject package-dir)
+
+#: The built-in plugins: name (as ``plugins`` shows it) -> module.
+BUILTIN_PLUGINS: Dict[str, str] = {
+    "sysinfo": f"{_BUILTIN_PACKAGE}.collectors.sysinfo",
+    "dmesg": f"{_BUILTIN_PACKAGE}.collectors.dmesg",
+    "ftrace": f"{_BUILTIN_PACKAGE}.collectors.ftrace",
+    "tcpdump": f"{_BUILTIN_PACKAGE}.collectors.tcpdump",
+    "scoutfs-counters": f"{_BUILTIN_PACKAGE}.collectors.scoutfs_counters",
+    "scoutfs-sim": f"{_BUILTIN_PACKAGE}.collectors.scoutfs_sim",
+    "kmsg": f"{_BUILTIN_PACKAGE}.triggers.kmsg",
+    "timer": f"{_BUILTIN_PACKAGE}.triggers.timer",
+    "file": f"{_BUILTIN_PACKAGE}.triggers.file",
+    "journal": f"{_BUILTIN_PACKAGE}.triggers.journal",
+    "scoutfs-fence": f"{_BUILTIN_PACKAGE}.triggers.scoutfs_fence",
+    "counter": f"{_BUILTIN_PACKAGE}.triggers.counter",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +123,8 @@ class Register:
             raise TypeError(f"{cls.__name__}: {problem}")
         existing = self._registry.types.get(name)
         if existing is not None:
-            raise UsageError(
-                f"plugin type '{name}' is registered twice: by {existing.plugin} "
-                f"and by {self.source}"
-            )
+            first, second = sorted((existing.plugin, self.source), key=self._registry.load_order)
+            raise UsageError(f"plugin type '{name}' is registered twice: by {first} and by {second}")
         self._registry.types[name] = PluginType(name, kind, cls, self.source)
 
 
@@ -97,6 +134,7 @@ class Registry:
     def __init__(self) -> None:
         self.types: Dict[str, PluginType] = {}
         self.load_errors: List[Tuple[str, str]] = []
+        self._sources: List[str] = []  # registered plugins, in loading order
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
 
@@ -117,8 +155,13 @@ class Registry:
     def of_kind(self, kind: str) -> List[PluginType]:
         return sorted((t for t in self.types.values() if t.kind == kind), key=lambda t: t.type_name)
 
+    def load_order(self, source: str) -> int:
+        """Where ``source`` came in the loading order (built-ins first, plugin dirs last)."""
+        return self._sources.index(source) if source in self._sources else len(self._sources)
+
     def add_module(self, module: ModuleType, source: str) -> None:
-        """Register one plugin module's types, recording failures instead of raising."""
+        """Register one plugin module with pluggy, recording failures instead of raising.
+        Its types are added by :meth:`register_types`."""
         try:
             self.manager.register(module, name=source)
             self.manager.check_pending()
@@ -128,16 +171,28 @@ class Registry:
         except Exception as exc:
             self.load_errors.append((source, f"cannot register: {exc}"))
             return
-        register = Register(self, source)
-        for impl in self.manager.hook.scoutfs_collect_register.get_hookimpls():
-            if impl.plugin is not module:
-                continue
+        self._sources.append(source)
+
+    def register_types(self) -> None:
+        """Call ``scoutfs_collect_register`` of every registered plugin through pluggy.
+
+        One call per plugin, in pluggy's call order, through a subset hook caller that
+        leaves out the other plugins' plain implementations (wrappers stay and wrap each
+        call), so each call gets a :class:`Register` naming its plugin and a plugin that
+        raises is recorded without costing the others their types.
+        """
+        impls = getattr(self.manager.hook, _HOOK).get_hookimpls()
+        plain = [i for i in impls if not (i.hookwrapper or getattr(i, "wrapper", False))]
+        for impl in reversed(plain):  # pluggy calls the last of this list first
+            source = self.manager.get_name(impl.plugin) or repr(impl.plugin)
+            others = [i.plugin for i in plain if i.plugin is not impl.plugin]
+            call = self.manager.subset_hook_caller(_HOOK, remove_plugins=others)
             try:
-                impl.function(register=register)
+                call(register=Register(self, source))
             except UsageError:
                 raise
             except Exception as exc:
-                self.load_errors.append((source, f"scoutfs_collect_register failed: {exc}"))
+                self.load_errors.append((source, f"{_HOOK} failed: {exc}"))
 
 
 def _describe_invalid(module: ModuleType, exc: Exception) -> str:
@@ -153,19 +208,44 @@ def _describe_invalid(module: ModuleType, exc: Exception) -> str:
     return f"{where}: {text}"
 
 
-def _entry_points() -> Iterable[Tuple[str, importlib.metadata.EntryPoint]]:
+def _normalize(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``Site_Tools`` is ``site-tools``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _wanted_distributions(environ: Mapping[str, str]) -> Optional[List[str]]:
+    """The normalized names ``SCOUTFS_COLLECT_LOAD_PLUGINS`` lists, or None (unset: all)."""
+    value = environ.get(LOAD_PLUGINS_ENV)
+    if value is None:
+        return None
+    return list(dict.fromkeys(_normalize(n.strip()) for n in value.split(",") if n.strip()))
+
+
+def _entry_points(environ: Mapping[str, str]) -> Iterable[Tuple[str, importlib.metadata.EntryPoint]]:
+    """The third-party plugins' entry points as ``(source, entry point)``, narrowed by
+    ``SCOUTFS_COLLECT_LOAD_PLUGINS``. Entry points of scoutfs-collect itself (the metadata
+    of an older install still lists the built-ins) are skipped: the built-ins load by import."""
+    wanted = _wanted_distributions(environ)
+    if wanted == []:
+        return
+    found: Dict[str, List[Tuple[str, importlib.metadata.EntryPoint]]] = {}
     seen = set()
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"] or "?"
+        key = _normalize(name)
+        if key == OWN_DISTRIBUTION:
+            continue
         for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or (name, ep.name) in seen:
+            if ep.group != ENTRY_POINT_GROUP or (key, ep.name) in seen:
                 continue
-            seen.add((name, ep.name))
-            if name == OWN_DISTRIBUTION:
-                label = f"{OWN_DISTRIBUTION} (built-in)"
-            else:
-                label = f"{name} {dist.version}"
-            yield f"{label}: {ep.name}", ep
+            seen.add((key, ep.name))
+            found.setdefault(key, []).append((f"{name} {dist.version}: {ep.name}", ep))
+    missing = [n for n in (wanted or []) if n not in found]
+    if missing:
+        raise UsageError(f"{LOAD_PLUGINS_ENV}: '{missing[0]}' is not an installed distribution with "
+                         f"a scoutfs_collect plugin (installed: {', '.join(sorted(found)) or 'none'})")
+    for key in (wanted if wanted is not None else list(found)):
+        yield from found[key]  # in the order the variable names them
 
 
 def check_secure(path: Path) -> Optional[str]:
@@ -196,18 +276,30 @@ def _load_file(path: Path) -> ModuleType:
 def load(plugin_dirs: Iterable[str] = ()) -> Registry:
     """Load every plugin source and return the registry.
 
-    Raises UsageError for an insecure plugin directory or file and for a type name
-    registered twice; import errors of single plugins are kept in ``load_errors``.
+    Raises UsageError for an insecure plugin directory or file, a type name registered
+    twice and a name in ``SCOUTFS_COLLECT_LOAD_PLUGINS`` that is not installed; import
+    errors of single plugins are kept in ``load_errors``.
     """
     registry = Registry()
-    for source, ep in _entry_points():
+    sources: List[Tuple[str, Callable[[], ModuleType]]] = [
+        (f"{BUILTIN_LABEL}: {name}", functools.partial(importlib.import_module, module))
+        for name, module in BUILTIN_PLUGINS.items()]
+    sources += [(source, ep.load) for source, ep in _entry_points(os.environ)]
+    sources += [(str(path), functools.partial(_load_file, path)) for path in _site_files(plugin_dirs)]
+    for source, import_it in sources:
         try:
-            module = ep.load()
+            module = import_it()
         except Exception as exc:
             registry.load_errors.append((source, f"import failed: {type(exc).__name__}: {exc}"))
             continue
         registry.add_module(module, source)
+    registry.register_types()
+    return registry
 
+
+def _site_files(plugin_dirs: Iterable[str]) -> List[Path]:
+    """The ``.py`` files of the system plugin directory and each ``--plugin-dir``, each
+    checked to be root's alone (UsageError otherwise)."""
     dirs: List[Path] = []
     system_dir = etc_dir() / "plugins.d"
     if system_dir.is_dir():
@@ -217,6 +309,7 @@ def load(plugin_dirs: Iterable[str] = ()) -> Registry:
         if not p.is_dir():
             raise UsageError(f"--plugin-dir {d}: not a directory")
         dirs.append(p)
+    files: List[Path] = []
     for d in dirs:
         problem = check_secure(d)
         if problem:
@@ -225,14 +318,5 @@ def load(plugin_dirs: Iterable[str] = ()) -> Registry:
             problem = check_secure(path)
             if problem:
                 raise UsageError(problem)
-            source = str(path)
-            try:
-                module = _load_file(path)
-            except Exception as exc:
-                registry.load_errors.append(
-                    (source, f"import failed: {type(exc).__name__}: {exc}")
-                )
-                continue
-            registry.add_module(module, source)
-    return registry
-
+            files.append(path)
+    return files

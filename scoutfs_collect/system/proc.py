@@ -10,6 +10,10 @@ Guarantees, whatever happens to the runner:
   forked, so every child is forked from one long-lived spawner thread that lives as
   long as the runner process.
 * A waiter thread notices a child that exits on its own and reports it once.
+
+:func:`run` (a short command to completion, e.g. ``trace-cmd restore`` or ``mount``) gives
+the same first three guarantees, and on its timeout kills the command's whole process
+group (what it started too), reaps it and raises ``subprocess.TimeoutExpired``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,16 @@ _PR_SET_PDEATHSIG = 1
 _spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
 _live: set[ChildProcess] = set()
 _live_lock = threading.Lock()
+
+
+def _popen(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    """Start ``argv`` from the spawner thread, in a session of its own, with the death signal."""
+    def spawn() -> subprocess.Popen:
+        return subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, close_fds=True,
+                                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+                                **kwargs)
+
+    return _spawner.submit(spawn).result()
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
@@ -80,7 +94,7 @@ class ChildProcess:
 
     def start(self) -> ChildProcess:
         """Start the program; raises OSError (e.g. FileNotFoundError) if it cannot run."""
-        self.popen = _spawner.submit(self._spawn).result()
+        self.popen = self._spawn()
         self.started_at = time.time()
         with _live_lock:
             _live.add(self)
@@ -95,16 +109,7 @@ class ChildProcess:
         out = open(self.stdout_path, "ab") if self.stdout_path else subprocess.DEVNULL
         err = open(self.stderr_path, "ab") if self.stderr_path else subprocess.DEVNULL
         try:
-            return subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=self.cwd,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-                close_fds=True,
-            )
+            return _popen(self.argv, stdout=out, stderr=err, cwd=self.cwd)
         finally:
             for f in (out, err):
                 if f is not subprocess.DEVNULL:
@@ -169,16 +174,35 @@ def kill_all(grace: float = 2.0) -> None:
 
 
 def run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess:
-    """Run a short command to completion (argv list, no shell); output captured as text."""
-    return subprocess.run(
-        [str(a) for a in argv],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-        check=False,
-    )
+    """Run a short command to completion (argv list, no shell); output captured as text.
+
+    The command gets the guarantees of :class:`ChildProcess`: forked from the spawner
+    thread with ``PR_SET_PDEATHSIG(SIGKILL)`` (it dies with the runner, even a SIGKILLed
+    one) and in a session of its own (a Ctrl-C on the terminal does not reach it). After
+    ``timeout`` seconds its whole process group (the programs it started too) is
+    SIGKILLed and reaped, and ``subprocess.TimeoutExpired`` is raised, as
+    ``subprocess.run`` does. Raises OSError (e.g. FileNotFoundError) if it cannot start.
+    """
+    popen = _popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                   errors="replace")
+    with popen:
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except BaseException:  # the timeout, or the calling thread interrupted
+            _kill_group(popen)
+            raise
+    return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+
+
+def _kill_group(popen: subprocess.Popen) -> None:
+    """SIGKILL the process group of ``popen`` (its own: it leads a session) and reap the
+    leader. Its pid names that group while the leader is unreaped or any member lives
+    (the kernel reuses no pid in use as a group id), so the kill cannot hit a stranger."""
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    popen.wait()
 
 
 def open_files() -> Dict[str, List[int]]:

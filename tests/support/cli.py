@@ -26,8 +26,8 @@ def cli_env(run_dir: Path) -> Dict[str, str]:
 
 def cli_argv(*args: object) -> List[str]:
     """The installed ``scoutfs-collect`` as this interpreter runs it. Run it with a working
-    directory outside the checkout: ``-m`` puts the cwd first on sys.path, and the source
-    tree is not the installed layout (no scoutfs_collect.builtin_plugins or .profiles there)."""
+    directory outside the checkout: ``-m`` puts the cwd first on sys.path, and from the
+    checkout it would run the source tree instead of the install under test."""
     return [sys.executable, "-m", "scoutfs_collect", *[str(a) for a in args]]
 
 
