@@ -73,7 +73,7 @@ class Runner:
         self.collectors = [i for i in self.instances if i.spec.kind == "collector"]
         self.triggers = [i for i in self.instances if i.spec.kind == "trigger"]
         self.lock = HostLock()
-        self.events = EventLog(request.events_file)
+        self.events = EventLog(request.events_file, console=True)
         self.invoker = Invoker(self._on_plugin_failure)
         self.inbox = StopInbox(self._on_first_stop, self._on_later_stop)
         self.trigger: Optional[TriggerRecord] = None
@@ -254,7 +254,6 @@ class Runner:
         self.events.listeners.append(self.control.publish)
         self.control.start()
         self._attach_run_log()
-        log.info("work dir: %s", self.workdir)
         self.events.emit("started", workdir=str(self.workdir), pid=os.getpid())
         for inst in self.instances:
             inst.ctx.workdir = self.workdir / inst.name
@@ -277,8 +276,6 @@ class Runner:
         self._write_manifest()
         self.events.emit("armed", triggers=[t.name for t in self.triggers])
         self._notify("scoutfs_collect_run_started", run=self._run_info())
-        log.info("armed: %s; waiting (Ctrl-C to stop and pack)",
-                 ", ".join(t.name for t in self.triggers) or "no triggers, Ctrl-C only")
         wait_armed(self.inbox, self.invoker, self.collectors, self.triggers, self.settings,
                    self.workdir, self.console, started)
         self._post_trigger()
@@ -310,11 +307,9 @@ class Runner:
         assert self.trigger is not None
         t, extra = self.trigger, self.settings.post_trigger_seconds
         self.state = RunState.STOPPING
-        log.info("triggered by %s (%s): %s", t.name, t.type, t.reason)
         self.times["triggered"] = t.time
         if extra <= 0 or t.type == "disk-space" or self.inbox.urgent:
             return
-        log.info("recording %.1f s more (settings.post_trigger_seconds; Ctrl-C stops now)", extra)
         self.events.emit("post_trigger", seconds=extra, trigger=t.name)
         self.state = RunState.RUNNING
         deadline, seen = time.monotonic() + extra, len(self.inbox.later)
