@@ -326,12 +326,17 @@ class Ftrace(Collector):
     def _text_from_trace_dat(self) -> None:
         tc, dat, txt = tracefs.trace_cmd(), self.ctx.workdir / "trace.dat", self.ctx.workdir / "trace.txt"
         if tc is None or not dat.exists():
-            why = "raw pages read first (full ring or durable stop), no trace.dat"
-            self.ctx.details["trace_txt"] = f"not written: {why}"
+            self.ctx.details["trace_txt"] = "not written: no trace.dat to report"
             return
+        # Bounded by the phase timeout: past it the runner's cleanup ends every child, this
+        # wait returns, and a text cut short is never recorded as finished (the analysis
+        # then reads trace.dat instead).
         child = ChildProcess([tc, "report", dat], stdout=txt).start()
-        if child.wait(1800) is None:
+        code = child.wait(1800)
+        if code != 0:
             child.stop()
+            self.ctx.details["trace_txt"] = f"cut short: trace-cmd report ended with {code}"
+            return
         with open(txt, errors="replace") as lines:
             self._note_span(tracefs.text_span(lines), "trace-cmd report")
 
