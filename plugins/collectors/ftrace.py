@@ -51,32 +51,63 @@ def note(message: str) -> Problem:
 class Ftrace(Collector):
     """Records kernel trace events (default: all scoutfs events) in a private ftrace
     ring buffer holding the most recent history in memory, frozen by the kernel itself
-    the instant it logs a fencing line (an in-kernel `traceoff` trigger).
+    when scoutfs fences (in-kernel `traceoff`), else from user space by the run's trigger.
 
     Output: trace.txt (text), trace.dat (if trace-cmd is installed; `trace-cmd report`,
     KernelShark), raw/ (the per-CPU ring pages with the event formats and headers to
-    rebuild trace.dat anywhere, see raw/RESTORE). Manifest details: events, buffer
-    size, freeze mode and self-test, per-CPU entries/overruns, clock offset to epoch.
+    rebuild trace.dat anywhere, see raw/RESTORE; an offline CPU, which has no ring, gets
+    an empty cpuN). Manifest details: events, buffer size, freeze_mode, freeze_why (one
+    line per freeze mechanism: armed or not, and why), self_test, per-CPU
+    entries/overruns, cpus_without_ring, clock offset to epoch.
+
+    FREEZE, strongest first (scoutfs_collect/system/ftrace_freeze.py has the kernel facts):
+    - in-kernel: a `traceoff if msg ~ GLOB` trigger on the instance's printk:console for
+      every freeze_on glob. Only on kernels >= 5.19: before 5.17 an event trigger's
+      traceoff stops the host's *top-level* ring, not ours (RHEL 8 and 9 up to 9.3 are
+      so), and before 5.19 printk:console misses lines below the console loglevel. A
+      self-test line must stop this instance and leave the top-level tracing_on alone;
+      if it stopped the top level, that is turned back on and the trigger removed.
+    - function-probe: `FUNC:traceoff` appended to the instance's set_ftrace_filter for
+      each of freeze_functions (default scoutfs_fence_start, which scoutfs calls right
+      after logging each of its three fencing lines: reconnect timed out, recovery
+      timeout expired, fencing previous leader). Stops only this instance, on 4.18
+      already; armed where kernel.ftrace_enabled is 1 and the function is in
+      available_filter_functions (scoutfs loaded); a kernel in lockdown refuses it.
+    - user-space: always; the run's trigger stops the instance (a few ms later).
+    `server closing` has no in-kernel freeze below 5.19: no function runs only after
+    that line (it is logged by scoutfs_net_shutdown_worker, which runs for every
+    connection shutdown and before the line, so a probe there freezes too early and on
+    lines nobody asked for); a traceoff trigger on the scoutfs:scoutfs_conn_shutdown_start
+    tracepoint could be filtered but is global before 5.17; a `snapshot` trigger there is
+    per instance even on 4.18, but it doubles the ring's memory (a second buffer), splits
+    the history into two buffers every reader (trace.dat, trace.txt, raw/, the analysis)
+    would have to merge, and re-fires at every later connection shutdown: not done.
 
     WHAT IT CHANGES ON THE SYSTEM: creates tracefs instance instances/NAME (its buffer
-    size, events, `boot` trace clock, a traceoff trigger on its printk:console event)
-    and removes it at the end, also a leftover of a killed run. It never writes a
-    global ftrace setting (trace-cmd extract would: trace.dat is built with trace-cmd
-    restore instead, which briefly sets kernel.kptr_restrict to 0 to read symbols and
-    restores it). Mounts tracefs on /sys/kernel/tracing if unmounted. Logs one
-    self-test line (scoutfs-collect-ftrace-selftest-...) to the kernel log at start.
+    size, events, `boot` trace clock, the freeze above: a printk:console trigger and/or
+    traceoff probes in its set_ftrace_filter, which make the kernel patch each probed
+    function's entry, listed in the top-level enabled_functions) and removes all of it
+    at the end, also a leftover of a killed run (rmdir removes the probes too). It
+    never changes a global ftrace setting; the one global write turns the top-level
+    tracing_on back on if our self-test line turned it off. trace.dat is built with
+    trace-cmd restore, not extract (which resets global state); restore briefly sets
+    kernel.kptr_restrict to 0 to read symbols and restores it. Mounts tracefs on
+    /sys/kernel/tracing if unmounted. Logs one self-test line
+    (scoutfs-collect-ftrace-selftest-...) to the kernel log at start, on kernels >= 5.19.
     mode: record runs `trace-cmd record -B NAME` (tested only where trace-cmd works;
     trace-cmd may reset global tracing settings when it exits).
 
-    OVERHEAD: ~64 ns per event hit; buffer_size_kb x CPUs of kernel memory. In ring
-    mode nothing is written to disk and nothing polls until the run ends; then the
-    raw copy takes ~7 ms per 8 MiB, the text ~1 s per 16 MiB of ring.
+    OVERHEAD: ~64 ns per event hit; buffer_size_kb x CPUs of kernel memory. A traceoff
+    probe adds the ftrace trampoline to each call of its function (scoutfs_fence_start
+    runs once per fence). In ring mode nothing is written to disk and nothing polls
+    until the run ends; then the raw copy takes ~7 ms per 8 MiB, the text ~1 s per
+    16 MiB of ring. A failed self-test costs ~120 ms at start (removing the trigger).
 
     REQUIREMENTS: root; tracefs (CONFIG_FTRACE); the scoutfs module for scoutfs:*
-    events (modprobe scoutfs); trace-cmd for trace.dat and record mode (dnf install
-    trace-cmd / apt-get install trace-cmd). In-kernel freezing needs a kernel whose
-    printk:console sees every log line (~5.19+): a self-test at start finds out, else
-    the ring is stopped from user space when the run's trigger fires.
+    events and scoutfs_fence_start (modprobe scoutfs); trace-cmd for trace.dat and
+    record mode (dnf install trace-cmd / apt-get install trace-cmd). Function probes:
+    CONFIG_DYNAMIC_FTRACE (RHEL has it), kernel.ftrace_enabled = 1, no lockdown.
+    `scoutfs-collect check` says in a note which freeze a run would arm and why.
     """
 
     type_name = "ftrace"
