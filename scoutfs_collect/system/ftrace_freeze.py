@@ -230,7 +230,7 @@ def self_test(inst: TraceInstance, globs: Sequence[str], top: Ring, timeout: flo
     try:
         start = time.monotonic()
         with open("/dev/kmsg", "wb", buffering=0) as kmsg:
-            kmsg.write(f"<6>scoutfs-collect: ftrace freeze self-test {nonce}\n".encode())
+            kmsg.write(f"<6>scoutfs-collect: ftrace freeze self-test {nonce} instance {inst.name}\n".encode())
         pause = threading.Event()
         while _on(inst) and (_on(top) or not top_was_on) and time.monotonic() - start < timeout:
             pause.wait(0.002)
