@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +16,8 @@ import scoutfs_collect.builtin_plugins.collectors.ftrace as ftrace_plugin
 from scoutfs_collect.builtin_plugins.collectors.ftrace import Ftrace
 from scoutfs_collect.plugin import options
 from scoutfs_collect.plugin.api import PluginContext, Target
-from scoutfs_collect.system import proc, tracefs
+from scoutfs_collect.system import ftrace_freeze, proc, tracefs
+from scoutfs_collect.system.ftrace_freeze import CONSOLE, SELFTEST_TAG
 from scoutfs_collect.system.tracefs import TraceInstance
 from tests.support.helpers import kmsg_write, make_plugin, unique, write_marker_if_on
 
@@ -191,15 +195,19 @@ def test_disk_estimate_and_docs():
         options.build(Ftrace.Options, {"mode": "stream"})
 
 
-def test_full_ring_is_copied_raw_first_then_text_from_trace_dat(make, monkeypatch):
-    monkeypatch.setattr(ftrace_plugin, "TEXT_FIRST_BYTES", 0)  # any ring counts as "full"
+def test_persist_writes_the_raw_pages_then_finalize_the_text_from_trace_dat(make):
+    """After every stop the raw pages are written and fsync'ed in persist() (they consume
+    the ring), and the text comes from trace.dat."""
     c = make(events=["ftrace:print"])
     started = time.time()
     c.start()
     write_marker_if_on(c._inst, "raw-first-marker")
     c.stop()
-    c.finalize()
+    c.persist()
     det, wd = c.ctx.details, c.ctx.workdir
+    assert det["raw_bytes"] > 0 and sum(p.stat().st_size for p in (wd / "raw").glob("cpu*")) == det["raw_bytes"]
+    assert not (wd / "trace.txt").exists()  # nothing slower before durable
+    c.finalize()
     assert det["trace_txt"] == "trace-cmd report" and det["trace_dat"] == "written"
     assert "raw-first-marker" in (wd / "trace.txt").read_text()
     assert started - 1 < c.ctx.window["first"] <= c.ctx.window["last"] < time.time() + 1
@@ -209,3 +217,177 @@ def test_full_ring_is_copied_raw_first_then_text_from_trace_dat(make, monkeypatc
 def test_bad_instance_name_is_a_problem(make):
     c = make(instance="a/b", events=["ftrace:print"])
     assert any(p.fatal and "instance" in p.message for p in c.preflight())
+
+
+# --- which in-kernel freeze is armed, and never a global change ------------------------------
+
+def _stopped_by_console_line(inst: TraceInstance, glob: str) -> bool:
+    kmsg_write(f"scoutfs f.000000.r.000000: test {glob} line")
+    return not inst.tracing_on
+
+
+@pytest.mark.parametrize("release", ["4.18.0-240.el8.x86_64", "5.14.0-362.8.1.el9_3.x86_64"])
+def test_el8_el9_kernels_never_arm_the_global_console_trigger(make, monkeypatch, release):
+    """On RHEL 8 and 9 an event-trigger traceoff stops the host's top-level ring (before 5.17):
+    the printk:console trigger is neither self-tested nor armed there, by kernel version.
+    The release is faked; the instance, its trigger file and the kernel log line are real."""
+    monkeypatch.setattr(ftrace_freeze, "kernel_release", lambda: release)
+    glob = unique("elfreeze")
+    c = make(events=["ftrace:print"], freeze_on=[f"*{glob}*"], freeze_functions=[])
+    c.start()
+    det, inst = c.ctx.details, c._inst
+    assert det["freeze_mode"] == "user-space" and det["freeze_trigger"] == ""
+    why = det["freeze_why"][CONSOLE]
+    assert "top-level ring before 5.17" in why and release in why
+    assert det["self_test"]["result"] == "skipped"
+    assert inst.trigger(CONSOLE) == ""
+    assert f"instance {inst.name}" not in inst.read("trace")  # no self-test line of ours was logged
+    assert not _stopped_by_console_line(inst, glob)  # nothing armed: the stop comes from user space
+    c.stop()
+    assert det["frozen_by"] == "stop"
+    c.finalize()
+
+
+def test_self_test_undoes_a_global_traceoff_and_disarms(make, monkeypatch):
+    """The 4.18 failure (the self-test line stops the host's top-level ring, not ours) cannot
+    happen on this kernel (traceoff is per instance since 5.17), and a test must never stop
+    the host's real top-level ring. So the "top level" the self-test watches is a second
+    private instance, made to stop on the self-test line by its own trigger -- what a
+    global traceoff does to the real top level. The self-test must turn it back on, take
+    our trigger off again and record that traceoff is global here."""
+    top = TraceInstance(unique("sct_top"))
+    top.create()
+    try:
+        top.enable_events([CONSOLE])
+        name = unique("sct_ft")  # only our self-test line names it (other runs log theirs)
+        top.set_trigger(CONSOLE, f'traceoff if msg ~ "*{SELFTEST_TAG}*instance {name}*"')
+        monkeypatch.setattr(ftrace_freeze, "TopLevel", lambda root: top)
+        glob = unique("globalfreeze")
+        c = make(instance=name, events=["ftrace:print"], freeze_on=[f"*{glob}*"], freeze_functions=[])
+        c.start()
+        det, inst = c.ctx.details, c._inst
+        test = det["self_test"]
+        assert test["result"] == "failed" and test["traceoff_global"] is True
+        assert test["trigger_removed"] is True and "top-level ring" in test["error"]
+        assert top.tracing_on is True  # our change undone
+        assert inst.trigger(CONSOLE) == "" and det["freeze_trigger"] == ""
+        assert det["freeze_mode"] == "user-space" and det["freeze_why"][CONSOLE].startswith("not armed")
+        assert inst.tracing_on and not _stopped_by_console_line(inst, glob)
+        c.stop()
+        c.finalize()
+    finally:
+        top.remove()
+
+
+def test_function_probe_stops_only_the_instance(make):
+    """A FUNC:traceoff probe on a real, rarely called kernel function the test calls itself
+    (personality(2)): the instance stops in the kernel, the top level does not, and the
+    probe goes with the instance. Kernels in lockdown refuse set_ftrace_filter (EPERM)."""
+    func = "__x64_sys_personality"
+    why = ftrace_freeze.function_blocker(ROOT, func)
+    if why:
+        pytest.skip(f"no function probes on this kernel: {why}")
+    c = make(events=["ftrace:print"], freeze_on=[], freeze_functions=[func])
+    c.start()
+    det, inst = c.ctx.details, c._inst
+    assert det["freeze_mode"] == "function-probe" and det["freeze_probes"] == [func]
+    assert f"{func}:traceoff" in inst.read("set_ftrace_filter")
+    top_on = (ROOT / "tracing_on").read_text()
+    write_marker_if_on(inst, "before-call")
+    assert inst.tracing_on
+    ctypes.CDLL(None, use_errno=True).personality(0xFFFFFFFF)  # query only: changes nothing
+    assert inst.tracing_on is False
+    assert (ROOT / "tracing_on").read_text() == top_on
+    write_marker_if_on(inst, "after-call")
+    c.stop()
+    assert det["frozen_by"] == "in-kernel trigger"
+    c.finalize()
+    text = (c.ctx.workdir / "trace.txt").read_text()
+    assert "before-call" in text and "after-call" not in text
+    assert not inst.exists() and "freeze_probe_errors" not in det
+
+
+def test_function_probe_not_armed_is_explained(make):
+    """A function this kernel does not have (or a kernel that refuses function probes, as
+    this CI host does) arms nothing and says why; the run goes on."""
+    func = unique("scoutfs_no_such_function")
+    c = make(events=["ftrace:print"], freeze_functions=[func])
+    c.start()
+    det = c.ctx.details
+    assert det["freeze_probes"] == [] and det["freeze_functions"] == [func]
+    assert det["freeze_why"][f"{func}:traceoff"].startswith("not armed: ")
+    assert det["freeze_mode"] == "in-kernel"  # the printk:console trigger still is
+    c.stop()
+    c.finalize()
+
+
+def test_function_probe_is_appended_and_removed_documented_fake(tmp_path, monkeypatch):
+    """Documented fake: this CI kernel refuses set_ftrace_filter (lockdown, EPERM), so the
+    probe's write is checked on plain files laid out as tracefs: it is appended (a
+    truncating open would wipe the filter and probes others set) and removed with `!`."""
+    root = tmp_path / "tracing"
+    (root / "instances/x").mkdir(parents=True)
+    (root / "set_ftrace_filter").write_text("")
+    (root / "available_filter_functions").write_text("other_func\nscoutfs_fence_start [scoutfs]\n")
+    (root / "instances/x/set_ftrace_filter").write_text("other_func:traceoff:unlimited\n")
+    (tmp_path / "ftrace_enabled").write_text("1\n")
+    monkeypatch.setattr(ftrace_freeze, "FTRACE_ENABLED", tmp_path / "ftrace_enabled")
+    inst = TraceInstance("x", root)
+    freeze = ftrace_freeze.arm(inst, [], ["scoutfs_fence_start", "missing_func"])
+    assert freeze.probes == ["scoutfs_fence_start"] and freeze.mode == "function-probe"
+    assert "not in available_filter_functions" in freeze.why["missing_func:traceoff"]
+    assert inst.read("set_ftrace_filter") == "other_func:traceoff:unlimited\nscoutfs_fence_start:traceoff\n"
+    assert ftrace_freeze.disarm_probes(inst, freeze.probes) == []
+    assert inst.read("set_ftrace_filter").endswith(":traceoff\n!scoutfs_fence_start:traceoff\n")
+    (tmp_path / "ftrace_enabled").write_text("0\n")
+    assert "ftrace_enabled is 0" in ftrace_freeze.function_blocker(root, "other_func")
+
+
+def test_check_says_which_freeze_and_refuses_globs_as_functions(make):
+    dry = make(dry_run=True, events=["ftrace:print"], freeze_functions=["scoutfs_fence_start"])
+    (plan,) = [p for p in dry.preflight() if "ftrace freeze planned" in p.message]
+    assert not plan.fatal and "scoutfs_fence_start:traceoff: not armed" in plan.message  # no scoutfs here
+    assert "printk:console: self-tested at start" in plan.message
+    assert not TraceInstance(dry.options.instance).exists()
+    bad = make(events=["ftrace:print"], freeze_functions=["scoutfs_*"])
+    assert any(p.fatal and "freeze_functions" in p.message for p in bad.preflight())
+
+
+def test_console_version_gate():
+    assert "before 5.17" in ftrace_freeze.console_blocker("4.18.0-240.el8.x86_64")
+    assert "before 5.17" in ftrace_freeze.console_blocker("5.14.0-362.8.1.el9_3.x86_64")
+    assert "before 5.19" in ftrace_freeze.console_blocker("5.18.3")
+    assert ftrace_freeze.console_blocker("5.19.0") == "" == ftrace_freeze.console_blocker("6.18.44-fc")
+
+
+def test_offline_cpu_is_an_empty_cpu_not_a_failed_finalize(make, monkeypatch):
+    """Documented fake: per_cpu/cpuN exists for every possible CPU, the ring only for online
+    ones, and an offline CPU's trace_pipe_raw fails with ENODEV (seen on 4.18). This VM has
+    no offline CPU and offlining one is a host-wide change, so the last CPU's open fails
+    with ENODEV here; the ring, the marker and trace-cmd are real."""
+    cpus = tracefs.cpu_ids()
+    assert len(cpus) >= 2, "the test VM has 2 CPUs"
+    offline = cpus[-1]
+    real_open = tracefs._open_pipe_raw
+
+    def open_pipe_raw(path):
+        if path.parent.name == f"cpu{offline}":
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV), str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(tracefs, "_open_pipe_raw", open_pipe_raw)
+    affinity = os.sched_getaffinity(0)
+    c = make(events=["ftrace:print"])
+    c.start()
+    try:
+        os.sched_setaffinity(0, {cpus[0]})  # the marker lands in an online CPU's ring
+        write_marker_if_on(c._inst, "online-cpu-marker")
+    finally:
+        os.sched_setaffinity(0, affinity)
+    c.stop()
+    c.finalize()
+    det, wd = c.ctx.details, c.ctx.workdir
+    assert det["cpus_without_ring"] == [offline] and det["trace_dat"] == "written"
+    assert (wd / f"raw/cpu{offline}").stat().st_size == 0
+    assert "online-cpu-marker" in subprocess.run(["trace-cmd", "report", str(wd / "trace.dat")],
+                                                  capture_output=True, text=True, check=True).stdout

@@ -3,7 +3,11 @@ scoutfs sysfs fixture, through sos's --sysroot.
 
 sos loads plugins only from its own package directory. So that nothing is added to the
 system's sos, the test runs a copy of that package (unchanged, plus the plugin file) with the
-interpreter of the system's `sos` command."""
+interpreter of the system's `sos` command.
+
+SOS_PACKAGE=DIR runs the same tests against another sos package directory instead of the
+system's, e.g. newer sos from its source repository (the `sos/` directory of a checkout of
+github.com/sosreport/sos), still with the system `sos` command's interpreter."""
 
 from __future__ import annotations
 
@@ -33,8 +37,9 @@ def _sos_python() -> str:
 @pytest.fixture(scope="module")
 def sos_copy(tmp_path_factory) -> Path:
     python = _sos_python()
-    package = subprocess.run([python, "-c", "import os, sos; print(os.path.dirname(sos.__file__))"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    package = os.environ.get("SOS_PACKAGE") or subprocess.run(
+        [python, "-c", "import os, sos; print(os.path.dirname(sos.__file__))"],
+        capture_output=True, text=True, check=True).stdout.strip()
     where = tmp_path_factory.mktemp("sos")
     shutil.copytree(package, where / "sos", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PLUGIN, where / "sos" / "report" / "plugins" / "scoutfs.py")
@@ -52,7 +57,12 @@ def _archive(directory: Path, name: str, mtime: float) -> Path:
 
 def _sos_report(sos_copy: Path, sysroot: Path, out: Path, *options: str) -> Path:
     out.mkdir()
+    # sos >= 4.7 loads its policy, which fixes the plugins' sysroot, before it parses the
+    # command line (sos commit 1b2572fd): --sysroot alone is then ignored and everything
+    # is read from /. Giving the policy the same sysroot as its default works on every sos.
     program = (f"import sys; sys.path.insert(0, {str(sos_copy)!r}); "
+               "from sos.component import SoSComponent; "
+               "SoSComponent._arg_defaults['sysroot'] = sys.argv[sys.argv.index('--sysroot') + 1]; "
                "from sos import SoS; SoS(sys.argv[1:]).execute()")
     done = subprocess.run([_sos_python(), "-c", program, "report", "--batch", "--build", "--no-report",
                            "--sysroot", str(sysroot), "-o", "scoutfs", "--tmp-dir", str(out), *options],

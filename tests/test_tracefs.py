@@ -173,3 +173,38 @@ def test_paths_cannot_leave_the_instance(inst):
     for rel in ("../../tracing_on", "/sys/kernel/tracing/tracing_on"):
         with pytest.raises(ValueError):
             inst.write(rel, "0")
+
+
+def test_top_level_is_read_and_never_turned_off():
+    top = tracefs.TopLevel()
+    assert top.tracing_on == ((ROOT / "tracing_on").read_text().strip() == "1")
+    with pytest.raises(ValueError):
+        top.tracing_on = False  # the fixture checks the file did not change
+
+
+def test_offline_cpu_stats_and_raw_are_an_empty_cpu(inst, tmp_path, monkeypatch):
+    """Documented fake: an offline CPU's per_cpu files fail with ENODEV (4.18: the ring
+    exists only for online CPUs). This VM has none and offlining one is a host-wide change,
+    so the last CPU's stats read and trace_pipe_raw open raise ENODEV; the rest is real."""
+    offline = tracefs.cpu_ids()[-1]
+    enodev = OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+    real_read, real_open = TraceInstance.read, tracefs._open_pipe_raw
+
+    def read(self, rel):
+        if rel == f"per_cpu/cpu{offline}/stats":
+            raise enodev
+        return real_read(self, rel)
+
+    def open_pipe_raw(path):
+        if path.parent.name == f"cpu{offline}":
+            raise enodev
+        return real_open(path)
+
+    monkeypatch.setattr(TraceInstance, "read", read)
+    monkeypatch.setattr(tracefs, "_open_pipe_raw", open_pipe_raw)
+    stats = {s.cpu: s for s in inst.cpu_stats()}
+    assert stats[offline] == CpuStats(offline, ring=False)
+    written = inst.dump_raw(tmp_path / "raw")
+    assert sorted(written) == tracefs.cpu_ids() and written[offline] == 0
+    assert (tmp_path / "raw" / f"cpu{offline}").read_bytes() == b""
+    assert inst.cpus_without_ring == {offline}

@@ -6,7 +6,8 @@
 # then `sos report` runs it wherever scoutfs is loaded (or `sos report -o scoutfs`).
 #
 # It runs inside sos's own Python (3.6 on RHEL 8), so it uses nothing newer than that and
-# nothing from scoutfs_collect. Modelled on sos's own gfs2 plugin.
+# nothing from scoutfs_collect. Modelled on sos's own gfs2 plugin. Tested with sos 4.0
+# (Debian 12) and 4.12 (its source repository; tests/test_sos_plugin.py, SOS_PACKAGE).
 
 import glob
 import os
@@ -49,8 +50,14 @@ class Scoutfs(Plugin, RedHatPlugin, DebianPlugin, UbuntuPlugin):
 
     def check_enabled(self):
         # Also when the scoutfs tree is under --sysroot (older sos checks `files` on /).
-        return (super().check_enabled()
-                or os.path.isdir(self.join_sysroot(SYSFS.lstrip("/"))))
+        return super().check_enabled() or os.path.isdir(self._on_node(SYSFS))
+
+    def _on_node(self, path):
+        """Absolute ``path`` of the node as this process sees it (under --sysroot):
+        sos >= 4.3 has path_join, older sos (Debian 12's 4.0) join_sysroot."""
+        if hasattr(self, "path_join"):
+            return self.path_join(path)
+        return self.join_sysroot(path)
 
     def setup(self):
         # Every mount's counters, quorum state, mount and volume options and pending fence
@@ -68,7 +75,7 @@ class Scoutfs(Plugin, RedHatPlugin, DebianPlugin, UbuntuPlugin):
     def _configured_output_dir(self):
         """OUTPUT_DIR from the systemd unit's env file, as the service would use it."""
         try:
-            with open(self.join_sysroot(ENV_FILE.lstrip("/"))) as env:
+            with open(self._on_node(ENV_FILE)) as env:
                 lines = env.read().splitlines()
         except OSError:
             return DEFAULT_OUTPUT_DIR
@@ -81,7 +88,7 @@ class Scoutfs(Plugin, RedHatPlugin, DebianPlugin, UbuntuPlugin):
     def _newest_archives(self, archive_dir, count):
         """The ``count`` newest finished archives in ``archive_dir``, as paths on the node
         (sos adds --sysroot itself)."""
-        pattern = os.path.join(self.join_sysroot(archive_dir.lstrip("/")), ARCHIVE_GLOB)
+        pattern = os.path.join(self._on_node(archive_dir), ARCHIVE_GLOB)
         found = []
         for path in glob.glob(pattern):
             try:

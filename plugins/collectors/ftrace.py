@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import psutil
 
@@ -23,12 +21,10 @@ from scoutfs_collect import (
     option,
     run_command,
 )
-from scoutfs_collect.system import proc, tracecmd, tracefs
+from scoutfs_collect.system import ftrace_freeze, proc, tracecmd, tracefs
+from scoutfs_collect.system.ftrace_freeze import CONSOLE, FTRACE_ENABLED
 from scoutfs_collect.system.tracefs import TracefsError, TraceInstance
 
-CONSOLE = "printk:console"
-SELFTEST_TAG = "scoutfs-collect-ftrace-selftest"
-FTRACE_ENABLED = Path("/proc/sys/kernel/ftrace_enabled")
 INSTALL = "dnf install trace-cmd (RHEL/Rocky) or apt-get install trace-cmd (Debian/Ubuntu)"
 FENCING = ["*reconnect timed out, fencing*", "*server closing*"]
 
@@ -38,17 +34,13 @@ class FtraceOptions:
     instance: str = option("scoutfs_collect", "Name of the private tracefs instance (instances/NAME).")
     buffer_size_kb: int = option(10240, "Ring buffer size per CPU in KiB (memory used: this x CPUs).")
     events: List[str] = option(["scoutfs:*"], "Trace events to record, as SYSTEM:* or SYSTEM:EVENT.")
-    freeze_on: List[str] = option(FENCING, "Kernel log globs that stop the ring in-kernel at once.")
+    freeze_on: List[str] = option(FENCING, "Kernel log globs that stop the ring in-kernel at once "
+                                  "(printk:console trigger; kernels >= 5.19 only, see the docstring).")
+    freeze_functions: List[str] = option(
+        ["scoutfs_fence_start"], "Kernel functions whose every call stops the ring in-kernel "
+        "(a FUNC:traceoff probe; scoutfs_fence_start runs right after each fencing line).")
     mode: str = option("ring", "ring: in memory; record: trace-cmd record to disk.", ("ring", "record"))
     record_max_kb: int = option(51200, "record mode: per-CPU cap of trace-cmd's files (record -m).")
-
-
-@dataclasses.dataclass
-class SelfTest:  # did a kernel log line stop this instance, and only this one?
-    result: str = "skipped"  # passed | failed | skipped
-    latency_ms: Optional[float] = None
-    others_stopped: List[str] = dataclasses.field(default_factory=list)
-    error: str = ""
 
 
 def note(message: str) -> Problem:
@@ -58,32 +50,63 @@ def note(message: str) -> Problem:
 class Ftrace(Collector):
     """Records kernel trace events (default: all scoutfs events) in a private ftrace
     ring buffer holding the most recent history in memory, frozen by the kernel itself
-    the instant it logs a fencing line (an in-kernel `traceoff` trigger).
+    when scoutfs fences (in-kernel `traceoff`), else from user space by the run's trigger.
 
     Output: trace.txt (text), trace.dat (if trace-cmd is installed; `trace-cmd report`,
     KernelShark), raw/ (the per-CPU ring pages with the event formats and headers to
-    rebuild trace.dat anywhere, see raw/RESTORE). Manifest details: events, buffer
-    size, freeze mode and self-test, per-CPU entries/overruns, clock offset to epoch.
+    rebuild trace.dat anywhere, see raw/RESTORE; an offline CPU, which has no ring, gets
+    an empty cpuN). Manifest details: events, buffer size, freeze_mode, freeze_why (one
+    line per freeze mechanism: armed or not, and why), self_test, per-CPU
+    entries/overruns, cpus_without_ring, clock offset to epoch.
+
+    FREEZE, strongest first (scoutfs_collect/system/ftrace_freeze.py has the kernel facts):
+    - in-kernel: a `traceoff if msg ~ GLOB` trigger on the instance's printk:console for
+      every freeze_on glob. Only on kernels >= 5.19: before 5.17 an event trigger's
+      traceoff stops the host's *top-level* ring, not ours (RHEL 8 and 9 up to 9.3 are
+      so), and before 5.19 printk:console misses lines below the console loglevel. A
+      self-test line must stop this instance and leave the top-level tracing_on alone;
+      if it stopped the top level, that is turned back on and the trigger removed.
+    - function-probe: `FUNC:traceoff` appended to the instance's set_ftrace_filter for
+      each of freeze_functions (default scoutfs_fence_start, which scoutfs calls right
+      after logging each of its three fencing lines: reconnect timed out, recovery
+      timeout expired, fencing previous leader). Stops only this instance, on 4.18
+      already; armed where kernel.ftrace_enabled is 1 and the function is in
+      available_filter_functions (scoutfs loaded); a kernel in lockdown refuses it.
+    - user-space: always; the run's trigger stops the instance (a few ms later).
+    `server closing` has no in-kernel freeze below 5.19: no function runs only after
+    that line (it is logged by scoutfs_net_shutdown_worker, which runs for every
+    connection shutdown and before the line, so a probe there freezes too early and on
+    lines nobody asked for); a traceoff trigger on the scoutfs:scoutfs_conn_shutdown_start
+    tracepoint could be filtered but is global before 5.17; a `snapshot` trigger there is
+    per instance even on 4.18, but it doubles the ring's memory (a second buffer), splits
+    the history into two buffers every reader (trace.dat, trace.txt, raw/, the analysis)
+    would have to merge, and re-fires at every later connection shutdown: not done.
 
     WHAT IT CHANGES ON THE SYSTEM: creates tracefs instance instances/NAME (its buffer
-    size, events, `boot` trace clock, a traceoff trigger on its printk:console event)
-    and removes it at the end, also a leftover of a killed run. It never writes a
-    global ftrace setting (trace-cmd extract would: trace.dat is built with trace-cmd
-    restore instead, which briefly sets kernel.kptr_restrict to 0 to read symbols and
-    restores it). Mounts tracefs on /sys/kernel/tracing if unmounted. Logs one
-    self-test line (scoutfs-collect-ftrace-selftest-...) to the kernel log at start.
+    size, events, `boot` trace clock, the freeze above: a printk:console trigger and/or
+    traceoff probes in its set_ftrace_filter, which make the kernel patch each probed
+    function's entry, listed in the top-level enabled_functions) and removes all of it
+    at the end, also a leftover of a killed run (rmdir removes the probes too). It
+    never changes a global ftrace setting; the one global write turns the top-level
+    tracing_on back on if our self-test line turned it off. trace.dat is built with
+    trace-cmd restore, not extract (which resets global state); restore briefly sets
+    kernel.kptr_restrict to 0 to read symbols and restores it. Mounts tracefs on
+    /sys/kernel/tracing if unmounted. Logs one self-test line
+    (scoutfs-collect-ftrace-selftest-...) to the kernel log at start, on kernels >= 5.19.
     mode: record runs `trace-cmd record -B NAME` (tested only where trace-cmd works;
     trace-cmd may reset global tracing settings when it exits).
 
-    OVERHEAD: ~64 ns per event hit; buffer_size_kb x CPUs of kernel memory. In ring
-    mode nothing is written to disk and nothing polls until the run ends; then the
-    raw copy takes ~7 ms per 8 MiB, the text ~1 s per 16 MiB of ring.
+    OVERHEAD: ~64 ns per event hit; buffer_size_kb x CPUs of kernel memory. A traceoff
+    probe adds the ftrace trampoline to each call of its function (scoutfs_fence_start
+    runs once per fence). In ring mode nothing is written to disk and nothing polls
+    until the run ends; then the raw copy takes ~7 ms per 8 MiB, the text ~1 s per
+    16 MiB of ring. A failed self-test costs ~120 ms at start (removing the trigger).
 
     REQUIREMENTS: root; tracefs (CONFIG_FTRACE); the scoutfs module for scoutfs:*
-    events (modprobe scoutfs); trace-cmd for trace.dat and record mode (dnf install
-    trace-cmd / apt-get install trace-cmd). In-kernel freezing needs a kernel whose
-    printk:console sees every log line (~5.19+): a self-test at start finds out, else
-    the ring is stopped from user space when the run's trigger fires.
+    events and scoutfs_fence_start (modprobe scoutfs); trace-cmd for trace.dat and
+    record mode (dnf install trace-cmd / apt-get install trace-cmd). Function probes:
+    CONFIG_DYNAMIC_FTRACE (RHEL has it), kernel.ftrace_enabled = 1, no lockdown.
+    `scoutfs-collect check` says in a note which freeze a run would arm and why.
     """
 
     type_name = "ftrace"
@@ -95,6 +118,7 @@ class Ftrace(Collector):
     _clock_offset: Optional[float] = None
     _child: Optional[ChildProcess] = None
     _raw_written: Optional[Dict[int, int]] = None  # the raw pages, once on disk
+    _probes: List[str] = []  # functions with our traceoff probe armed
     _events: List[str] = []  # replaced, never mutated
 
     # --- preflight ------------------------------------------------------------------
@@ -112,6 +136,9 @@ class Ftrace(Collector):
         o, dry, fix_globs = self.options, self.ctx.dry_run, "fix freeze_on in the profile"
         bad = [g for g in o.freeze_on if not g or '"' in g or "\n" in g]
         out = [Problem(f'bad freeze_on glob {g!r} (empty, " or newline)', fix_globs) for g in bad]
+        out += [Problem(f"bad freeze_functions name {f!r}: one function name, no glob",
+                        "fix freeze_functions in the profile")
+                for f in ftrace_freeze.bad_function_names(o.freeze_functions)]
         if os.geteuid() != 0:
             out.append(Problem("ftrace needs root (tracefs and /dev/kmsg)", "run as root"))
         if o.buffer_size_kb <= 0 or o.record_max_kb <= 0:
@@ -182,8 +209,10 @@ class Ftrace(Collector):
             else:
                 fix = f"pick one from {events.parent}/available_events"
                 out.append(Problem(f"trace event {spec} does not exist on this kernel", fix))
-        if not tracefs.event_exists(events, CONSOLE):
-            out.append(note("no printk:console event: the ring is stopped from user space"))
+        if self.ctx.dry_run and not any(p.fatal for p in out):
+            plan = ftrace_freeze.plan(events.parent, self.options.freeze_on, self.options.freeze_functions)
+            why = "; ".join(f"{k}: {v}" for k, v in plan.why.items())
+            out.append(note(f"ftrace freeze planned: {plan.mode} ({why})"))
         return out
 
     # --- start ----------------------------------------------------------------------
@@ -217,20 +246,20 @@ class Ftrace(Collector):
             raise
 
     def _arm_freeze(self, inst: TraceInstance) -> None:
-        det, globs = self.ctx.details, self.options.freeze_on
-        det["freeze_on"] = list(globs)
-        test = SelfTest(error="no printk:console event")
-        if not inst.enable_events([CONSOLE]).missing:
-            test = self_test(inst, globs) if globs else SelfTest("skipped", error="freeze_on is empty")
-        det["self_test"] = dataclasses.asdict(test)
+        o, det = self.options, self.ctx.details
+        det.update(freeze_on=list(o.freeze_on), freeze_functions=list(o.freeze_functions))
+        freeze = ftrace_freeze.arm(inst, o.freeze_on, o.freeze_functions)
+        self._probes = freeze.probes
+        test = freeze.self_test
+        det.update(self_test=dataclasses.asdict(test), freeze_mode=freeze.mode, freeze_why=freeze.why,
+                   freeze_probes=freeze.probes)
+        det["freeze_trigger"] = inst.trigger(CONSOLE) if freeze.console else ""
         if test.others_stopped:  # their globs match our nonce line
             self.log.warning("ftrace self-test also stopped %s", test.others_stopped)
-        det["freeze_trigger"] = inst.trigger(CONSOLE) if test.result != "skipped" else ""
-        armed = bool(det["freeze_trigger"])
-        in_kernel = armed and test.latency_ms is not None  # the nonce line stopped it
-        det["freeze_mode"] = "in-kernel" if in_kernel else "user-space"
-        if globs and not in_kernel:
-            self.log.warning("ftrace: the ring is stopped from user space, not in-kernel: %s", test.error)
+        if test.traceoff_global:
+            self.log.warning("ftrace: %s", test.error)
+        if freeze.mode != "in-kernel" and (o.freeze_on or o.freeze_functions):
+            self.log.warning("ftrace freeze: %s; %s", freeze.mode, freeze.why.get(CONSOLE, ""))
 
     def _start_record(self, inst: TraceInstance) -> None:
         tc, o, wd, det = tracefs.trace_cmd(), self.options, self.ctx.workdir, self.ctx.details
@@ -273,6 +302,7 @@ class Ftrace(Collector):
             self._note_span(inst.read_trace(wd / "trace.txt"), "tracefs")
             fsync_path(wd / "trace.txt")
         written = self._raw_written = inst.dump_raw(raw)
+        det["cpus_without_ring"] = sorted(inst.cpus_without_ring)
         for cpu in written:
             fsync_path(raw / f"cpu{cpu}")
         fsync_path(raw)
@@ -290,6 +320,7 @@ class Ftrace(Collector):
                 if "cpu_stats" not in det:
                     det["cpu_stats"] = [dataclasses.asdict(s) for s in inst.cpu_stats()]
                 written = inst.dump_raw(raw)
+                det["cpus_without_ring"] = sorted(inst.cpus_without_ring)  # offline: empty cpuN
                 for cpu in written:
                     fsync_path(raw / f"cpu{cpu}")
                 det["raw_bytes"] = sum(written.values())
@@ -356,8 +387,13 @@ class Ftrace(Collector):
         try:
             self._stop_child()
         finally:
-            if self._created and self._inst is not None and self._inst.exists():
-                self._inst.remove()
+            inst = self._inst
+            if self._created and inst is not None and inst.exists():
+                probes, self._probes = self._probes, []
+                errors = ftrace_freeze.disarm_probes(inst, probes)  # rmdir would too
+                if errors:
+                    self.ctx.details["freeze_probe_errors"] = errors
+                inst.remove()
                 self.ctx.details["instance_removed"] = True
 
     def bytes_written(self) -> int:
@@ -368,46 +404,6 @@ class Ftrace(Collector):
             except OSError:
                 return 0
         return directory_size(self.ctx.workdir)
-
-
-def self_test(inst: TraceInstance, globs: Sequence[str], timeout: float = 0.5) -> SelfTest:
-    """Arm the freeze: one traceoff trigger on printk:console for ``globs`` or a fresh
-    nonce glob; log a line with the nonce through /dev/kmsg and check that this instance
-    (and no other) stopped. The trigger stays armed: removing one costs ~120 ms in the
-    kernel, and the nonce never appears again. The instance is left stopped (or running
-    if the kernel did not fire it)."""
-    nonce = f"{SELFTEST_TAG}-{uuid.uuid4().hex[:12]}"
-    others = [TraceInstance(n, inst.root) for n in tracefs.list_instances(inst.root) if n != inst.name]
-    running = [o for o in others if _on(o)]
-    inst.tracing_on = True
-    patterns = list(globs) + [f"*{nonce}*"]
-    try:
-        inst.set_trigger(CONSOLE, "traceoff if " + " || ".join(f'msg ~ "{g}"' for g in patterns))
-    except TracefsError as exc:
-        return SelfTest("failed", error=str(exc))
-    test = SelfTest("failed", error="a kernel log line did not fire the printk:console trigger")
-    try:
-        start = time.monotonic()
-        with open("/dev/kmsg", "wb", buffering=0) as kmsg:
-            kmsg.write(f"<6>scoutfs-collect: ftrace freeze self-test {nonce}\n".encode())
-        pause = threading.Event()
-        while inst.tracing_on and time.monotonic() - start < timeout:
-            pause.wait(0.002)
-        if not inst.tracing_on:
-            test.latency_ms = round((time.monotonic() - start) * 1000, 3)
-            test.others_stopped = [o.name for o in running if not _on(o)]
-            test.result = "failed" if test.others_stopped else "passed"
-            test.error = "the line also stopped other instances" if test.others_stopped else ""
-    except OSError as exc:
-        test.error = f"/dev/kmsg: {exc.strerror}"
-    return test
-
-
-def _on(inst: TraceInstance) -> bool:
-    try:
-        return inst.tracing_on
-    except OSError:  # removed meanwhile
-        return False
 
 
 def trace_cmd_record_blocker() -> str:

@@ -1,10 +1,16 @@
 """tracefs access: the one module that reads and writes ftrace files.
 
-Every write goes to a private instance (``instances/NAME/...``); nothing here ever
-writes a global (top-level) tracefs file. Top-level files are only *read* (event
-formats, ``header_page``, the list of events and CPUs) -- the formats are the same
-for every instance. The one change outside an instance is mounting tracefs when
-it is not mounted at all (:func:`ensure_mounted`).
+Every write goes to a private instance (``instances/NAME/...``); nothing here
+changes a global (top-level) tracefs setting. Top-level files are only *read* (event
+formats, ``header_page``, the list of events and CPUs, ``tracing_on``) -- the formats
+are the same for every instance. The changes outside an instance: mounting tracefs
+when it is not mounted at all (:func:`ensure_mounted`), and :class:`TopLevel` turning
+the top-level ring back on when our own trigger turned it off (a kernel whose
+event-trigger ``traceoff`` is global, see ``ftrace_freeze``).
+
+``per_cpu/cpuN`` exists for every *possible* CPU, the ring only for online ones: an
+offline CPU's ``stats`` and ``trace_pipe_raw`` fail with ENODEV (seen on 4.18). Such a
+CPU is an empty one, listed in :attr:`TraceInstance.cpus_without_ring`.
 """
 
 from __future__ import annotations
@@ -12,19 +18,21 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import re
 import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, TextIO, Tuple
+from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
 from scoutfs_collect.system import proc
 from scoutfs_collect.system.mounts import read_mounts
+from scoutfs_collect.system.tracetext import TraceSpan as TraceSpan  # re-exported
+from scoutfs_collect.system.tracetext import event_times as event_times
+from scoutfs_collect.system.tracetext import line_time as line_time
+from scoutfs_collect.system.tracetext import text_span as text_span
 
 DEFAULT_ROOT = Path("/sys/kernel/tracing")
 EPOCH_CLOCKS = (("boot", time.CLOCK_BOOTTIME), ("mono", time.CLOCK_MONOTONIC))
-_TS = re.compile(r"\s(\d+\.\d{6,9}):\s")
 
 
 class TracefsError(RuntimeError):
@@ -95,6 +103,7 @@ class CpuStats:
     bytes: int = 0
     dropped_events: int = 0
     oldest_event_ts: Optional[float] = None
+    ring: bool = True  # False: an offline CPU (ENODEV), no ring, nothing recorded
 
     @classmethod
     def parse(cls, cpu: int, text: str) -> CpuStats:
@@ -117,55 +126,6 @@ class EventSelection:
     missing: List[str] = dataclasses.field(default_factory=list)
 
 
-@dataclasses.dataclass
-class TraceSpan:
-    """First and last timestamp (trace clock seconds) of the text ``trace``; lines copied."""
-
-    first: Optional[float] = None
-    last: Optional[float] = None
-    lines: int = 0
-
-
-def line_time(line: str) -> Optional[float]:
-    """Timestamp (trace clock seconds) of one event line of a text trace (tracefs
-    ``trace`` or ``trace-cmd report``); None for a comment or any other line."""
-    m = None if line.startswith("#") else _TS.search(line)
-    return float(m.group(1)) if m else None
-
-
-def event_times(lines: Iterable[str]) -> Iterator[Tuple[float, str]]:
-    """``(timestamp, line)`` of each event line of a text trace, with string searches
-    instead of :func:`line_time`'s regex (the timeline reads every line of a full ring):
-    the number before the first ``": "`` after the ``[CPU]`` field of
-    ``TASK-PID [CPU] FLAGS TS: event: fields``. Comments and other lines are left out."""
-    for line in lines:
-        close = line.find("] ")
-        if close < 0 or line.startswith("#"):
-            continue
-        colon = line.find(": ", close)
-        if colon < 0:
-            continue
-        try:
-            yield float(line[line.rfind(" ", close, colon) + 1:colon]), line
-        except ValueError:
-            continue
-
-
-def text_span(lines: Iterable[str], copy_to: Optional[TextIO] = None) -> TraceSpan:
-    """First/last timestamp of a text trace (tracefs ``trace`` or ``trace-cmd report``
-    output, both in time order), optionally copying the lines."""
-    span = TraceSpan()
-    for line in lines:
-        if copy_to is not None:
-            copy_to.write(line)
-        ts = line_time(line)
-        if ts is not None:
-            span.first = ts if span.first is None else span.first
-            span.last = ts
-            span.lines += 1
-    return span
-
-
 class TraceInstance:
     """One private ftrace instance, ``ROOT/instances/NAME``. All writes stay inside it."""
 
@@ -175,6 +135,7 @@ class TraceInstance:
         self.name = name
         self.root = Path(root)
         self.path = self.root / "instances" / name
+        self.cpus_without_ring: Set[int] = set()  # ENODEV from per_cpu/cpuN (offline CPU)
 
     def __repr__(self) -> str:
         return f"TraceInstance({self.name!r})"
@@ -213,10 +174,15 @@ class TraceInstance:
     def read(self, rel: str) -> str:
         return self._file(rel).read_text(errors="replace")
 
-    def write(self, rel: str, value: str) -> None:
+    def write(self, rel: str, value: str, append: bool = False) -> None:
         """Write ``value`` to an instance file in one write(); the kernel's refusal is
-        raised as TracefsError with the instance's ``error_log`` tail when it has one."""
-        fd = os.open(self._file(rel), os.O_WRONLY)  # no O_TRUNC: it clears some files
+        raised as TracefsError with the instance's ``error_log`` tail when it has one.
+        ``append``: O_APPEND, as ``>>`` (set_ftrace_filter keeps what it holds)."""
+        flags = os.O_WRONLY | (os.O_APPEND if append else 0)  # no O_TRUNC: it clears some files
+        try:
+            fd = os.open(self._file(rel), flags)
+        except OSError as exc:
+            raise TracefsError(f"{self.path / rel}: open for writing: {exc.strerror}") from exc
         try:
             os.write(fd, value.encode())
         except OSError as exc:
@@ -312,12 +278,15 @@ class TraceInstance:
 
     # --- reading out ---------------------------------------------------------------
     def cpu_stats(self) -> List[CpuStats]:
+        """One entry per CPU; an offline CPU (ENODEV) is an empty one with ``ring=False``."""
         out = []
         for cpu in cpu_ids(self.root):
             try:
                 out.append(CpuStats.parse(cpu, self.read(f"per_cpu/cpu{cpu}/stats")))
-            except OSError:
-                continue
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    self.cpus_without_ring.add(cpu)
+                    out.append(CpuStats(cpu, ring=False))
         return out
 
     def read_trace(self, dest: Optional[Path] = None) -> TraceSpan:
@@ -339,28 +308,37 @@ class TraceInstance:
 
     def dump_raw(self, dest_dir: Path) -> Dict[int, int]:
         """Drain each ``per_cpu/cpuN/trace_pipe_raw`` (non-blocking; this *consumes* the
-        buffer) into ``dest_dir/cpuN``; bytes written per CPU."""
+        buffer) into ``dest_dir/cpuN``; bytes written per CPU. An offline CPU (ENODEV on
+        open or read) gets an empty file, so ``cpuN`` keeps its place for trace-cmd."""
         dest_dir.mkdir(parents=True, exist_ok=True)
         size = self.subbuf_size()
         written: Dict[int, int] = {}
         for cpu in cpu_ids(self.root):
-            fd = os.open(self._file(f"per_cpu/cpu{cpu}/trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK)
-            total = 0
-            try:
-                with open(dest_dir / f"cpu{cpu}", "wb") as out:
-                    while True:
-                        try:
-                            chunk = os.read(fd, size)
-                        except BlockingIOError:
-                            break
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        total += len(chunk)
-            finally:
-                os.close(fd)
-            written[cpu] = total
+            with open(dest_dir / f"cpu{cpu}", "wb") as out:
+                written[cpu] = self._drain(cpu, out, size)
         return written
+
+    def _drain(self, cpu: int, out: BinaryIO, size: int) -> int:
+        total, fd = 0, -1
+        try:
+            fd = _open_pipe_raw(self._file(f"per_cpu/cpu{cpu}/trace_pipe_raw"))
+            while True:
+                chunk = os.read(fd, size)
+                if not chunk:
+                    break
+                out.write(chunk)
+                total += len(chunk)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENODEV:
+                raise
+            if total == 0:
+                self.cpus_without_ring.add(cpu)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return total
 
     def save_headers(self, dest_dir: Path, events: List[str]) -> List[str]:
         """Copy what a reader needs to decode the raw pages: ``events/header_page``,
@@ -399,6 +377,36 @@ With trace-cmd: trace-cmd restore -i partial.dat -o trace.dat cpu0 cpu1 ... wher
 partial.dat comes from `trace-cmd restore -c -o partial.dat` on a machine running the
 same kernel (it is kept here only if building trace.dat failed).
 """
+
+
+def _open_pipe_raw(path: Path) -> int:
+    """Open a ``trace_pipe_raw`` non-blocking (one name, so a test can fake an offline CPU)."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+
+class TopLevel:
+    """The top-level (global) ring's ``tracing_on``, beside :class:`TraceInstance`'s: read
+    to notice that a trigger of ours stopped the host's ring, and turned back *on* (the
+    one global write, undoing our own change; it never turns it off)."""
+
+    name = "(top level)"
+
+    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
+        self.root = self.path = Path(root)
+
+    @property
+    def tracing_on(self) -> bool:
+        return (self.path / "tracing_on").read_text().strip() == "1"
+
+    @tracing_on.setter
+    def tracing_on(self, on: bool) -> None:
+        if not on:
+            raise ValueError("the top-level ring is never stopped here")
+        fd = os.open(self.path / "tracing_on", os.O_WRONLY)
+        try:
+            os.write(fd, b"1")
+        finally:
+            os.close(fd)
 
 
 def clock_offset(clock_id: int) -> float:
