@@ -12,7 +12,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-import scoutfs_collect.builtin_plugins.collectors.ftrace as ftrace_plugin
 from scoutfs_collect.builtin_plugins.collectors.ftrace import Ftrace
 from scoutfs_collect.plugin import options
 from scoutfs_collect.plugin.api import PluginContext, Target
@@ -205,7 +204,8 @@ def test_persist_writes_the_raw_pages_then_finalize_the_text_from_trace_dat(make
     c.stop()
     c.persist()
     det, wd = c.ctx.details, c.ctx.workdir
-    assert det["raw_bytes"] > 0 and sum(p.stat().st_size for p in (wd / "raw").glob("cpu*")) == det["raw_bytes"]
+    on_disk = sum(p.stat().st_size for p in (wd / "raw").glob("cpu*"))
+    assert det["raw_bytes"] > 0 and on_disk == det["raw_bytes"]
     assert not (wd / "trace.txt").exists()  # nothing slower before durable
     c.finalize()
     assert det["trace_txt"] == "trace-cmd report" and det["trace_dat"] == "written"
