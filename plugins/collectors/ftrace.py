@@ -184,7 +184,7 @@ class Ftrace(Collector):
             if holders:
                 return [Problem(f"tracefs instance {inst.path} is in use by {who}",
                                 "pick another instance name in the profile (instance: NAME)")]
-            return [note(f"tracefs instance {inst.path} was left by a killed run: a real run removes it")]
+            return [note(f"stale tracefs instance {inst.path} (left by a killed run): a real run removes it")]
         if holders:
             return [Problem(f"tracefs instance {inst.path} is in use by {who}, not by a scoutfs-collect",
                             "pick another instance name in the profile (instance: NAME)")]
@@ -295,6 +295,9 @@ class Ftrace(Collector):
         inst = self._inst
         if inst is None or not self._created or self._child is not None or not inst.exists():
             return
+        self._save_ring(inst)
+
+    def _save_ring(self, inst: TraceInstance) -> None:
         began = time.monotonic()
         det, wd, raw = self.ctx.details, self.ctx.workdir, self.ctx.workdir / "raw"
         det["cpu_stats"] = [dataclasses.asdict(s) for s in inst.cpu_stats()]
@@ -315,15 +318,9 @@ class Ftrace(Collector):
             if inst is None or not self._created or not inst.exists():
                 return
             det, raw = self.ctx.details, self.ctx.workdir / "raw"
-            written = self._raw_written
-            if written is None:  # record mode, or persist did not get that far
-                if "cpu_stats" not in det:
-                    det["cpu_stats"] = [dataclasses.asdict(s) for s in inst.cpu_stats()]
-                written = inst.dump_raw(raw)
-                det["cpus_without_ring"] = sorted(inst.cpus_without_ring)  # offline: empty cpuN
-                for cpu in written:
-                    fsync_path(raw / f"cpu{cpu}")
-                det["raw_bytes"] = sum(written.values())
+            if self._raw_written is None:  # record mode, or persist did not get that far
+                self._save_ring(inst)
+            written = self._raw_written or {}
             inst.save_headers(raw, self._events + [CONSOLE])
             if self.options.mode == "ring":
                 self._make_trace_dat(raw, sorted(written))
