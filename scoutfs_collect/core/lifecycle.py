@@ -15,9 +15,12 @@ import dataclasses
 import enum
 import logging
 import threading
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from scoutfs_collect.plugin.timed import CallOutcome, TimedCall
+
+if TYPE_CHECKING:
+    from scoutfs_collect.core.instances import PluginInstance
 
 log = logging.getLogger("scoutfs_collect")
 
@@ -169,3 +172,36 @@ class Invoker:
         if detail:
             log.debug("%s: traceback:\n%s", owner, detail)
         self.on_failure(owner, message)
+
+
+def advance(invoker: Invoker, insts: Sequence[PluginInstance], phase: Phase,
+            call_of: Callable[[PluginInstance, Phase], Callable[[], Any]], at_once: bool = False,
+            until: Optional[Callable[[], bool]] = None) -> List[Tuple[PluginInstance, CallOutcome]]:
+    """Call ``phase`` of each instance the transition table lets through, under its
+    timeout, and record the outcome. One after the other in the given order (stopping
+    early once ``until()`` is true), or ``at_once``: all started together, then each
+    collected. An illegal transition is recorded as that plugin's failure; an instance
+    the table is not ready for (a collector that never started) is passed over."""
+    ready = []
+    for inst in insts:
+        refused = inst.refusal(phase)
+        if refused is None:
+            ready.append(inst)
+        elif refused.illegal:
+            inst.record.record_error(f"{phase.value}: refused: {refused.reason}")
+            invoker.fail(inst.name, f"{phase.value}: refused: {refused.reason}")
+    done: List[Tuple[PluginInstance, CallOutcome]] = []
+    if at_once:
+        calls = [invoker.start(i.name, phase.value, call_of(i, phase)) for i in ready]
+        for inst, running in zip(ready, calls):
+            outcome = invoker.collect(inst.name, phase.value, running, inst.timeout)
+            inst.record_outcome(phase, outcome)
+            done.append((inst, outcome))
+        return done
+    for inst in ready:
+        outcome = invoker.call(inst.name, phase.value, call_of(inst, phase), inst.timeout)
+        inst.record_outcome(phase, outcome)
+        done.append((inst, outcome))
+        if until is not None and until():
+            break
+    return done

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -26,12 +25,13 @@ from scoutfs_collect.archive import manifest
 from scoutfs_collect.archive import write as archive
 from scoutfs_collect.archive.manifest import TriggerRecord
 from scoutfs_collect.archive.recover import remove_stale_partials
-from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root, packing_floor
+from scoutfs_collect.core import record
+from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root
 from scoutfs_collect.core.control import ControlServer
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from scoutfs_collect.core.events import EventLog
 from scoutfs_collect.core.instances import PluginInstance, build_instances
-from scoutfs_collect.core.lifecycle import Invoker, Phase, RunState
+from scoutfs_collect.core.lifecycle import Invoker, Phase, RunState, advance
 from scoutfs_collect.core.profile import Profile
 from scoutfs_collect.core.registry import Registry
 from scoutfs_collect.core.stop import StopInbox, StopRequest
@@ -45,7 +45,6 @@ from scoutfs_collect.system.paths import fsync_tree, make_workdir, run_stem
 from scoutfs_collect.ui.console import Console
 
 log = logging.getLogger("scoutfs_collect")
-RUN_LOG = "scoutfs-collect.log"
 PHASE_VALUES = {p.value for p in Phase}
 
 
@@ -139,34 +138,9 @@ class Runner:
     def _advance(self, insts: Sequence[PluginInstance], phase: Phase, at_once: bool = False,
                  until: Optional[Callable[[], bool]] = None
                  ) -> List[Tuple[PluginInstance, CallOutcome]]:
-        """Call ``phase`` of each instance the transition table lets through, under its
-        timeout, and record the outcome. One after the other in the given order (stopping
-        early once ``until()`` is true), or ``at_once``: all started together, then each
-        collected. An illegal transition is recorded as that plugin's failure."""
-        ready = []
-        for inst in insts:
-            refused = inst.refusal(phase)
-            if refused is None:
-                ready.append(inst)
-            elif refused.illegal:
-                inst.record.record_error(f"{phase.value}: refused: {refused.reason}")
-                self.invoker.fail(inst.name, f"{phase.value}: refused: {refused.reason}")
-        done: List[Tuple[PluginInstance, CallOutcome]] = []
-        if at_once:
-            calls = [self.invoker.start(i.name, phase.value, self._phase_call(i, phase)) for i in ready]
-            for inst, running in zip(ready, calls):
-                outcome = self.invoker.collect(inst.name, phase.value, running, inst.timeout)
-                inst.record_outcome(phase, outcome)
-                done.append((inst, outcome))
-            return done
-        for inst in ready:
-            outcome = self.invoker.call(inst.name, phase.value, self._phase_call(inst, phase),
-                                        inst.timeout)
-            inst.record_outcome(phase, outcome)
-            done.append((inst, outcome))
-            if until is not None and until():
-                break
-        return done
+        """Call ``phase`` of each instance the transition table lets through (see
+        :func:`lifecycle.advance`)."""
+        return advance(self.invoker, insts, phase, self._phase_call, at_once, until)
 
     def _phase_call(self, inst: PluginInstance, phase: Phase) -> Callable[[], Any]:
         if phase is Phase.ARM:
@@ -253,7 +227,7 @@ class Runner:
         self.control = ControlServer(self.request_stop)
         self.events.listeners.append(self.control.publish)
         self.control.start()
-        self._attach_run_log()
+        self._log_handler = record.attach_run_log(self.workdir)
         self.events.emit("started", workdir=str(self.workdir), pid=os.getpid())
         for inst in self.instances:
             inst.ctx.workdir = self.workdir / inst.name
@@ -289,17 +263,6 @@ class Runner:
             outcome = self.invoker.call(inst.name, "streams", inst.plugin.streams, inst.timeout, once=True)
             return list(outcome.value or []) if outcome.ok else []
         return streams
-
-    def _attach_run_log(self) -> None:
-        assert self.workdir is not None
-        handler = logging.FileHandler(self.workdir / RUN_LOG, encoding="utf-8")
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s [%(threadName)s] %(message)s",
-            "%Y-%m-%dT%H:%M:%S"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.DEBUG)
-        self._log_handler = handler
 
     def _post_trigger(self) -> None:
         """``settings.post_trigger_seconds`` more recording, cut short by any later request
@@ -381,10 +344,8 @@ class Runner:
         self.lock.release()
         self.events.close()
         self.inbox.close()
-        if self._log_handler is not None:
-            logging.getLogger().removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None
+        record.detach_run_log(self._log_handler)
+        self._log_handler = None
 
     def _make_durable(self, event: Optional[str]) -> None:
         assert self.workdir is not None
@@ -403,40 +364,20 @@ class Runner:
         failed = any(i.record.status in ("failed", "timeout") for i in self.instances)
         exit_status = EXIT_PLUGIN_FAILED if failed else EXIT_OK
         self.times["finished"] = time.time()
-        for inst in self.collectors:
-            try:
-                inst.record.files = archive.sha256_files(inst.ctx.workdir)
-            except OSError as exc:
-                inst.record.record_error(f"listing files: {exc}")
+        record.file_lists(self.collectors)
         self._write_manifest(exit_status)
-        if self._log_handler is not None:
-            logging.getLogger().removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None
+        record.detach_run_log(self._log_handler)
+        self._log_handler = None
         self.state = RunState.PACKING
         try:
-            path = archive.pack(self.workdir, self.output_dir, self.settings.compression,
-                                progress=lambda d, t: self.console.progress("packing", d, t),
-                                min_free_bytes=packing_floor(self.settings.min_free_mb))
-        except KeyboardInterrupt:
-            self.console.end_status()
-            log.error("packing interrupted; the work dir is kept: %s", self.workdir)
-            log.error("finish it with: scoutfs-collect pack %s", self.workdir)
-            self.events.emit("error", plugin="core", message="packing interrupted")
-            return EXIT_NO_ARCHIVE
-        except Exception as exc:
-            self.console.end_status()
-            log.error("cannot write the archive: %s; the work dir is kept: %s", exc, self.workdir)
-            log.error("finish it later with: scoutfs-collect pack %s", self.workdir)
-            self.events.emit("error", plugin="core", message=f"archive failed: {exc}")
-            return EXIT_NO_ARCHIVE
+            path = record.pack(self.workdir, self.output_dir, self.settings, self.console, self.events)
         finally:
             self.state = RunState.DONE
-        self.console.end_status()
-        self.events.emit("archive", path=str(path))
+        if path is None:
+            return EXIT_NO_ARCHIVE
         self._notify("scoutfs_collect_archive_written", run=self._run_info(), path=path)
         if not self.settings.keep_workdir:
-            remove_tree(self.workdir)
+            record.remove_workdir(self.workdir)
         self.events.emit("finished", exit_status=exit_status)
         self.archive_path = path
         return exit_status
@@ -457,17 +398,6 @@ class Runner:
 
     def _write_manifest(self, exit_status: Optional[int] = None) -> None:
         assert self.workdir is not None
-        for inst in self.instances:
-            inst.record.details = dict(inst.ctx.details)
-            inst.record.window = inst.ctx.window
-        doc = manifest.assemble(
-            argv=self.req.argv, profile=self.req.profile, target=self.req.target,
-            times=self.times, trigger=self.trigger,
-            plugins={inst.name: inst.record for inst in self.instances},
-            exit_status=exit_status, notes=self.notes)
-        manifest.write(self.workdir, doc)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a work dir we created (rmtree never follows symlinks out of it)."""
-    shutil.rmtree(path, ignore_errors=True)
+        record.write_manifest(self.workdir, self.instances, exit_status, argv=self.req.argv,
+                              profile=self.req.profile, target=self.req.target, times=self.times,
+                              trigger=self.trigger, notes=self.notes)
