@@ -24,12 +24,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import os
-import select
 import signal
 import threading
 import time
 from typing import Callable, Deque, List, Optional, Tuple, Union
+
+from scoutfs_collect.system.wakeup import Wakeup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +108,7 @@ class StopInbox:
         self._on_later = on_later
         self._lock = threading.Lock()  # never taken in a signal handler
         self._signals: Deque[Tuple[int, float]] = collections.deque()
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
+        self._pipe = Wakeup()  # poked for every request and signal; never set
         self.first: Optional[StopRequest] = None
         self.later: List[StopRequest] = []
         self.urgent = False  # some request asked for durable data: no post_trigger_seconds
@@ -141,10 +139,7 @@ class StopInbox:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._write_fd, b"x")
-        except OSError:  # the pipe is full: a wake-up is pending anyway
-            pass
+        self._pipe.poke()
 
     def _drain_signals(self) -> None:
         while self._signals:
@@ -159,22 +154,10 @@ class StopInbox:
 
     def wait(self, timeout: Optional[float]) -> bool:
         """Block until something is posted or ``timeout`` passes; True if something was."""
-        poller = select.poll()
-        poller.register(self._read_fd, select.POLLIN)
-        ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
-        woke = False
-        if ready:
-            try:
-                while os.read(self._read_fd, 4096):
-                    woke = True
-            except BlockingIOError:
-                pass
+        self._pipe.wait_readable([], None if timeout is None else max(0.0, timeout))
+        woke = self._pipe.drain()
         self._drain_signals()
         return woke
 
     def close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._pipe.close()

@@ -21,6 +21,7 @@ class Wakeup:
         self._event = threading.Event()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
 
     @property
     def fd(self) -> int:
@@ -33,6 +34,25 @@ class Wakeup:
                 os.write(self._write_fd, b"x")
             except OSError:
                 pass
+
+    def poke(self) -> None:
+        """Make ``fd`` readable without setting the flag ("something arrived"). Safe in a
+        signal handler: one write on a non-blocking pipe, no lock (a full pipe is already
+        readable)."""
+        try:
+            os.write(self._write_fd, b"x")
+        except OSError:
+            pass
+
+    def drain(self) -> bool:
+        """Read what :meth:`poke` (or :meth:`set`) wrote; True if there was anything."""
+        got = False
+        try:
+            while os.read(self._read_fd, 4096):
+                got = True
+        except BlockingIOError:
+            pass
+        return got
 
     def is_set(self) -> bool:
         return self._event.is_set()
