@@ -196,7 +196,7 @@ def main(path: Optional[str]) -> int:
         print(one_line(f"{path}: cannot read it as scoutfs-fenced does: {why}; fix: scoutfs-fenced "
                        "needs a readable file of bash assignments (SCOUTFS_FENCED_CONFIG_FILE)"))
         return EXIT_USAGE
-    found = problems(cfg, text)
+    found = sorted(problems(cfg, text), key=lambda p: p.line)
     for p in found:
         print(p.render(path))
     if found:

@@ -43,6 +43,7 @@ one line each (FILE:LINE: KEY: what; fix: ...): exit 2 if any, else one "ok" lin
 #: Long options (name -> what it sets); each takes a value unless in FLAGS.
 LONG = ("--grace", "--remote-command", "--sysfs-root", "--check", "--config", "--help")
 FLAGS = ("--check", "--help", "-h")
+UNKNOWN = ": unknown option"
 #: Options that make no sense when an agent follows ``--`` (they would not fence).
 NOT_WITH_AGENT = ("--check", "--config", "--help")
 RUN_ARGS_SPLIT = ("scoutfs-fenced splits SCOUTFS_FENCED_RUN_ARGS at blanks and keeps quotes: no blank "
@@ -117,13 +118,13 @@ def _option(word: str) -> Tuple[Optional[str], Optional[str], Optional[ArgProble
 
         near = difflib.get_close_matches(given, LONG, n=1)
         fix = f"did you mean {near[0]}?" if near else f"remove it (options: {', '.join(LONG[:3])}, -o)"
-        return None, None, ArgProblem(f"{given}: unknown option", fix)
+        return None, None, ArgProblem(f"{given}{UNKNOWN}", fix)
     if word in ("-h", "-o"):
         return ("--help" if word == "-h" else word), None, None
     if word.startswith("-o"):
         return "-o", word[2:], None
     if word.startswith("-") and len(word) > 1:
-        return None, None, ArgProblem(f"{word}: unknown option", "remove it (short options: -o, -h)")
+        return None, None, ArgProblem(f"{word}{UNKNOWN}", "remove it (short options: -o, -h)")
     return None, None, ArgProblem(f"{word!r}: unexpected argument (before --)",
                                   f"a value split off its option? {RUN_ARGS_SPLIT}")
 
@@ -141,6 +142,10 @@ def parse_args(options: List[str], agent: Optional[List[str]]) -> HookArgs:
         name, value, problem = _option(words[i])
         i += 1
         if problem is not None:
+            if problem.what.endswith(UNKNOWN) and "=" not in words[i - 1] and i < len(words) \
+                    and not words[i].startswith("-"):  # its value: no argument stands alone here
+                problem.what = f"{words[i - 1]} {words[i]}{UNKNOWN}"
+                i += 1
             args.problems.append(problem)
             continue
         assert name is not None
