@@ -208,8 +208,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def help_parser() -> argparse.ArgumentParser:
     """The parser whose help ``fence-hook --help`` prints."""
     import argparse
+    import textwrap
 
-    p = argparse.ArgumentParser(prog="scoutfs-collect fence-hook", usage=USAGE, description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="scoutfs-collect fence-hook", usage=USAGE,
+                                description=textwrap.fill(DESCRIPTION, 86),
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.add_argument("agent", nargs=argparse.REMAINDER, metavar="-- AGENT [AGENT_ARGS...]",
