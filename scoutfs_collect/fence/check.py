@@ -191,8 +191,15 @@ def main(path: Optional[str]) -> int:
         with open(path, "rb") as f:
             text = f.read().decode(errors="replace")
         cfg = source(path)
-    except (OSError, RuntimeError, subprocess.SubprocessError, ValueError, IndexError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except subprocess.TimeoutExpired:
+        why = f"sourcing it with bash did not finish within {SOURCE_TIMEOUT:g} s"
+    except OSError as exc:
+        why = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+    except (RuntimeError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        why = str(exc)
+    else:
+        why = ""
+    if why:
         print(one_line(f"{path}: cannot read it as scoutfs-fenced does: {why}; fix: scoutfs-fenced "
                        "needs a readable file of bash assignments (SCOUTFS_FENCED_CONFIG_FILE)"))
         return EXIT_USAGE
