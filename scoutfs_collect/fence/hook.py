@@ -60,7 +60,6 @@ from scoutfs_collect.fence.victim import VictimAnswer, VictimCall, remote_stop_c
 AGENT_START_MARGIN = 0.1
 #: Most bytes of a request's reason read (sysfs gives a few words).
 REASON_MAX = 4096
-EXIT_USAGE = 2
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -232,7 +231,7 @@ def _without_agent(options: List[str], agent: Optional[List[str]]) -> int:
 
 
 def _usage_error(message: str) -> int:
-    from scoutfs_collect.core.errors import one_line
+    from scoutfs_collect.core.errors import EXIT_USAGE, one_line
 
     sys.stderr.write(one_line(f"error: {message} (see scoutfs-collect fence-hook --help)") + "\n")
     return EXIT_USAGE
