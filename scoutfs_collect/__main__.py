@@ -2,6 +2,6 @@
 
 import sys
 
-from scoutfs_collect.core.cli import main
+from scoutfs_collect.entry import main
 
 sys.exit(main())

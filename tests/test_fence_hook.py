@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pytest
 
@@ -128,19 +131,21 @@ def ssh_options(hosts: TestHosts, key: Optional[Path] = None) -> str:
 
 
 def run_hook(tmp: Path, ip: str, options: str, agent_args: List[str], syslog_path: Optional[Path] = None,
-             sysfs: Optional[Path] = None, grace: float = GRACE):
-    """Run the hook as scoutfs-fenced would; (launch time, completed process, Agent)."""
+             sysfs: Optional[Path] = None, grace: float = GRACE, extra: Sequence[str] = (),
+             env: Optional[Dict[str, str]] = None):
+    """Run the hook as scoutfs-fenced would (``extra``: more hook options, last before
+    ``--``; ``env``: more environment); (launch time, completed process, Agent)."""
     record = tmp / unique("agent")
     record.mkdir()
     env = dict(os.environ, SCOUTFS_FENCED_REQ_RID=RID, SCOUTFS_FENCED_REQ_IP=ip,
                FENCE_AGENT_RECORD=str(record),
-               SCOUTFS_COLLECT_SYSLOG=str(syslog_path or tmp / "no-syslog"))
+               SCOUTFS_COLLECT_SYSLOG=str(syslog_path or tmp / "no-syslog"), **(env or {}))
     argv = [sys.executable, "-m", "scoutfs_collect", "fence-hook", "--grace", str(grace), "-o", options,
             "--remote-command", "scoutfs-collect"]
     if sysfs is not None:
         argv += ["--sysfs-root", str(sysfs)]
     launched = time.time()
-    result = subprocess.run(argv + ["--", str(AGENT), *agent_args], env=env, capture_output=True,
+    result = subprocess.run(argv + [*extra, "--", str(AGENT), *agent_args], env=env, capture_output=True,
                             text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=tmp)
     return launched, result, Agent(record)
 
@@ -250,9 +255,247 @@ def test_agent_runs_within_the_grace(hosts, tmp_path, make, outcomes):
     assert any(f"victim {outcome} after" in line for outcome in outcomes), line
 
 
-def test_bad_hook_arguments_are_one_line_errors(tmp_path):
-    for argv in (["fence-hook"], ["fence-hook", "--grace", "x", "--", "true"], ["fence-hook", "--"]):
+STATUSES = pytest.mark.parametrize("agent_args, status", [(["exit", "0"], 0), (["exit", "3"], 3),
+                                                         (["signal", "TERM"], 128 + signal.SIGTERM)],
+                                   ids=["exit-0", "exit-3", "sigterm"])
+SAME_ENV = {"FENCE_TEST_MARK": "the same  environment, blanks kept"}
+# what the log line says when the victim was asked (an answer, or none within the grace)
+ASKED = re.compile(r"victim (no-recorder|no-answer) after")
+
+
+def passed_through(result: subprocess.CompletedProcess, agent: Agent, agent_args: List[str],
+                   status: int, ip: str) -> str:
+    """The agent ran with the hook's arguments and environment, its status is the hook's,
+    and the hook said so in one line (stderr is that line alone); that line."""
+    assert agent.ran, result.stderr
+    assert result.returncode == status, result.stderr
+    assert agent.argv == agent_args
+    assert agent.env["SCOUTFS_FENCED_REQ_RID"] == RID and agent.env["SCOUTFS_FENCED_REQ_IP"] == ip
+    assert agent.env["FENCE_TEST_MARK"] == SAME_ENV["FENCE_TEST_MARK"]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scoutfs-collect fence-hook: "), result.stderr
+    return lines[0]
+
+
+# each kind of bad option (as given last before --) and what the log line calls it
+BAD_OPTIONS = {"bad-grace": (["--grace", "x"], "--grace 'x': seconds"),
+               "unknown-option": (["--ssh-key=/root/.ssh/fence"], "--ssh-key: unknown option"),
+               "o-unsplittable": (["-o", "'-i"], "-o \"'-i\": No closing quotation"),
+               "grace-missing-value": (["--grace"], "--grace: missing its value")}
+
+
+@pytest.mark.parametrize("kind", BAD_OPTIONS)
+@STATUSES
+def test_bad_options_still_run_the_agent(hosts, tmp_path, kind, agent_args, status):
+    # one typo in scoutfs-fenced.conf must not fail every fence of the cluster
+    extra, named = BAD_OPTIONS[kind]
+    ip = hosts["th1"].address
+    _, result, agent = run_hook(tmp_path, ip, ssh_options(hosts), [*agent_args, "--ipmi-host", "bmc-th1"],
+                                grace=ROOMY, extra=extra, env=SAME_ENV)
+    line = passed_through(result, agent, [*agent_args, "--ipmi-host", "bmc-th1"], status, ip)
+    assert named in line and "asking the victim with the defaults" in line, line
+    assert ASKED.search(line), line  # with the options that were good
+
+
+@pytest.mark.parametrize("make", ["fifo", "directory"])
+@STATUSES
+def test_unreadable_request_reason_still_runs_the_agent(hosts, tmp_path, make, agent_args, status):
+    ip = hosts["th1"].address
+    sysfs = tmp_path / "sysfs"
+    (mount,) = fixture.build(sysfs, mounts=1)
+    reason = fixture.add_fence_request(mount, RID, ip, reason="client_recovery") / "reason"
+    reason.unlink()
+    if make == "fifo":
+        os.mkfifo(reason)  # opening it for reading would wait for a writer forever
+    else:
+        reason.mkdir()
+    _, result, agent = run_hook(tmp_path, ip, ssh_options(hosts), agent_args, sysfs=sysfs, grace=ROOMY,
+                                env=SAME_ENV)
+    line = passed_through(result, agent, agent_args, status, ip)
+    assert "(reason ?, reason unreadable:" in line and "not a regular file" in line, line
+    assert ASKED.search(line), line  # the victim is asked without the reason
+
+
+@pytest.mark.parametrize("broken, asked", [("fence/victim.py", False), ("ui/console.py", True)],
+                         ids=["hook-module", "cli-module"])
+def test_a_module_that_fails_to_import_does_not_fail_the_fence(hosts, tmp_path, broken, asked):
+    # a broken install: the package the hook runs from copied, one module raising on
+    # import, the copy first on the path
+    where = "import scoutfs_collect; print(scoutfs_collect.__file__)"
+    installed = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, check=True,
+                               cwd=tmp_path).stdout.strip()
+    site = tmp_path / "site"
+    shutil.copytree(Path(installed).parent, site / "scoutfs_collect",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(site / "scoutfs_collect" / broken, "a") as f:
+        f.write('\nraise ImportError("broken install")\n')
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    ip = hosts["th1"].address
+    _, result, agent = run_hook(tmp_path, ip, ssh_options(hosts), ["exit", "3"], grace=ROOMY,
+                                env={**SAME_ENV, "PYTHONPATH": path})
+    line = passed_through(result, agent, ["exit", "3"], 3, ip)
+    if asked:  # the CLI's modules are not on the hook's path
+        assert ASKED.search(line), line
+    else:
+        assert "the hook cannot load (ImportError: broken install); victim not asked" in line, line
+
+
+def _processes_with(marker: str) -> List[int]:
+    """Processes whose command line holds ``marker``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def test_sigterm_before_the_agent_leaves_no_ssh_behind(tmp_path):
+    # a victim that accepts the connection and never says a word: ssh waits
+    rid = uuid.uuid4().hex[:16]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    record = tmp_path / "agent"
+    record.mkdir()
+    env = dict(os.environ, SCOUTFS_FENCED_REQ_RID=rid, SCOUTFS_FENCED_REQ_IP="127.0.0.1",
+               FENCE_AGENT_RECORD=str(record), SCOUTFS_COLLECT_SYSLOG=str(tmp_path / "no-syslog"))
+    options = (f"-p {silent.getsockname()[1]} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+               "-o LogLevel=ERROR")
+    hook = subprocess.Popen([sys.executable, "-m", "scoutfs_collect", "fence-hook", "--grace", str(ROOMY),
+                             "-o", options, "--", str(AGENT), "exit", "0"], env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    conn: Optional[socket.socket] = None
+    try:
+        silent.settimeout(ROOMY)
+        conn, _ = silent.accept()  # ssh connected and waits for the victim's banner (never sent)
+        ssh = wait_for(lambda: [p for p in _processes_with(rid) if p != hook.pid], ROOMY, "the hook's ssh")
+        hook.send_signal(signal.SIGTERM)
+        _, err = hook.communicate(timeout=ROOMY)
+        assert [p for p in _processes_with(rid) if p in ssh] == [], "the hook's ssh was left behind"
+        # 143 to scoutfs-fenced's shell; the signal stops the fence, as it would the agent
+        assert hook.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), err
+        assert not Agent(record).ran
+        (line,) = err.splitlines()
+        assert "SIGTERM" in line and "agent not run" in line, line
+    finally:
+        for pid in _processes_with(rid):
+            os.kill(pid, signal.SIGKILL)
+        if hook.poll() is None:
+            hook.kill()
+            hook.communicate()
+        if conn is not None:
+            conn.close()
+        silent.close()
+
+
+def run_check(tmp: Path, conf_text: Optional[str]) -> subprocess.CompletedProcess:
+    """``fence-hook --check --config CONF`` (CONF missing if ``conf_text`` is None)."""
+    conf = tmp / "scoutfs-fenced.conf"
+    if conf_text is not None:
+        conf.write_text(conf_text)
+    return subprocess.run([sys.executable, "-m", "scoutfs_collect", "fence-hook", "--check", "--config",
+                           str(conf)], capture_output=True, text=True, timeout=60, cwd=tmp,
+                          stdin=subprocess.DEVNULL)
+
+
+# the installed command, as SCOUTFS_FENCED_RUN names it
+COMMAND = Path(sys.executable).parent / "scoutfs-collect"
+
+
+def test_check_accepts_a_good_configuration(tmp_path):
+    # as scoutfs-utils' example: comments, the delay, bash quoting
+    result = run_check(tmp_path, f"""\
+# delay, in seconds, between each check for pending fence requests.
+SCOUTFS_FENCED_DELAY=1
+# path to executable to run to service fence request
+SCOUTFS_FENCED_RUN='{COMMAND}'
+# arguments to pass to binary
+SCOUTFS_FENCED_RUN_ARGS="fence-hook --grace 5 -o -i/root/.ssh/fence_key -o -lroot -- {AGENT} exit 0"
+""")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{tmp_path / 'scoutfs-fenced.conf'}: ok: ") and str(AGENT) in line, line
+
+
+# (conf, [(line, key, what)]): every problem on its own line, at the line that sets the key
+BAD_CONFS = {
+    "not-the-hook": ("""\
+# scoutfs-fenced.conf
+SCOUTFS_FENCED_DELAY=1
+no_such_command_in_fenced_conf
+SCOUTFS_FENCED_RUN=/bin/true
+SCOUTFS_FENCED_RUN_ARGS="fenc-hook --grace x --bogus -o '-i /root/key' -- /nonexistent/agent"
+""", [(3, "bash", ""), (4, "SCOUTFS_FENCED_RUN", "'/bin/true' is not scoutfs-collect"),
+      (5, "SCOUTFS_FENCED_RUN_ARGS", "does not start with fence-hook"),
+      (5, "SCOUTFS_FENCED_RUN_ARGS", "--grace 'x': seconds"),
+      (5, "SCOUTFS_FENCED_RUN_ARGS", "--bogus: unknown option"),
+      (5, "SCOUTFS_FENCED_RUN_ARGS", "-o \"'-i\": No closing quotation"),
+      (5, "SCOUTFS_FENCED_RUN_ARGS", "\"/root/key'\": unexpected argument"),
+      (5, "SCOUTFS_FENCED_RUN_ARGS", "agent '/nonexistent/agent' does not exist")]),
+    "not-executable": ("""\
+SCOUTFS_FENCED_RUN=/nonexistent/scoutfs-collect
+SCOUTFS_FENCED_RUN_ARGS="fence-hook --grace"
+""", [(1, "SCOUTFS_FENCED_RUN", "'/nonexistent/scoutfs-collect' does not exist"),
+      (2, "SCOUTFS_FENCED_RUN_ARGS", "--grace: missing its value"),
+      (2, "SCOUTFS_FENCED_RUN_ARGS", "no -- AGENT")]),
+    "nothing-after": (f"""\
+SCOUTFS_FENCED_RUN={COMMAND}
+export SCOUTFS_FENCED_RUN_ARGS="fence-hook --check --"
+""", [(2, "SCOUTFS_FENCED_RUN_ARGS", "--check: not with -- AGENT"),
+      (2, "SCOUTFS_FENCED_RUN_ARGS", "nothing after --")]),
+    "agent-not-executable": (f"""\
+SCOUTFS_FENCED_RUN={COMMAND}
+SCOUTFS_FENCED_RUN_ARGS="fence-hook -- {{tmp}}/agent"
+""", [(2, "SCOUTFS_FENCED_RUN_ARGS", "/agent' is not executable")]),
+    "agent-not-on-path": (f"""\
+SCOUTFS_FENCED_RUN={COMMAND}
+SCOUTFS_FENCED_RUN_ARGS="fence-hook -- no_such_fence_agent"
+""", [(2, "SCOUTFS_FENCED_RUN_ARGS", "agent 'no_such_fence_agent' not found")]),
+    "empty": ("", [(0, "SCOUTFS_FENCED_RUN", "not set"),
+                   (0, "SCOUTFS_FENCED_RUN_ARGS", "does not start with fence-hook"),
+                   (0, "SCOUTFS_FENCED_RUN_ARGS", "no -- AGENT")]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFS)
+def test_check_reports_every_problem(tmp_path, case):
+    text, expected = BAD_CONFS[case]
+    (tmp_path / "agent").write_text("#!/bin/sh\n")  # not executable
+    result = run_check(tmp_path, text.replace("{tmp}", str(tmp_path)))
+    conf = tmp_path / "scoutfs-fenced.conf"
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(expected), result.stdout
+    for line, key, what in expected:
+        prefix = f"{conf}:{line}: {key}: " if line else f"{conf}: {key}: "
+        assert [ln for ln in lines if ln.startswith(prefix) and what in ln and "; fix: " in ln], \
+            (prefix, what, result.stdout)
+
+
+def test_check_of_a_missing_configuration_is_one_line(tmp_path):
+    result = run_check(tmp_path, None)
+    assert result.returncode == 2
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{tmp_path / 'scoutfs-fenced.conf'}: cannot read it"), line
+
+
+def test_without_an_agent_one_line_error(tmp_path):
+    # nothing to run: a plain usage error
+    for argv in (["fence-hook"], ["fence-hook", "--grace", "x"], ["fence-hook", "--"],
+                 ["fence-hook", "--grace", "5", "--"], ["fence-hook", "--check", "--config"]):
         result = subprocess.run([sys.executable, "-m", "scoutfs_collect", *argv], capture_output=True,
                                 text=True, timeout=30, cwd=tmp_path)
-        assert result.returncode == 2
-        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
+        assert result.returncode == 2, argv
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:"), argv
+
+
+def test_help_tells_about_check(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "scoutfs_collect", "fence-hook", "--help"],
+                            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert result.returncode == 0
+    assert "--check" in result.stdout and "--config PATH" in result.stdout
+    assert "AGENT still runs" in result.stdout

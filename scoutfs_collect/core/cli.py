@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", dest="trigger_type", metavar="TYPE", default="operator",
                    help="the trigger type the manifest records (default operator; the fence "
                         "hook uses fence-hook)")
-    from scoutfs_collect.fence import hook as fence_hook  # its options, for help, man page, completion
+    from scoutfs_collect.fence import options as fence_hook  # its options, for help, man page, completion
 
     p = sub.add_parser("fence-hook", add_help=False, usage=fence_hook.USAGE,
                        description=fence_hook.DESCRIPTION,
@@ -181,8 +181,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
     try:
-        if argv[:1] == ["fence-hook"]:  # its own parser: everything after -- is the agent's
-            from scoutfs_collect.fence.hook import main as fence_hook
+        if argv[:1] == ["fence-hook"]:  # normally dispatched earlier (scoutfs_collect.entry)
+            from scoutfs_collect.fence.launch import main as fence_hook
 
             return fence_hook(argv[1:])
         ns = parse(argv)

@@ -10,49 +10,57 @@ scoutfs-fenced (on the quorum leader) runs ``SCOUTFS_FENCED_RUN`` with
 the hook first asks the victim, over ssh to ``SCOUTFS_FENCED_REQ_IP``, to stop its
 recorder and answer once its data is durable (``scoutfs-collect stop --wait durable
 --type fence-hook``), then runs the real agent with the same environment, arguments
-and stdio, and exits with its status (a signal death as the shell reports it, 128+N).
+and stdio, and exits with its status (a signal death as the shell reports it, 128+N;
+127 if the agent is not found, 126 if it cannot be started).
 
-It never delays fencing past ``--grace`` seconds (ssh connection included): whatever
-goes wrong with the victim (unreachable, no recorder, a hung recorder, ssh refusing
-the key) or with the hook itself, it logs one line and runs the agent at once. One
-line says what it did and how long it took, on stderr (the daemon's log) and to
-syslog when ``/dev/log`` exists (``SCOUTFS_COLLECT_SYSLOG`` moves that socket).
+It never delays fencing past ``--grace`` seconds (ssh connection included), and nothing
+wrong with the hook fails a fence: whenever an agent follows ``--``, it runs.
+
+* The victim unreachable, no recorder, a hung recorder, ssh refusing the key, a
+  malformed ``SCOUTFS_FENCED_REQ_*`` (then the victim is not asked), an unreadable
+  request reason in sysfs (the victim is asked, reason ``?``): one log line, the agent.
+* Bad options before ``--`` (unknown, a bad ``--grace``, a missing value, an ``-o`` that
+  does not split, ``--help``/``--check``, which do not go with an agent): the victim
+  is still asked, with the options that were good and the defaults in place of the
+  bad ones, and never longer than the default grace (5 s) whatever ``--grace`` says;
+  the log line names every bad option.
+* An exception of ours (or our modules failing to import, see
+  :mod:`scoutfs_collect.fence.launch`): the victim is not asked (or no longer waited
+  for: its ssh is killed), the log line says why, the agent runs.
+* SIGTERM, SIGINT or SIGHUP before the agent started: the ssh to the victim is killed
+  (nothing is left behind), the agent is NOT started, and the hook exits 128+N, as if
+  the agent had been started and the signal passed on to it (it is, once it runs).
+  scoutfs-fenced then records an error for the request, as for an agent killed so.
+
+Only with no ``--``, or nothing after it, there is nothing to run: one-line error,
+exit 2 (``--help`` and ``--check`` are for exactly that case). One line says what the
+hook did and how long it took, on stderr (the daemon's log) and to syslog when
+``/dev/log`` exists (``SCOUTFS_COLLECT_SYSLOG`` moves that socket).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import ipaddress
 import os
 import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
-from typing import List, Sequence
+from typing import List, Mapping, Optional, Sequence
 
-from scoutfs_collect.core.errors import EXIT_USAGE
+from scoutfs_collect.fence.launch import NOT_EXECUTABLE, NOT_FOUND, log_line, split_agent
+from scoutfs_collect.fence.options import DEFAULT_GRACE, HookArgs, parse_args
 from scoutfs_collect.fence.victim import VictimAnswer, VictimCall, remote_stop_command, ssh_argv
-from scoutfs_collect.scoutfs import sysfs
 
-TAG = "scoutfs-collect fence-hook"
-DEFAULT_GRACE = 5.0
 #: Kept back from the grace for starting the agent once the victim answered or not.
 AGENT_START_MARGIN = 0.1
-SYSLOG_PRIORITY = 3 * 8 + 4  # LOG_DAEMON, LOG_WARNING
-
-
-@dataclasses.dataclass
-class HookArgs:
-    """The hook's command line."""
-
-    grace: float
-    ssh_options: List[str]
-    remote_command: str
-    sysfs_root: str
-    agent: List[str]
+#: Most bytes of a request's reason read (sysfs gives a few words).
+REASON_MAX = 4096
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclasses.dataclass
@@ -64,6 +72,7 @@ class FenceRequest:
     reason: str = "?"
     mount: str = "?"
     problem: str = ""  # why the victim cannot be asked ("" if it can)
+    reason_problem: str = ""  # why the reason is "?" although the request was found
 
     def describe(self, leader: str) -> str:
         """The trigger reason recorded in the victim's manifest."""
@@ -71,73 +80,22 @@ class FenceRequest:
                 f"at {self.ip}, reason {self.reason}")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        raise SystemExit(_usage_error(f"{self.prog}: {message}"))
-
-
-def _usage_error(message: str) -> int:
-    sys.stderr.write(f"error: {message} (see scoutfs-collect fence-hook --help)\n")
-    return EXIT_USAGE
-
-
-def _grace(value: str) -> float:
+def _read_reason(path: str) -> str:
+    """A request's reason file: a regular file (sysfs attributes are), at most
+    REASON_MAX bytes, never blocking (a fifo, a device); OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= 25:  # scoutfs raises an error for a request not serviced in 30 s
-        raise argparse.ArgumentTypeError(f"--grace {value!r}: seconds, more than 0 and at most 25")
-    return seconds
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return os.read(fd, REASON_MAX).decode("utf-8", "replace").strip()
+    finally:
+        os.close(fd)
 
 
-def parse_args(argv: Sequence[str]) -> HookArgs:
-    """Options before ``--``, the agent and its arguments after it. SystemExit(2) on bad input."""
-    args = list(argv)
-    if "--" not in args:
-        if any(a in ("-h", "--help") for a in args):
-            _parser().print_help()
-            raise SystemExit(0)
-        raise SystemExit(_usage_error("fence-hook: no -- AGENT: fence-hook [OPTIONS] -- AGENT [ARGS...]"))
-    cut = args.index("--")
-    ns = _parser().parse_args(args[:cut])
-    agent = args[cut + 1:]
-    if not agent:
-        raise SystemExit(_usage_error("fence-hook: no AGENT after --"))
-    try:
-        ssh_options = [w for opt in ns.ssh_options for w in shlex.split(opt)]
-    except ValueError as exc:
-        raise SystemExit(_usage_error(f"fence-hook: -o: {exc}")) from None
-    return HookArgs(grace=ns.grace, ssh_options=ssh_options, remote_command=ns.remote_command,
-                    sysfs_root=ns.sysfs_root, agent=agent)
-
-
-USAGE = "scoutfs-collect fence-hook [--grace SECONDS] [-o SSH_OPTIONS] -- AGENT [AGENT_ARGS...]"
-DESCRIPTION = ("Run by scoutfs-fenced (SCOUTFS_FENCED_RUN) instead of the fence agent: asks "
-               "the victim to make its recorder's data durable, then runs AGENT.")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The fence hook's options (also shown by the main parser: --help, man page, completion)."""
-    p.add_argument("--grace", type=_grace, default=DEFAULT_GRACE, metavar="SECONDS",
-                   help="most seconds the agent may be delayed, ssh connection included (default 5)")
-    p.add_argument("-o", dest="ssh_options", action="append", default=[], metavar="SSH_OPTIONS",
-                   help="options for ssh, split like a shell would, e.g. -o '-i /root/.ssh/fence -l root'")
-    p.add_argument("--remote-command", default="scoutfs-collect", metavar="PATH",
-                   help="scoutfs-collect on the victim (default: scoutfs-collect on its PATH)")
-    p.add_argument("--sysfs-root", default=sysfs.DEFAULT_ROOT, metavar="DIR",
-                   help="where the request's reason is read: DIR/*/fence/RID/reason "
-                        f"(default {sysfs.DEFAULT_ROOT})")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="scoutfs-collect fence-hook", usage=USAGE, description=DESCRIPTION)
-    add_arguments(p)
-    return p
-
-
-def read_request(env: dict, sysfs_root: str) -> FenceRequest:
-    """The request from scoutfs-fenced's environment, its reason and mount from sysfs."""
+def read_request(env: Mapping[str, str], sysfs_root: Optional[str]) -> FenceRequest:
+    """The request from scoutfs-fenced's environment, its reason and mount from sysfs
+    (``sysfs_root`` None: the real one). Whatever sysfs holds, this returns: a reason
+    it cannot read is ``?`` with ``reason_problem`` saying why."""
     rid, ip = env.get("SCOUTFS_FENCED_REQ_RID", ""), env.get("SCOUTFS_FENCED_REQ_IP", "")
     req = FenceRequest(rid=rid or "?", ip=ip or "?")
     try:
@@ -147,70 +105,91 @@ def read_request(env: dict, sysfs_root: str) -> FenceRequest:
     if not rid or not all(c in "0123456789abcdefABCDEF" for c in rid):
         req.problem = req.problem or f"SCOUTFS_FENCED_REQ_RID is {rid!r}, not hex"
         return req
-    for mount in sysfs.list_mounts(sysfs_root):
-        path = os.path.join(sysfs_root, mount, "fence", rid, "reason")
-        try:
-            req.reason = sysfs.read_text(path).strip() or "?"
-        except OSError:
-            continue
-        req.mount = mount
-        break
+    try:
+        from scoutfs_collect.scoutfs import sysfs
+
+        root = sysfs.DEFAULT_ROOT if sysfs_root is None else sysfs_root
+        for mount in sysfs.list_mounts(root):
+            path = os.path.join(root, mount, "fence", rid, "reason")
+            if not os.path.lexists(path):
+                continue
+            req.mount = mount
+            req.reason = _read_reason(path) or "?"
+            break
+    except Exception as exc:  # noqa: BLE001 - the victim can be asked without the reason
+        req.reason_problem = f"reason unreadable: {exc}"
     return req
 
 
-def log_line(message: str) -> None:
-    """One line on stderr (scoutfs-fenced's log) and to syslog if its socket exists."""
-    try:
-        sys.stderr.write(f"{TAG}: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    address = os.environ.get("SCOUTFS_COLLECT_SYSLOG", "/dev/log")
-    if not os.path.exists(address):
-        return
-    # daemon.warning; never blocking: a full syslog queue must not delay the agent
-    record = f"<{SYSLOG_PRIORITY}>{TAG.replace(' ', '-')}[{os.getpid()}]: {message}".encode()
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.setblocking(False)
-            sock.sendto(record, address)
-    except OSError:
-        pass
+class HookInterrupted(BaseException):
+    """SIGTERM, SIGINT or SIGHUP while the victim was being asked."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def ask_victim(req: FenceRequest, args: HookArgs, deadline: float) -> VictimAnswer:
-    """Ask the victim; return by ``deadline`` whatever happens."""
+class _Signals:
+    """The hook's handling of SIGTERM, SIGINT and SIGHUP. While asking the victim they
+    raise :class:`HookInterrupted` (once); from the moment the agent is being started
+    they are passed on to it (kept until it exists)."""
+
+    def __init__(self) -> None:
+        self.asking = True
+        self.call: Optional[VictimCall] = None
+        self.child: Optional[subprocess.Popen] = None
+        self.pending: Optional[int] = None
+
+    def install(self) -> _Signals:
+        for sig in SIGNALS:
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.asking:
+            self.asking = False
+            raise HookInterrupted(signum)
+        if self.child is None:
+            self.pending = self.pending or signum
+            return
+        try:
+            self.child.send_signal(signum)
+        except OSError:
+            pass
+
+    def started(self, child: subprocess.Popen) -> None:
+        self.child = child
+        if self.pending is not None:
+            self._handle(self.pending, None)
+
+
+def ask_victim(req: FenceRequest, args: HookArgs, deadline: float, signals: _Signals) -> VictimAnswer:
+    """Ask the victim; return by ``deadline`` whatever happens. The ssh call is left in
+    ``signals.call`` before it starts, for the caller to kill if interrupted."""
     began = time.monotonic()
     if req.problem:
         return VictimAnswer("error", 0.0, f"{req.problem}: victim not asked")
     remaining = deadline - time.monotonic()
     command = remote_stop_command(args.remote_command, req.describe(socket.gethostname()), remaining)
-    call = VictimCall(ssh_argv(req.ip, args.ssh_options, remaining, command)).start()
-    answer = call.wait(deadline)
+    call = signals.call = VictimCall(ssh_argv(req.ip, args.ssh_options, remaining, command))
+    answer = call.start().wait(deadline)
     answer.seconds = time.monotonic() - began
     return answer
 
 
-def run_agent(agent: List[str]) -> int:
+def run_agent(agent: List[str], signals: _Signals) -> int:
     """Run the agent with our environment and stdio; its exit status as a shell gives it.
     SIGTERM, SIGINT and SIGHUP sent to the hook are passed on to the agent."""
+    signals.asking = False
     try:
         child = subprocess.Popen(agent)
     except FileNotFoundError:
         log_line(f"agent {agent[0]}: not found")
-        return 127
+        return NOT_FOUND
     except OSError as exc:
         log_line(f"agent {agent[0]}: {exc.strerror}")
-        return 126
-
-    def forward(signum, _frame) -> None:
-        try:
-            child.send_signal(signum)
-        except OSError:
-            pass
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+        return NOT_EXECUTABLE
+    signals.started(child)
     while True:
         try:
             rc = child.wait()
@@ -223,29 +202,74 @@ def run_agent(agent: List[str]) -> int:
 def process_age() -> float:
     """Seconds since this process was started (the grace counts Python's start-up too)."""
     try:
-        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
         start_ticks = int(fields[19])  # field 22, starttime, in clock ticks since boot
         return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return 0.0
 
 
+def _without_agent(options: List[str], agent: Optional[List[str]]) -> int:
+    """No agent to run: --help, --check, or a one-line error (exit 2)."""
+    args = parse_args(options, agent=None)
+    if args.help:
+        from scoutfs_collect.fence.options import help_parser
+
+        help_parser().print_help()
+        return 0
+    if args.problems:
+        p = args.problems[0]
+        return _usage_error(f"fence-hook: {p.what} ({p.fix})")
+    if args.check:
+        from scoutfs_collect.fence.check import main as check
+
+        return check(args.config)
+    if agent is None:
+        return _usage_error("fence-hook: no -- AGENT: fence-hook [OPTIONS] -- AGENT [ARGS...]")
+    return _usage_error("fence-hook: no AGENT after --")
+
+
+def _usage_error(message: str) -> int:
+    from scoutfs_collect.core.errors import EXIT_USAGE, one_line
+
+    sys.stderr.write(one_line(f"error: {message} (see scoutfs-collect fence-hook --help)") + "\n")
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str]) -> int:
     """The ``fence-hook`` command; see the module documentation."""
     started = time.monotonic() - process_age()
-    try:
-        args = parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    deadline = started + args.grace - AGENT_START_MARGIN
+    options, agent = split_agent(argv)
+    if not agent:
+        return _without_agent(options, agent)
+    signals = _Signals().install()
     req = FenceRequest(rid="?", ip="?")
+    bad = ""
     try:
-        req = read_request(dict(os.environ), args.sysfs_root)
-        answer = ask_victim(req, args, deadline)
-    except Exception as exc:  # a bug of ours must never turn a fence into a failed one
-        why = f"hook failed: {type(exc).__name__}: {exc}"
-        answer = VictimAnswer("error", time.monotonic() - started, why)
+        try:
+            args = parse_args(options, agent)
+            if args.problems:
+                bad = (f"bad hook arguments ({'; '.join(p.what for p in args.problems)}), asking the "
+                       f"victim with the defaults for them and a grace of at most {DEFAULT_GRACE:g} s: ")
+            deadline = started + args.grace - AGENT_START_MARGIN
+            req = read_request(os.environ, args.sysfs_root)
+            answer = ask_victim(req, args, deadline, signals)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must never fail a fence
+            if signals.call is not None:
+                signals.call.kill()
+            why = f"hook failed: {type(exc).__name__}: {exc}; victim not asked or no longer waited for"
+            answer = VictimAnswer("error", time.monotonic() - started, why)
+        signals.asking = False
+    except HookInterrupted as stop:
+        if signals.call is not None:
+            signals.call.kill()
+        log_line(f"{bad}rid {req.rid} at {req.ip}: {signal.Signals(stop.signum).name} after "
+                 f"{time.monotonic() - started:.3f} s, before the agent started: ssh to the victim "
+                 f"ended, agent not run ({shlex.join(agent)})")
+        return 128 + stop.signum
     elapsed = time.monotonic() - started
-    log_line(f"rid {req.rid} at {req.ip} (reason {req.reason}): victim {answer.outcome} after "
-             f"{elapsed:.3f} s ({answer.detail}); running agent {shlex.join(args.agent)}")
-    return run_agent(args.agent)
+    reason = f"{req.reason}, {req.reason_problem}" if req.reason_problem else req.reason
+    log_line(f"{bad}rid {req.rid} at {req.ip} (reason {reason}): victim {answer.outcome} after "
+             f"{elapsed:.3f} s ({answer.detail}); running agent {shlex.join(agent)}")
+    return run_agent(agent, signals)

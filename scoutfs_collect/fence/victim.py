@@ -80,7 +80,7 @@ class VictimCall:
         self.began = time.monotonic()
         self.answer: Optional[VictimAnswer] = None
         self._child: Optional[subprocess.Popen] = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # kill() may run in a signal handler's unwinding
         self._killed = False
         self._answered = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fence-victim", daemon=True)
