@@ -27,14 +27,16 @@ class Clock(Analyzer):
                 continue
             if n.clock_offset_ms is None:
                 yield Finding("clock.unaligned", "warning", "clock",
-                              f"{n.name}: no clock offset estimate; its records are on its own clock, unaligned",
-                              n.name, None, (Evidence("cluster.json", None, f"nodes.{n.name}.clock_offset_ms: null"),))
+                              f"{n.name}: no clock offset estimate; its records are on its own clock, "
+                              "unaligned", n.name, None,
+                              (Evidence("cluster.json", None, f"nodes.{n.name}.clock_offset_ms: null"),))
             elif abs(n.clock_offset_ms) >= FAR_MS:
                 yield Finding("clock.offset", "warning", "clock",
                               f"{n.name}: clock {n.clock_offset_ms / 1000:+.3f} s off the coordinator's "
                               "(aligned by the estimate; its own time stamps disagree by that much)",
                               n.name, None,
-                              (Evidence("cluster.json", None, f"nodes.{n.name}.clock_offset_ms: {n.clock_offset_ms}"),),
+                              (Evidence("cluster.json", None,
+                                        f"nodes.{n.name}.clock_offset_ms: {n.clock_offset_ms}"),),
                               {"clock_offset_ms": n.clock_offset_ms})
 
 

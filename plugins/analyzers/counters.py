@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from scoutfs_collect import Analyzer, Evidence, Finding, Record, hookimpl
@@ -27,54 +26,51 @@ def _watched(name: str) -> Optional[Tuple[str, str, int]]:
 
 class Counters(Analyzer):
     """scoutfs counters whose rate in the 2 s before the trigger stands out against the
-    rest of the series (the scoutfs-counters collector's counters-series.csv): lock
-    shrinks and invalidations (`counters.lock`: the lock traffic that stalls clients)
-    and net send/receive errors and drops (`counters.net_errors`). Stands out: at least
-    5 times the earlier rate, or moving after not moving at all for at least 1 s."""
+    rest of the run (the scoutfs-counters collector's counters-series.csv, one row per
+    change): lock shrinks and invalidations (`counters.lock`: the lock traffic that
+    stalls clients) and net send/receive errors and drops (`counters.net_errors`).
+    Stands out: at least 5 times the rate from the recorder's start to those 2 s, or
+    moving after not moving at all for at least 1 s; lock counters by 5 at least."""
 
     type_name = "counters"
     sources = ("counters",)
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self.points: Dict[Tuple[str, str, str], List[Tuple[float, int, str]]] = {}
+        self.changes: Dict[Tuple[str, str, str], List[Tuple[float, int, str]]] = {}
 
     def record(self, rec: Record) -> None:
-        mount, name, value = rec.data
-        if _watched(name) is not None:
-            self.points.setdefault((rec.node, mount, name), []).append((rec.time, value, rec.source))
+        mount, name, change = rec.data
+        if change and _watched(name) is not None:
+            self.changes.setdefault((rec.node, mount, name), []).append((rec.time, change, rec.source))
 
     def finish(self) -> Iterable[Finding]:
         trig = self.ctx.trigger
+        cut = trig - RECENT
         best: Dict[Tuple[str, str], Tuple[float, Finding]] = {}
-        for (node, mount, name), pts in self.points.items():
-            pts.sort()
-            pts = [p for p in pts if p[0] <= trig]
-            if len(pts) < 2 or trig - RECENT - pts[0][0] < MIN_BASELINE:
-                continue
+        for (node, mount, name), changes in self.changes.items():
+            start = self.ctx.started(node)
+            if start is None or cut - start < MIN_BASELINE:
+                continue  # too short a run to compare with
             key, category, least = _watched(name) or ("", "", 0)
-            cut = _value_at(pts, trig - RECENT)
-            base = (cut - pts[0][1]) / (trig - RECENT - pts[0][0])
-            recent = pts[-1][1] - cut
-            rate = recent / RECENT
+            before = sum(c for t, c, _ in changes if start <= t <= cut)
+            recent_rows = sorted(r for r in changes if cut < r[0] <= trig)
+            recent = sum(c for _, c, _ in recent_rows)
+            base, rate = before / (cut - start), recent / RECENT
             if recent < least or (base > 0 and rate < FACTOR * base):
                 continue
-            t = next(p[0] for p in pts if p[0] > trig - RECENT)
+            first = recent_rows[0]
             earlier = "not moving before" if base == 0 else f"{base:.1f}/s before"
             f = Finding(key, "warning", category,
                         f"{name} +{recent} in the {RECENT:g} s before the trigger ({earlier}) on {mount}",
-                        node, t, (Evidence(pts[-1][2], pts[-1][0], f"{name} = {pts[-1][1]}  ({mount})"),),
+                        node, first[0],
+                        tuple(Evidence(s, t, f"{name} +{c}  ({mount})") for t, c, s in recent_rows[-3:]),
                         {"counter": name, "mount": mount, "recent": recent, "baseline_per_s": round(base, 3)})
             score = rate / base if base else float("inf")
             if (node, key) not in best or score > best[(node, key)][0]:
                 best[(node, key)] = (score, f)
         for _score, f in best.values():
             yield f
-
-
-def _value_at(pts: List[Tuple[float, int, str]], t: float) -> int:
-    i = bisect.bisect_right([p[0] for p in pts], t)
-    return pts[max(i - 1, 0)][1]
 
 
 @hookimpl

@@ -13,10 +13,12 @@ PATHS: Tuple[Tuple[str, re.Pattern[str]], ...] = (
     # net.c: "client "SIN_FMT" reconnect timed out, fencing"
     ("client_reconnect", re.compile(rf"client {IPV4}:(?P<port>\d+) (?:.* )?reconnect timed out, fencing")),
     # server.c: "%lu ms recovery timeout expired for client rid %016llx, fencing"
-    ("client_recovery", re.compile(r"(?P<ms>\d+) ms recovery timeout expired for client rid (?P<rid>[0-9a-f]{16}), fencing")),
+    ("client_recovery", re.compile(r"(?P<ms>\d+) ms recovery timeout expired for client rid "
+                                   r"(?P<rid>[0-9a-f]{16}), fencing")),
     # quorum.c: "fencing previous leader "SCSBF" at term %llu in slot %u with address "SIN_FMT
     ("quorum_block_leader", re.compile(rf"fencing previous leader f\.[0-9a-f]+\.r\.(?P<rid>[0-9a-f]+)"
-                                       rf"(?: at term \d+)? in slot (?P<slot>\d+) with address {IPV4}:(?P<port>\d+)")),
+                                       rf"(?: at term \d+)? in slot (?P<slot>\d+) with address "
+                                       rf"{IPV4}:(?P<port>\d+)")),
 )
 LOGGER = re.compile(r"scoutfs f\.[0-9a-f]+\.r\.(?P<rid>[0-9a-f]+)")
 LOOPBACK = ("127.", "::1")
@@ -31,9 +33,10 @@ class Fence(Analyzer):
     timeout expired for client rid %016llx, fencing` (server.c; client_recovery: a
     client did not finish lock recovery with a new server) and `fencing previous leader
     f.X.r.Y at term T in slot S with address A:P` (quorum.c; quorum_block_leader).
-    Lines logged while the recorder ran. One finding `fence.<path>` per line: the victim's address or rid, the node that
-    logged it, and which node of a bundle is the victim (by its addresses in sysinfo,
-    or by the rid in its own scoutfs log lines)."""
+    Lines logged while the recorder ran. One finding `fence.<path>` per line: the
+    victim's address or rid, the node that logged it, and which node of a bundle is the
+    victim (the one node with that address in its sysinfo, loopback aside, or the one
+    whose own scoutfs lines carry that rid)."""
 
     type_name = "fence"
     sources = ("kmsg",)

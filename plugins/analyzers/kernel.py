@@ -49,7 +49,8 @@ RULES: Tuple[Tuple[str, str, str, re.Pattern[str], str], ...] = (
      re.compile(r"I/O error, dev (?P<what>[^,\s]+)"), "block I/O error on {what}"),
     # scoutfs (kmod/src/msg.h): "scoutfs f.%06x.r.%06x error: ..." and "... warning: ..."
     ("kernel.scoutfs_error", "warning", "fence",
-     re.compile(r"scoutfs (?P<what>f\.[0-9a-f]+\.r\.[0-9a-f]+) error: (?!.*fencing)"), "scoutfs error ({what})"),
+     re.compile(r"scoutfs (?P<what>f\.[0-9a-f]+\.r\.[0-9a-f]+) error: (?!.*fencing)"),
+     "scoutfs error ({what})"),
     ("kernel.scoutfs_warning", "info", "fence",
      re.compile(r"scoutfs (?P<what>f\.[0-9a-f]+\.r\.[0-9a-f]+) warning: "), "scoutfs warning ({what})"),
 )
@@ -77,6 +78,7 @@ class Kernel(Analyzer):
         self.seen: Dict[Tuple[str, str], List[Record]] = {}
         self.counts: Dict[Tuple[str, str], int] = {}
         self.first: Dict[Tuple[str, str], re.Match[str]] = {}
+        self.start: Dict[str, float] = {}
 
     def record(self, rec: Record) -> None:
         text = rec.text

@@ -39,7 +39,8 @@ class Memory(Analyzer):
             swap = mem.get("swap") if isinstance(mem.get("swap"), dict) else {}
             pct = swap.get("percent")
             if isinstance(pct, (int, float)) and swap.get("total") and pct >= SWAP_FULL:
-                worst.setdefault(("memory.swap_full", rec.node), (rec, f"{pct:.0f} % of swap in use", "warning"))
+                full = (rec, f"{pct:.0f} % of swap in use", "warning")
+                worst.setdefault(("memory.swap_full", rec.node), full)
         for (key, node), (rec, text, severity) in worst.items():
             yield Finding(key, severity, "memory", f"{text} ({rec.text} snapshot)", node, rec.time,
                           (Evidence(rec.source, rec.time, f"{rec.text}: {text}"),))

@@ -104,7 +104,8 @@ def findings(ns: argparse.Namespace) -> int:
     from scoutfs_collect.analysis import findings as run_findings
 
     if ns.timeline or ns.export or getattr(ns, "node", None) or getattr(ns, "members", False):
-        raise UsageError("inspect: --findings goes alone (not with --timeline, --export, --node or --members)")
+        raise UsageError("inspect: --findings goes alone "
+                         "(not with --timeline, --export, --node or --members)")
     if not ns.archive.is_file():
         raise UsageError(f"inspect: {ns.archive}: no such archive")
     try:

@@ -58,7 +58,7 @@ class Feed:
     """The analyzers' side of the scan: built from the registered analyzer types,
     told of the bundle (:meth:`open`) and of each node's manifest (:meth:`begin`), then
     handed the records of each member as the scan passes them (:meth:`tap`,
-    :meth:`counter_sink`, :meth:`take` for the sysinfo snapshots)."""
+    :meth:`take` for the sysinfo snapshots)."""
 
     def __init__(self, types: List[Any]) -> None:
         self.types = types  # registry PluginType of kind "analyzer"
@@ -90,7 +90,8 @@ class Feed:
         name = node or str(host.get("hostname") or "") or "this node"
         self.names[node], self.clocks[node] = name, clocks
         plugins = manifest.get("plugins") if isinstance(manifest.get("plugins"), dict) else {}
-        self.sysinfo_dirs[node] = {n for n, p in plugins.items() if isinstance(p, dict) and p.get("type") == "sysinfo"}
+        self.sysinfo_dirs[node] = {n for n, p in plugins.items()
+                                   if isinstance(p, dict) and p.get("type") == "sysinfo"}
         kinds = {s.kind for s in sources.specs(manifest, clocks) if s.offset is not None} | {"manifest"}
         if self.sysinfo_dirs[node]:
             kinds.add("sysinfo")
@@ -126,8 +127,8 @@ class Feed:
     def tap(self, node: str, spec: sources.SourceSpec, records: Iterator[sources.TimedText]
             ) -> Iterator[sources.TimedText]:
         """``records`` passed through unchanged, each also handed to the analyzers that
-        read ``spec.kind`` (counters come through :meth:`counter_sink` instead)."""
-        if spec.kind not in self.kinds or spec.kind == "counters":
+        read ``spec.kind``."""
+        if spec.kind not in self.kinds:
             return records
         return self._tapped(self.names.get(node, node), spec, records)
 
@@ -135,27 +136,15 @@ class Feed:
                 ) -> Iterator[sources.TimedText]:
         send, source, kind = self._send, spec.name, spec.kind
         for t, text in records:
-            send(Record(name, source, kind, t, text))
+            data = _counter_change(text) if kind == "counters" else None
+            send(Record(name, source, kind, t, text, data))
             yield t, text
-
-    def counter_sink(self, node: str, spec: sources.SourceSpec, sink: Optional[sources.CounterSink]
-                     ) -> Optional[sources.CounterSink]:
-        """The scan's counter sink, also handing each value to the counter analyzers."""
-        if "counters" not in self.kinds:
-            return sink
-        name, send = self.names.get(node, node), self._send
-
-        def both(t: float, mount: str, counter: str, value: int) -> None:
-            if sink is not None:
-                sink(t, mount, counter, value)
-            send(Record(name, spec.name, "counters", t, f"{counter} = {value}  ({mount})",
-                        (mount, counter, value)))
-        return both
 
     def take(self, node: str, parts: List[str], member: Any, tar: Any) -> bool:
         """A sysinfo snapshot of ``node``'s archive: read (a few hundred KiB at most),
         its addresses noted, handed to the sysinfo analyzers. False for any other member."""
-        if len(parts) != 3 or parts[1] not in self.sysinfo_dirs.get(node, ()) or parts[2] not in SYSINFO_FILES:
+        if len(parts) != 3 or parts[1] not in self.sysinfo_dirs.get(node, ()) or \
+                parts[2] not in SYSINFO_FILES:
             return False
         stream: Optional[IO[bytes]] = tar.extractfile(member)
         try:
@@ -200,6 +189,17 @@ class Feed:
                 findings.append(dataclasses.replace(f, relative=rel))
         findings.sort(key=lambda f: (f.time is None, f.time or 0.0, f.key))
         return Result(verdict.decide(findings, ctx), findings, skipped, ctx.trigger)
+
+
+def _counter_change(text: str) -> Optional[Tuple[str, str, Optional[int]]]:
+    """``(mount, counter, change)`` of a counter record's text (:func:`sources.counter_records`:
+    ``name +delta  (mount)``, or ``name = value  (mount)`` at a first sighting: change None)."""
+    head, _, mount = text.rpartition("  (")
+    name, _, rest = head.partition(" ")
+    change: Optional[int] = None
+    if rest[:1] in "+-" and rest[1:].isdigit():
+        change = int(rest)
+    return mount[:-1], name, change
 
 
 def analyzer_types(plugin_dirs: List[str]) -> List[Any]:

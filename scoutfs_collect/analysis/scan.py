@@ -209,8 +209,6 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             stats = result.stats[spec.name]
             tag = f"\t{node}\t{spec.name}\t" if text is None else f"{stats.label:<{text.width}}"
             fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, counters)
-            if feed is not None:
-                sink = feed.counter_sink(node, spec, sink)
             records = sources.read(spec, stream, (window.start, window.end), sink,
                                    share.blocks if share is not None else None)
             if feed is not None:

@@ -67,7 +67,8 @@ def decide(findings: List[Finding], ctx: AnalysisContext) -> Verdict:
     if victim is None or victim.manifest is None:
         return Verdict(UNDETERMINED, (fence.key,), f"{fence.summary}; why cannot be told from this input",
                        (_no_victim_archive(who, victim),))
-    before = [f for f in findings if f.node == victim.name and (f.time is None or f.time <= (fence.time or 0.0))]
+    until = fence.time or 0.0
+    before = [f for f in findings if f.node == victim.name and (f.time is None or f.time <= until)]
     for category, keys, why in RULES:
         hits = [f.key for f in before if f.key in keys]
         if hits:
@@ -84,7 +85,8 @@ def _victim(fence: Finding, ctx: AnalysisContext) -> Optional[NodeInfo]:
 def _no_victim_archive(who: str, victim: Optional[NodeInfo]) -> str:
     if victim is None:
         return f"no archive from the victim ({who}): no node of this input has that address"
-    return f"no archive from the victim ({victim.name}: {victim.status}{': ' + victim.error if victim.error else ''})"
+    why = f"{victim.status}: {victim.error}" if victim.error else victim.status
+    return f"no archive from the victim ({victim.name}: {why})"
 
 
 def _what_is_missing(victim: NodeInfo, findings: List[Finding]) -> List[str]:

@@ -66,8 +66,9 @@ class Record:
     """One record handed to :meth:`Analyzer.record`: ``node`` (as in :class:`Finding`),
     ``source`` (the plugin instance), ``kind`` (``kmsg``, ``ftrace``, ``packets``,
     ``counters`` or ``sysinfo``), ``time`` (aligned epoch seconds), ``text`` (the kernel
-    line; ``name = value (mount)`` of a counter; the snapshot's label for sysinfo) and
-    ``data``: ``(mount, counter, value)`` of a counter, the sysinfo snapshot (dict)."""
+    line; ``name +change  (mount)`` of a counter; the snapshot's label for sysinfo) and
+    ``data``: ``(mount, counter, change)`` of a counter (the increase since the previous
+    sample; None at its first sighting), the sysinfo snapshot (a dict)."""
 
     node: str
     source: str
@@ -119,12 +120,10 @@ class AnalysisContext:
         return float(t) - ((n.clock_offset_ms or 0.0) / 1000 if n is not None else 0.0)
 
     def node_of_address(self, ip: str) -> Optional[NodeInfo]:
-        """The node that has ``ip`` among its addresses (loopback: the only node of a
-        single archive, whose mounts all talk over lo)."""
-        for n in self.nodes:
-            if ip in n.addresses:
-                return n
-        return None
+        """The one node that has ``ip`` among its addresses (sysinfo), None when none or
+        several have it (loopback: the node of a single archive, whose mounts talk over lo)."""
+        found = [n for n in self.nodes if ip in n.addresses]
+        return found[0] if len(found) == 1 else None
 
 
 def _round(t: Optional[float]) -> Optional[float]:
