@@ -18,7 +18,10 @@ from typing import List, Optional
 
 import pytest
 
-from scoutfs_collect.archive.read import read_manifest
+from scoutfs_collect import AnalysisContext, Record
+from scoutfs_collect.archive.read import open_stream, read_manifest
+from scoutfs_collect.builtin_plugins.analyzers.memory import Memory
+from scoutfs_collect.core import registry
 from scoutfs_collect.demo import fixture
 from tests.support.cli import Cli, finish
 from tests.support.helpers import archive_of, kmsg_write, wait_for
@@ -298,3 +301,39 @@ def test_a_bundle_names_its_nodes_their_clocks_and_the_node_without_an_archive(s
     assert "clock" not in {s["analyzer"] for s in doc["skipped"]}
     v = doc["verdict"]
     assert v["category"] == "undetermined" and any("no archive from the victim" in x for x in v["missing"])
+
+
+def test_an_analyzer_declaring_an_unknown_source_kind_is_refused_naming_it(tmp_path):
+    d = tmp_path / "plugins.d"
+    d.mkdir(mode=0o755)
+    (d / "bad.py").write_text(
+        "from scoutfs_collect import Analyzer, hookimpl\n\n\n"
+        "class Bad(Analyzer):\n    '''Reads the journal.'''\n    type_name = 'bad'\n"
+        "    sources = ('journal',)\n\n\n"
+        "@hookimpl\ndef scoutfs_collect_register(register):\n    register.add_analyzer(Bad)\n")
+    os.chmod(d, 0o755)
+    os.chmod(d / "bad.py", 0o644)
+    reg = registry.load([str(d)])
+    assert "bad" not in reg.types
+    assert any("unknown source kind 'journal'" in err for _, err in reg.load_errors), reg.load_errors
+
+
+def test_low_memory_in_a_real_sysinfo_snapshot(stall):
+    """The stop snapshot of the real archive with half its memory available, then with
+    100 MiB available: what a node short of memory records (not made here for real)."""
+    _, archive = stall
+    with open_stream(Path(archive)) as tar:
+        member = next(m for m in tar if m.name.endswith("sysinfo/sysinfo-stop.json"))
+        snap = json.load(tar.extractfile(member))
+    ctx = AnalysisContext(float(snap["taken_at"]))
+    virtual = snap["memory"]["virtual"]
+    virtual["available"], snap["memory"]["swap"]["percent"] = virtual["total"] // 2, 0.0
+    plain = Memory(ctx)
+    plain.record(Record("vm", "sysinfo", "sysinfo", ctx.trigger, "stop", snap))
+    assert [f.key for f in plain.finish()] == []
+    snap["memory"]["virtual"]["available"] = 100 << 20
+    short = Memory(ctx)
+    short.record(Record("vm", "sysinfo", "sysinfo", ctx.trigger, "stop", snap))
+    (f,) = short.finish()
+    assert f.key == "memory.low" and f.category == "memory"
+    assert f.summary.startswith("low MemAvailable: 100.0 MiB of ")

@@ -1,4 +1,4 @@
-"""Finding plugins and the collector and trigger types they register.
+"""Finding plugins and the collector, trigger and analyzer types they register.
 
 Sources, in order:
 
@@ -67,7 +67,7 @@ BUILTIN_PLUGINS: Dict[str, str] = {
     "journal": f"{_BUILTIN_PACKAGE}.triggers.journal",
     "scoutfs-fence": f"{_BUILTIN_PACKAGE}.triggers.scoutfs_fence",
     "counter": f"{_BUILTIN_PACKAGE}.triggers.counter",
-    **{f"analyzer-{name}": f"{_BUILTIN_PACKAGE}.analyzers.{name}" for name in (
+    **{name: f"{_BUILTIN_PACKAGE}.analyzers.{name}" for name in (
         "fence", "kernel", "memory", "counters", "clock", "coverage")},
 }
 
