@@ -192,6 +192,11 @@ def test_the_same_stall_is_undetermined_without_the_victims_archive(tmp_path):
     assert v["category"] == "undetermined" and v["keys"] == ["fence.client_reconnect"]
     assert any(f"no archive from the victim ({ip}:{port})" in m for m in v["missing"])
     assert "kernel.hung_task" in keys(doc)  # found, but on the server, not the victim
+    # in a bundle whose nodes are named by address, the victim is the node that was lost
+    doc = findings(tmp_path, str(make_bundle(tmp_path, archive, {"server": 0.0}, ip)))
+    fence = next(f for f in doc["findings"] if f["key"] == "fence.client_reconnect")
+    assert fence["node"] == "server" and fence["details"]["victim_node"] == ip
+    assert doc["verdict"]["missing"] == [f"no archive from the victim ({ip}: lost: no answer for 10 s)"]
 
 
 def test_a_victim_with_nothing_conclusive_is_undetermined_naming_what_is_missing(tmp_path):
@@ -267,33 +272,41 @@ def test_the_readme_site_analyzer_runs_verbatim(stall, tmp_path):
     assert doc["verdict"]["category"] == "node-stall"
 
 
-def test_a_bundle_names_its_nodes_their_clocks_and_the_node_without_an_archive(stall, tmp_path):
-    """A bundle in cluster.json's format from the real archive (one copy per node), one
-    node 1.5 s off the coordinator, one without an estimate, one lost: the victim's
-    address (lo) is every node's, so no node of the bundle is taken for the victim."""
-    _, archive = stall
+def make_bundle(tmp: Path, archive: str, offsets: dict, lost: str) -> Path:
+    """A bundle in cluster.json's format from one real archive copied per node of
+    ``offsets`` (its clock_offset_ms, None: no estimate; the first is the origin), and
+    the node ``lost`` without an archive."""
     top = "scoutfs-collect-cluster.20261206-000000Z"
     name = Path(archive).name
     m = read_manifest(Path(archive))
+    origin = next(iter(offsets))
     nodes = {}
-    for node, offset in (("node1", 0.0), ("node2", 1500.0), ("node3", None)):
+    for node, offset in offsets.items():
         nodes[node] = {"status": "ok", "exit": 0, "archive": f"nodes/{node}/{name}", "sha256": "",
-                       "trigger": dict(m["trigger"]) if node == "node1" else None,
+                       "trigger": dict(m["trigger"]) if node == origin else None,
                        "stopped": m["times"]["stopped"], "stop_lag_ms": 0.0,
                        "clock_offset_ms": offset, "error": None}
-    nodes["node4"] = {"status": "lost", "exit": None, "archive": None, "sha256": None, "trigger": None,
-                      "stopped": None, "stop_lag_ms": None, "clock_offset_ms": None,
-                      "error": "no answer for 10 s"}
-    cluster = {"format": 1, "nodeset": "node[1-4]", "nodes": nodes,
-               "origin": {"node": "node1", "name": m["trigger"]["name"], "type": m["trigger"]["type"],
+    nodes[lost] = {"status": "lost", "exit": None, "archive": None, "sha256": None, "trigger": None,
+                   "stopped": None, "stop_lag_ms": None, "clock_offset_ms": None,
+                   "error": "no answer for 10 s"}
+    cluster = {"format": 1, "nodeset": ",".join(nodes), "nodes": nodes,
+               "origin": {"node": origin, "name": m["trigger"]["name"], "type": m["trigger"]["type"],
                           "reason": m["trigger"]["reason"], "time": m["trigger"]["time"]}}
-    doc_path = tmp_path / "cluster.json"
+    doc_path = tmp / "cluster.json"
     doc_path.write_text(json.dumps(cluster))
-    bundle = tmp_path / f"{top}.tar"
+    bundle = tmp / f"{top}.tar"
     with tarfile.open(bundle, "w") as tar:
         tar.add(doc_path, f"{top}/cluster.json")
-        for node in ("node1", "node2", "node3"):
+        for node in offsets:
             tar.add(archive, f"{top}/nodes/{node}/{name}")
+    return bundle
+
+
+def test_a_bundle_names_its_nodes_their_clocks_and_the_node_without_an_archive(stall, tmp_path):
+    """One node 1.5 s off the coordinator, one without an estimate, one lost: the
+    victim's address (lo) is every node's, so no node of the bundle is taken for it."""
+    _, archive = stall
+    bundle = make_bundle(tmp_path, archive, {"node1": 0.0, "node2": 1500.0, "node3": None}, "node4")
     doc = findings(tmp_path, str(bundle))
     by = {(f["key"], f["node"]) for f in doc["findings"]}
     assert {("clock.offset", "node2"), ("clock.unaligned", "node3"), ("coverage.no_archive", "node4")} <= by

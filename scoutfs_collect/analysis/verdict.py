@@ -66,7 +66,7 @@ def decide(findings: List[Finding], ctx: AnalysisContext) -> Verdict:
     who = fence.details.get("victim") or "the victim"
     if victim is None or victim.manifest is None:
         return Verdict(UNDETERMINED, (fence.key,), f"{fence.summary}; why cannot be told from this input",
-                       (_no_victim_archive(who, victim),))
+                       (_no_victim_archive(who, victim, ctx),))
     until = fence.time or 0.0
     before = [f for f in findings if f.node == victim.name and (f.time is None or f.time <= until)]
     for category, keys, why in RULES:
@@ -82,9 +82,11 @@ def _victim(fence: Finding, ctx: AnalysisContext) -> Optional[NodeInfo]:
     return ctx.node(name) if isinstance(name, str) and name else None
 
 
-def _no_victim_archive(who: str, victim: Optional[NodeInfo]) -> str:
+def _no_victim_archive(who: str, victim: Optional[NodeInfo], ctx: AnalysisContext) -> str:
     if victim is None:
-        return f"no archive from the victim ({who}): no node of this input has that address"
+        blind = [n.name for n in ctx.nodes if n.manifest is not None and "sysinfo" not in n.kinds]
+        unknown = f" (no sysinfo, so no addresses, from {', '.join(blind)})" if blind else ""
+        return f"no archive from the victim ({who}): no node of this input has that address{unknown}"
     why = f"{victim.status}: {victim.error}" if victim.error else victim.status
     return f"no archive from the victim ({victim.name}: {why})"
 

@@ -120,8 +120,12 @@ class AnalysisContext:
         return float(t) - ((n.clock_offset_ms or 0.0) / 1000 if n is not None else 0.0)
 
     def node_of_address(self, ip: str) -> Optional[NodeInfo]:
-        """The one node that has ``ip`` among its addresses (sysinfo), None when none or
-        several have it (loopback: the node of a single archive, whose mounts talk over lo)."""
+        """The one node named ``ip`` (a bundle's nodes may be named by address), else the
+        one with ``ip`` among its addresses (sysinfo); None when none or several have it
+        (loopback: the node of a single archive, whose mounts talk over lo)."""
+        named = [n for n in self.nodes if n.name == ip]
+        if named:
+            return named[0]
         found = [n for n in self.nodes if ip in n.addresses]
         return found[0] if len(found) == 1 else None
 
