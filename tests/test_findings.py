@@ -231,6 +231,27 @@ def test_lock_counters_racing_before_a_recovery_fence_are_a_lock_verdict(tmp_pat
                if f["key"].startswith("coverage."))
 
 
+def test_a_quorum_fence_names_the_previous_leader(tmp_path):
+    """quorum.c: ``fencing previous leader "SCSBF" at term %llu in slot %u with address "SIN_FMT``."""
+    port, ip = _port(), f"10.253.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    fence = f"scoutfs f.5c0a11.r.00c0de: fencing previous leader f.5c0a11.r.a1b2c3 at term 7 in slot 2 " \
+            f"with address {ip}:{port}"
+    archive = capture(tmp_path, [], fence, f"with address {ip}:{port}")
+    doc = findings(tmp_path, archive)
+    f = next(f for f in doc["findings"] if f["category"] == "fence")
+    assert f["key"] == "fence.quorum_block_leader" and f["details"]["victim_ip"] == ip
+    assert f["details"]["victim_rid"] == "a1b2c3" and f["summary"].endswith("quorum block leader")
+    assert doc["verdict"]["category"] == "undetermined"
+
+
+@pytest.mark.parametrize("args", [("--timeline",), ("--node", "n1"),
+                                  ("--export", "perfetto", "-o", "x.json")])
+def test_findings_goes_alone(tmp_path, args):
+    result = _cli(tmp_path).run("inspect", str(tmp_path), "--findings", *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--findings goes alone" in result.stderr
+
+
 def test_an_archive_without_an_incident_says_so_and_skips_what_it_lacks(tmp_path):
     archive = capture(tmp_path, [], None, "", collectors="dmesg")
     result = _cli(tmp_path).run("inspect", archive, "--findings")

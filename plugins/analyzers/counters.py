@@ -37,24 +37,37 @@ class Counters(Analyzer):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
+        # per (node, mount, counter): the sum of its changes before the last 2 s, and those
+        # rows themselves (a days-long series is summed as it passes, not kept)
+        self.before: Dict[Tuple[str, str, str], int] = {}
         self.changes: Dict[Tuple[str, str, str], List[Tuple[float, int, str]]] = {}
+        self.start: Dict[str, Optional[float]] = {}
 
     def record(self, rec: Record) -> None:
         mount, name, change = rec.data
-        if change and _watched(name) is not None:
-            self.changes.setdefault((rec.node, mount, name), []).append((rec.time, change, rec.source))
+        if not change or _watched(name) is None:
+            return
+        if rec.node not in self.start:
+            self.start[rec.node] = self.ctx.started(rec.node)
+        start, key = self.start[rec.node], (rec.node, mount, name)
+        if start is None or rec.time < start or rec.time > self.ctx.trigger:
+            return
+        if rec.time <= self.ctx.trigger - RECENT:
+            self.before[key] = self.before.get(key, 0) + change
+        else:
+            self.changes.setdefault(key, []).append((rec.time, change, rec.source))
 
     def finish(self) -> Iterable[Finding]:
         trig = self.ctx.trigger
         cut = trig - RECENT
         best: Dict[Tuple[str, str], Tuple[float, Finding]] = {}
         for (node, mount, name), changes in self.changes.items():
-            start = self.ctx.started(node)
+            start = self.start.get(node)
             if start is None or cut - start < MIN_BASELINE:
                 continue  # too short a run to compare with
             key, category, least = _watched(name) or ("", "", 0)
-            before = sum(c for t, c, _ in changes if start <= t <= cut)
-            recent_rows = sorted(r for r in changes if cut < r[0] <= trig)
+            before = self.before.get((node, mount, name), 0)
+            recent_rows = sorted(changes)
             recent = sum(c for _, c, _ in recent_rows)
             base, rate = before / (cut - start), recent / RECENT
             if recent < least or (base > 0 and rate < FACTOR * base):

@@ -7,7 +7,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from scoutfs_collect import Analyzer, Evidence, Finding, NodeInfo, Record, hookimpl
 
-IPV4 = r"(\d{1,3}(?:\.\d{1,3}){3})"
+IPV4 = r"(?P<ip>\d{1,3}(?:\.\d{1,3}){3})"
 #: (path = sysfs fence ``reason``, the line's pattern)
 PATHS: Tuple[Tuple[str, re.Pattern[str]], ...] = (
     # net.c: "client "SIN_FMT" reconnect timed out, fencing"
@@ -64,7 +64,7 @@ class Fence(Analyzer):
     def finish(self) -> Iterable[Finding]:
         for path, rec, m in self.hits:
             groups = m.groupdict()
-            ip = m.group(1) if path != "client_recovery" else None
+            ip = groups.get("ip")
             rid = groups.get("rid")
             victim = self._by_address(ip) if ip else None
             if victim is None and rid:
