@@ -37,7 +37,9 @@ class Coverage(Analyzer):
     silence that led to the fence: the keepalive timeout (24 s) plus the reconnect
     timeout (20 s) before a client_reconnect fence, the 30 s recovery timeout before a
     client_recovery fence (the longest, 44 s, when the trigger was not a fencing line).
-    `coverage.short` (warning) when a source's oldest record is younger than that,
+    `coverage.short` (warning) when a source's oldest record is younger than that (for
+    the kernel log: when the recorder started later, as only lines logged while it ran
+    are judged),
     `coverage.lost` (warning) when records were lost inside that span (ftrace ring
     overruns, pcap files rotated out or packets dropped by the kernel, kernel log
     records lost), `coverage.no_archive` (warning) for a node of a bundle without
@@ -58,8 +60,21 @@ class Coverage(Analyzer):
                               (Evidence("cluster.json", None, f"nodes.{n.name}.status: {n.status}"),))
                 continue
             clocks = ClockMap.from_manifest(n.manifest, (n.clock_offset_ms or 0.0) / 1000)
+            started = self.ctx.started(n.name)
             for h in history.of_manifest(n.manifest, ref, clocks, n.name):
-                yield self._one(n.name, h, span, why)
+                if h.kind == "kmsg" and started is not None and ref - started < span:
+                    yield self._unjudged(n.name, h, ref - started, started, span, why)
+                else:
+                    yield self._one(n.name, h, span, why)
+
+    def _unjudged(self, node: str, h: history.SourceHistory, ran: float, started: float, span: float,
+                  why: str) -> Finding:
+        """The kernel log of a recorder started within the span: older lines are context."""
+        return Finding("coverage.short", "warning", "capture",
+                       f"{node}/{h.name}: the recorder ran only {ran:.1f} s before the trigger; older "
+                       f"kernel lines (the ring read at start) are kept but not judged: {why} is not all "
+                       "analysed", node, started, (Evidence(h.name, started, "recorder started"),),
+                       {"source": h.name, "kind": h.kind, "recorded_s": round(ran, 3), "span_s": span})
 
     def _one(self, node: str, h: history.SourceHistory, span: float, why: str) -> Finding:
         ev = (Evidence(h.name, h.first, h.line().splitlines()[0]),)
