@@ -313,7 +313,10 @@ class Analyzer:
     on the timeline's one clock (aligned epoch seconds), in time order within each file
     of a source, node after node (not merged across sources or nodes: keep what you need
     and compare in :meth:`finish`); records after the trigger are included. Be quick and
-    keep little: a full archive holds millions of records. :meth:`finish` runs once, with
+    keep little: a full archive holds millions of records. Not yet: ``ftrace`` and
+    ``packets`` records carry their text only inside the timeline's window (outside it
+    only their time), and ftrace events rebuilt from ``trace.dat`` or raw ring pages (an
+    archive without ``trace.txt``) are not handed over. :meth:`finish` runs once, with
     ``ctx.nodes`` complete, and yields the findings (``relative`` is filled in for you).
     """
 
