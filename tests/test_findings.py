@@ -373,3 +373,15 @@ def test_low_memory_in_a_real_sysinfo_snapshot(stall):
     (f,) = short.finish()
     assert f.key == "memory.low" and f.category == "memory"
     assert f.summary.startswith("low MemAvailable: 100.0 MiB of ")
+
+
+def test_the_readme_site_analyzer_needs_only_the_public_api():
+    import ast
+
+    import scoutfs_collect
+
+    for node in ast.walk(ast.parse(readme_analyzer())):
+        if isinstance(node, ast.ImportFrom):
+            assert node.module == "scoutfs_collect"
+            assert {a.name for a in node.names} <= set(scoutfs_collect.__all__)
+        assert not isinstance(node, ast.Import)
