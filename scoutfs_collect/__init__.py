@@ -10,6 +10,9 @@ Plugin classes and their context:
     :class:`Collector`, :class:`Trigger`, :class:`ThreadedTrigger`, :class:`PluginContext`,
     :class:`Problem`, :class:`Target`, :class:`Wakeup`, ``FireCallback``, :func:`hookimpl`,
     :func:`option`.
+Analyzers (``inspect --findings``): :class:`Analyzer`, the records it is handed
+    (:class:`Record`), what it knows of the input (:class:`AnalysisContext`,
+    :class:`NodeInfo`) and what it yields (:class:`Finding`, :class:`Evidence`).
 A small toolkit, so that a site plugin does what the built-ins do:
     :func:`run_command` (a short command, argv only, output captured; like ChildProcess it
     dies with the runner and is out of the terminal's reach, and its timeout ends all it started),
@@ -34,7 +37,9 @@ source_tree.install(__path__[0])
 _EXPORTS: Dict[str, Tuple[str, str]] = {
     **{name: ("scoutfs_collect.plugin.api", name) for name in (
         "Collector", "FireCallback", "PluginContext", "Problem", "Target", "ThreadedTrigger",
-        "Trigger", "Wakeup", "directory_size")},
+        "Trigger", "Wakeup", "directory_size", "Analyzer")},
+    **{name: ("scoutfs_collect.plugin.finding", name) for name in (
+        "AnalysisContext", "Evidence", "Finding", "NodeInfo", "Record")},
     "hookimpl": ("scoutfs_collect.plugin.hookspecs", "hookimpl"),
     "did_you_mean": ("scoutfs_collect.plugin.options", "did_you_mean"),
     "option": ("scoutfs_collect.plugin.options", "option"),
@@ -73,7 +78,13 @@ def __dir__() -> list:
 
 
 __all__ = [
+    "AnalysisContext",
+    "Analyzer",
     "CallOutcome",
+    "Evidence",
+    "Finding",
+    "NodeInfo",
+    "Record",
     "ChildProcess",
     "Collector",
     "FireCallback",

@@ -1,6 +1,7 @@
 """The analysis commands' arguments and handlers, registered by core/cli.py:
 ``inspect ARCHIVE --timeline [--before S] [--after S] [--sources LIST] [--json]``,
-``inspect ARCHIVE --export perfetto -o FILE.json`` and ``report ARCHIVE|BUNDLE [-o FILE.html]``."""
+``inspect ARCHIVE --export perfetto -o FILE.json``, ``inspect ARCHIVE|BUNDLE --findings [--json]``
+and ``report ARCHIVE|BUNDLE [-o FILE.html]``."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def add_inspect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", choices=["perfetto"],
                    help="write the timeline as Chrome trace-event JSON (Perfetto UI) to -o FILE")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="--export: the file to write")
+    p.add_argument("--findings", action="store_true",
+                   help="what the records show: every analyzer's findings and the verdict on the fence")
+    p.add_argument("--plugin-dir", action="append", default=[], metavar="DIR",
+                   help="--findings, report: also load the analyzers of the .py files in DIR")
 
 
 def add_report_parser(sub: Any) -> None:
@@ -46,21 +51,24 @@ def add_report_parser(sub: Any) -> None:
     p.add_argument("--before", type=_seconds, default=2.0, metavar="SECONDS",
                    help="seconds of merged records before the trigger shown (default 2)")
     p.add_argument("--after", type=_seconds, default=0.1, metavar="SECONDS")
+    p.add_argument("--plugin-dir", action="append", default=[], metavar="DIR",
+                   help="also load the analyzers of the .py files in DIR (the Findings section)")
 
 
 def wants_analysis(ns: argparse.Namespace) -> bool:
     """Whether ``inspect`` was asked for a timeline or an export (else the manifest report)."""
-    return bool(ns.timeline or ns.export)
+    return bool(ns.timeline or ns.export or getattr(ns, "findings", False))
 
 
-def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False):
+def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False,
+             feed: Any = None):
     from scoutfs_collect.analysis import timeline
 
     if not ns.archive.is_file():
         raise UsageError(f"{command}: {ns.archive}: no such archive")
     try:
         return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters,
-                                text)
+                                text, feed)
     except ValueError as exc:
         raise UsageError(f"{command}: {exc}") from None
 
@@ -69,6 +77,8 @@ def inspect(ns: argparse.Namespace) -> int:
     """``inspect --timeline`` / ``--export``."""
     from scoutfs_collect.analysis import perfetto, timeline
 
+    if getattr(ns, "findings", False):
+        return findings(ns)
     if getattr(ns, "node", None):
         raise UsageError("inspect: --node is for the summary of one node's archive; --timeline and "
                          "--export show every node of a bundle (narrow them with --sources)")
@@ -87,6 +97,28 @@ def inspect(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def findings(ns: argparse.Namespace) -> int:
+    """``inspect ARCHIVE|BUNDLE --findings [--json]``: exit 0 whatever was found."""
+    import json
+
+    from scoutfs_collect.analysis import findings as run_findings
+
+    if ns.timeline or ns.export or getattr(ns, "node", None) or getattr(ns, "members", False):
+        raise UsageError("inspect: --findings goes alone "
+                         "(not with --timeline, --export, --node or --members)")
+    if not ns.archive.is_file():
+        raise UsageError(f"inspect: {ns.archive}: no such archive")
+    try:
+        result = run_findings.run(ns.archive, ns.plugin_dir)
+    except ValueError as exc:
+        raise UsageError(f"inspect: {exc}") from None
+    if ns.json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=1, ensure_ascii=False) + "\n")
+    else:
+        run_findings.render(result, ns.archive.name, sys.stdout)
+    return EXIT_OK
+
+
 def history_section(manifest: Dict[str, Any]) -> Optional[list]:
     from scoutfs_collect.analysis import timeline
 
@@ -100,8 +132,11 @@ def report(ns: argparse.Namespace) -> int:
     out = ns.output or Path(ns.archive.name.split(".tar")[0] + ".html")
     if out.parent and not out.parent.is_dir():
         raise UsageError(f"report: -o {out}: no such directory {out.parent}")
-    with _analyse(ns, "report", counters=True) as a:
-        html_report.write(a, out)
+    from scoutfs_collect.analysis import findings as run_findings
+
+    feed = run_findings.Feed(run_findings.analyzer_types(ns.plugin_dir))
+    with _analyse(ns, "report", counters=True, feed=feed) as a:
+        html_report.write(a, out, feed.finish())
     print(f"report: {out}")
     return EXIT_OK
 

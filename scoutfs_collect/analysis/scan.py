@@ -152,13 +152,14 @@ def label_width(node: str, chosen: Sequence[sources.SourceSpec]) -> int:
 def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
          wanted: Optional[Sequence[str]] = None, counters: bool = False,
          text: Optional[TextSpool] = None, only: Optional[Set[str]] = None,
-         share: Optional[Split] = None) -> NodeScan:
+         share: Optional[Split] = None, feed: Any = None) -> NodeScan:
     """Read ``archive`` once. ``window_of(manifest, clocks)`` gives the :class:`Window`
     (it is known only once the manifest, the first member, has been read). ``counters``
     (the report): also keep each counter's values and every source's density. ``text``:
     spool rendered lines (see :class:`TextSpool`) instead of data lines. ``only``: read
     just the sources of these instance names (of those ``wanted`` selects); ``share``:
-    just this process's part of the text traces and packet files (:func:`scan_split`)."""
+    just this process's part of the text traces and packet files (:func:`scan_split`).
+    ``feed``: the analyzers' :class:`~.findings.Feed`, handed the records as they pass."""
     with archive_read.open_stream(archive) as tar:
         manifest: Optional[Dict[str, Any]] = None
         result: Optional[NodeScan] = None
@@ -184,10 +185,14 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
                     fallback = ftrace_fallback.Fallback(archive, manifest, chosen, spool_dir,
                                                         copies=share is None or not share.is_child)
                     needed = _child_members(manifest, by_dir, share)
+                    if feed is not None:
+                        feed.begin(node, manifest, clocks, window.ref)
                     if needed is not None and not needed:
                         break
                 continue
             if fallback.take(parts, member, tar):  # trace.dat or raw/ copied: no (finished) trace.txt
+                continue
+            if feed is not None and feed.take(node, parts, member, tar):  # sysinfo snapshots
                 continue
             if len(parts) != 3 or not member.isfile() or parts[1] not in by_dir:
                 continue
@@ -206,6 +211,8 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, counters)
             records = sources.read(spec, stream, (window.start, window.end), sink,
                                    share.blocks if share is not None else None)
+            if feed is not None:
+                records = feed.tap(node, spec, records)
             tally = spool.spool(records, fmt, path)
             stats.absorb(tally)
             result.spools.append((spec.name, path))
@@ -278,22 +285,24 @@ def plan_split(manifest: Dict[str, Any], shared: Set[str]) -> Tuple[Split, Split
 
 def scan_split(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
                wanted: Optional[Sequence[str]] = None, counters: bool = False,
-               text: Optional[TextSpool] = None) -> NodeScan:
+               text: Optional[TextSpool] = None, feed: Any = None) -> NodeScan:
     """:func:`scan` on two CPUs, when the archive's text traces and pcap files hold more
     than SPLIT_ABOVE bytes (a full ring's trace is most of a timeline's lines, and one
     CPython process formats ~0.4 M lines/s): a forked child reads a second stream of the
     archive for 2 of every 3 blocks of each text trace and every other pcap file, into
     its own spools, while this process reads the rest and every other source. Each
     spool is still in time order, so the merge is unchanged. Costs a second
-    decompression (zstd: ~0.1 s of CPU per 200 MiB); the child ends with this call."""
+    decompression (zstd: ~0.1 s of CPU per 200 MiB); the child ends with this call.
+    ``feed`` (the analyzers): read by this process alone, so not split when it wants
+    ftrace or packet records (every other source is this process's anyway)."""
     manifest = archive_read.read_manifest(archive)
     chosen = select(sources.specs(manifest, ClockMap.from_manifest(manifest, node_offset)), wanted)
     if text is not None:  # one width for both processes' lines
         text = TextSpool(max(text.width, label_width(node, chosen)))
     shared = {s.name for s in chosen if s.kind in ("ftrace", "packets") and s.offset is not None}
-    if not shared or (os.cpu_count() or 1) < 2 or \
+    if not shared or (os.cpu_count() or 1) < 2 or (feed is not None and feed.wants_split_kinds()) or \
             sum(size for _, _, size in _shared_files(manifest, shared)) <= SPLIT_ABOVE:
-        return scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text)
+        return scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text, feed=feed)
     parent_part, child_part = plan_split(manifest, shared)
     child_dir = Path(tempfile.mkdtemp(prefix="shared.", dir=spool_dir))
     context = multiprocessing.get_context("fork")
@@ -306,7 +315,7 @@ def scan_split(archive: Path, spool_dir: Path, window_of, node: str = "", node_o
     theirs.close()
     try:
         result = scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text,
-                      None, parent_part)
+                      None, parent_part, feed)
         try:
             status, payload = ours.recv()
         except EOFError:

@@ -24,6 +24,9 @@ from scoutfs_collect.system import tracefs
 from scoutfs_collect.system.pcap import PcapError, PcapReader
 
 KINDS = ("kmsg", "ftrace", "packets", "counters")
+#: The kinds an analyzer may declare (``Analyzer.sources``): the timeline's, the sysinfo
+#: snapshots, and two that are not records (every archive's manifest; a bundle).
+ANALYZER_KINDS = KINDS + ("sysinfo", "manifest", "bundle")
 KIND_OF_TYPE = {"dmesg": "kmsg", "ftrace": "ftrace", "tcpdump": "packets", "scoutfs-counters": "counters"}
 TimedText = Tuple[float, str]
 

@@ -96,11 +96,12 @@ def _parse_sources(text: Optional[str]) -> Optional[List[str]]:
 
 
 def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optional[str] = None,
-            counters: bool = False, text: bool = False) -> Analysis:
+            counters: bool = False, text: bool = False, feed: Any = None) -> Analysis:
     """Scan ``path`` (an archive or a bundle). ``wanted``: comma-separated source kinds
     (kmsg, ftrace, packets, counters) or plugin instance names. ``text``: the analysis is
     only for :func:`render` (its spools hold the printed lines; :meth:`Analysis.events`
-    is then not available). Raises ValueError with a one-line message for bad input."""
+    is then not available). ``feed``: the analyzers' :class:`~.findings.Feed`, handed
+    every record on the way. Raises ValueError with a one-line message for bad input."""
     if before < 0 or after < 0:
         raise ValueError("--before and --after must be 0 or more seconds")
     names = _parse_sources(wanted)
@@ -112,6 +113,8 @@ def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optiona
         archives = [(None, Path(path), 0.0)] if bundle is None else \
             [(n, n.archive, n.clock_offset_ms / 1000) for n in bundle.nodes if n.archive is not None]
         ref = bundle.reference() if bundle is not None else None
+        if feed is not None:
+            feed.open(bundle)
         holder: Dict[str, scan.Window] = {}
 
         def window_of(manifest: Dict[str, Any], clocks: ClockMap) -> scan.Window:
@@ -125,7 +128,7 @@ def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optiona
         nodes = []
         for node, archive, offset in archives:
             nodes.append(scan.scan_split(archive, root / "spool", window_of, node.name if node else "",
-                                         offset, names, counters, text_spool))
+                                         offset, names, counters, text_spool, feed))
         if names:
             known = {s.kind for n in nodes for s in sources.specs(n.manifest, n.clocks)}
             known |= {s.name for n in nodes for s in sources.specs(n.manifest, n.clocks)}

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take 'stop peer|operator REASON' lines from stdin (what 'cluster' uses); "
                         "end of stdin does not stop the run")
     _capture_args(sub.add_parser("check", help="preflight only: print every problem and its fix"))
-    p = sub.add_parser("plugins", help="list collector and trigger types with their options")
+    p = sub.add_parser("plugins", help="list collector, trigger and analyzer types with their options")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plugin-dir", action="append", default=[], metavar="DIR")
     p = sub.add_parser("profiles", help="list profiles, or show one resolved")
@@ -298,12 +298,13 @@ def cmd_run(ns, argv, console) -> int:
 
 def cmd_plugins(ns, argv, console) -> int:
     reg = _registry(ns.plugin_dir, console)
-    types = reg.of_kind("collector") + reg.of_kind("trigger")
+    types = reg.of_kind("collector") + reg.of_kind("trigger") + reg.of_kind("analyzer")
     if ns.json:
         stdout_line(json.dumps([t.as_dict() for t in types], indent=2, default=str))
         return EXIT_OK
     for t in types:
-        stdout_line(f"{t.type_name} ({t.kind}, from {t.plugin})")
+        reads = f", reads {', '.join(t.cls.sources)}" if t.kind == "analyzer" else ""
+        stdout_line(f"{t.type_name} ({t.kind}{reads}, from {t.plugin})")
         stdout_line("    " + t.doc.replace("\n", "\n    "))
         if t.options:
             stdout_line("    options:")

@@ -1,4 +1,4 @@
-"""Finding plugins and the collector and trigger types they register.
+"""Finding plugins and the collector, trigger and analyzer types they register.
 
 Sources, in order:
 
@@ -41,7 +41,7 @@ import pluggy
 
 from scoutfs_collect.core.errors import UsageError
 from scoutfs_collect.plugin import hookspecs
-from scoutfs_collect.plugin.api import Collector, Trigger
+from scoutfs_collect.plugin.api import Analyzer, Collector, Trigger
 from scoutfs_collect.plugin.options import OptionSpec, check_declaration, did_you_mean, specs
 from scoutfs_collect.system.paths import etc_dir
 
@@ -67,6 +67,8 @@ BUILTIN_PLUGINS: Dict[str, str] = {
     "journal": f"{_BUILTIN_PACKAGE}.triggers.journal",
     "scoutfs-fence": f"{_BUILTIN_PACKAGE}.triggers.scoutfs_fence",
     "counter": f"{_BUILTIN_PACKAGE}.triggers.counter",
+    **{name: f"{_BUILTIN_PACKAGE}.analyzers.{name}" for name in (
+        "fence", "kernel", "memory", "counters", "clock", "coverage")},
 }
 
 
@@ -75,7 +77,7 @@ class PluginType:
     """One registered collector or trigger type and where it came from."""
 
     type_name: str
-    kind: str  # "collector" or "trigger"
+    kind: str  # "collector", "trigger" or "analyzer"
     cls: type
     plugin: str  # e.g. "scoutfs-collect (built-in)", "site-tools 1.2", "/etc/.../x.py"
 
@@ -88,13 +90,16 @@ class PluginType:
         return specs(self.cls.Options)
 
     def as_dict(self) -> Dict[str, object]:
-        return {
+        out: Dict[str, object] = {
             "type": self.type_name,
             "kind": self.kind,
             "plugin": self.plugin,
             "doc": self.doc,
             "options": [o.as_dict() for o in self.options],
         }
+        if self.kind == "analyzer":
+            out["sources"] = list(getattr(self.cls, "sources", ()))
+        return out
 
 
 class Register:
@@ -111,6 +116,17 @@ class Register:
     def add_trigger(self, cls: type) -> None:
         """Register a :class:`~scoutfs_collect.plugin.api.Trigger` subclass."""
         self._add(cls, Trigger, "trigger")
+
+    def add_analyzer(self, cls: type) -> None:
+        """Register an :class:`~scoutfs_collect.plugin.api.Analyzer` subclass."""
+        self._add(cls, Analyzer, "analyzer")
+        from scoutfs_collect.analysis.sources import ANALYZER_KINDS
+
+        unknown = [k for k in getattr(cls, "sources", ()) if k not in ANALYZER_KINDS]
+        if unknown:
+            del self._registry.types[cls.type_name]
+            raise TypeError(f"{cls.__name__}: unknown source kind {unknown[0]!r} "
+                            f"(one of {', '.join(ANALYZER_KINDS)})")
 
     def _add(self, cls: type, base: type, kind: str) -> None:
         if not (isinstance(cls, type) and issubclass(cls, base)):

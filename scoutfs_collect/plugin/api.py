@@ -86,6 +86,12 @@ into one inbox; the first decides the trigger. The socket and stdin take the sam
 lines. After every stop: stop -> persist -> fsync -> ``durable`` -> the ``triggered``
 notify hook -> finalize -> cleanup -> manifest -> archive.
 
+An *analyzer* reads an archive (or a cluster bundle) after the fact, for
+``inspect --findings`` and the report's Findings section: it declares the source kinds it
+reads (``sources``), is handed their records by one streaming pass shared by every
+analyzer (:meth:`Analyzer.record`), and yields :class:`Finding` objects from
+:meth:`Analyzer.finish`. It never runs during a capture and has no phases.
+
 The public API is what :mod:`scoutfs_collect` exports; everything else in the package is
 internal and may change between releases.
 """
@@ -96,8 +102,9 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Union
 
+from scoutfs_collect.plugin.finding import AnalysisContext, Finding, Record
 from scoutfs_collect.plugin.options import NoOptions
 from scoutfs_collect.system.wakeup import Wakeup, WatcherThread
 
@@ -289,6 +296,47 @@ class ThreadedTrigger(Trigger):
         this trigger's failure, not a hung run)."""
         if not self._watcher.stop(timeout=5.0):
             raise TimeoutError(f"the watcher thread of {self.ctx.name} did not end within 5 s")
+
+
+class Analyzer:
+    """Base class of analyzer types: rules over an archive's records that yield findings.
+    The class docstring is its user documentation (``scoutfs-collect plugins``).
+
+    ``sources``: the kinds it reads, of ``kmsg`` (the kernel log), ``ftrace``,
+    ``packets``, ``counters`` (scoutfs counter values), ``sysinfo`` (the start and stop
+    snapshots) and two that are not records: ``manifest`` (every archive has one) and
+    ``bundle`` (the input is a cluster bundle). When a kind is in no node's archive the
+    analyzer is *skipped*, with the reason, instead of reporting nothing found.
+
+    One object per ``inspect --findings``: ``__init__(ctx)`` gets the
+    :class:`AnalysisContext`; :meth:`record` is then called for each record of its kinds,
+    on the timeline's one clock (aligned epoch seconds), in time order within each file
+    of a source, node after node (not merged across sources or nodes: keep what you need
+    and compare in :meth:`finish`); records after the trigger are included. Be quick and
+    keep little: a full archive holds millions of records. Not yet: ``ftrace`` and
+    ``packets`` records carry their text only inside the timeline's window (outside it
+    only their time), and ftrace events rebuilt from ``trace.dat`` or raw ring pages (an
+    archive without ``trace.txt``) are not handed over. :meth:`finish` runs once, with
+    ``ctx.nodes`` complete, and yields the findings (``relative`` is filled in for you).
+    """
+
+    kind: ClassVar[str] = "analyzer"
+    #: The type name shown by ``scoutfs-collect plugins``. Unique across all plugins.
+    type_name: ClassVar[str] = ""
+    #: Analyzers take no options (kept for the ``plugins`` listing).
+    Options: ClassVar[type] = NoOptions
+    #: The source kinds this analyzer reads (see the class docstring).
+    sources: ClassVar[Tuple[str, ...]] = ()
+
+    def __init__(self, ctx: AnalysisContext) -> None:
+        self.ctx = ctx
+
+    def record(self, rec: Record) -> None:
+        """One record of a kind in ``sources``."""
+
+    def finish(self) -> Iterable[Finding]:
+        """The findings, once every record was handed over."""
+        return ()
 
 
 def directory_size(path: Union[str, Path]) -> int:

@@ -35,11 +35,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def scoutfs_collect_register(register: Register) -> None:
-    """Add the collector and trigger types this plugin provides.
+    """Add the collector, trigger and analyzer types this plugin provides.
 
     Called once when plugins load. Call ``register.add_collector(cls)`` for each
-    :class:`~scoutfs_collect.plugin.api.Collector` subclass and ``register.add_trigger(cls)``
-    for each :class:`~scoutfs_collect.plugin.api.Trigger` subclass. ``cls.type_name`` must be
+    :class:`~scoutfs_collect.plugin.api.Collector` subclass, ``register.add_trigger(cls)``
+    for each :class:`~scoutfs_collect.plugin.api.Trigger` subclass and
+    ``register.add_analyzer(cls)`` for each :class:`~scoutfs_collect.plugin.api.Analyzer`
+    subclass. ``cls.type_name`` must be
     unique across every installed plugin.
     """
 

@@ -1,7 +1,8 @@
 """``scoutfs-collect report``: one self-contained HTML file (no network, no scripts, no
 external fonts or styles; inline SVG) from an archive or bundle alone: header, one lane
 per source (per node and source in a bundle) with its kept window and density, the
-trigger and each stop, the counters that moved, the merged last seconds, the plugins."""
+trigger and each stop, the counters that moved, the merged last seconds, the plugins;
+at the top the findings of ``inspect --findings`` and their verdict."""
 
 from __future__ import annotations
 
@@ -199,20 +200,44 @@ def _plugins(a: Analysis) -> str:
     return _table(["plugin", "kind/type", "status", "errors"], rows)
 
 
-def render(a: Analysis) -> str:
-    """The report's HTML text."""
+def _findings(result: Any) -> str:
+    """The verdict, then each finding (severity, time to the trigger, node, key, summary,
+    evidence), then the analyzers skipped; a note when the report was made without."""
+    if result is None:
+        return '<p class="muted">(not analysed)</p>'
+    v = result.verdict
+    out = [f'<p class="verdict"><b>Verdict: {_e(v.category)}</b>: {_e(v.summary)}'
+           + (f' <span class="muted">({_e(", ".join(v.keys))})</span>' if v.keys else "") + "</p>"]
+    out += [f'<p class="muted">missing: {_e(m)}</p>' for m in v.missing]
+    rows = []
+    for f in result.findings:
+        rel = "" if f.relative is None else f"{f.relative:+.3f} s"
+        ev = "<br>".join(_e(f"{e.source}  {e.text}") for e in f.evidence)
+        rows.append([f'<span class="sev-{_e(f.severity)}">{_e(f.severity)}</span>', _e(rel), _e(f.node),
+                     _e(f.key), _e(f.summary), f'<span class="mono">{ev}</span>'])
+    out.append(_table(["severity", "to trigger", "node", "key", "finding", "evidence"], rows)
+               if rows else '<p class="muted">No findings.</p>')
+    if result.skipped:
+        out.append('<p class="muted">Skipped: ' + "; ".join(_e(f"{s.analyzer}: {s.reason}")
+                                                          for s in result.skipped) + "</p>")
+    return "\n".join(out)
+
+
+def render(a: Analysis, findings: Any = None) -> str:
+    """The report's HTML text; ``findings``: the :class:`~scoutfs_collect.analysis.findings.Result`."""
     template = string.Template(resources.files("scoutfs_collect.ui").joinpath("report.html")
                                .read_text(encoding="utf-8"))
     kind = "cluster bundle" if a.bundle is not None else "archive"
     return template.substitute(
-        title=_e(f"scoutfs-collect report: {kind} {a.path.name}"), header=_header(a), chart=_chart(a),
+        title=_e(f"scoutfs-collect report: {kind} {a.path.name}"), header=_header(a),
+        findings=_findings(findings), chart=_chart(a),
         per_node=" (per node and source)" if a.bundle is not None else "", ref_utc=utc_us(a.window.ref),
         history=_history(a), counters=_counters(a), events=_events(a), plugins=_plugins(a),
         version=_e(__version__), input=_e(a.path.name))
 
 
-def write(a: Analysis, path: Path) -> None:
+def write(a: Analysis, path: Path, findings: Any = None) -> None:
     """Write the report atomically (temporary file, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(a), encoding="utf-8")
+    tmp.write_text(render(a, findings), encoding="utf-8")
     os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Built-in analyzers (``inspect --findings``): one module each, registered like any plugin."""
