@@ -77,6 +77,8 @@ class Runner:
         self.durable_stop = False  # a stop client waits for "durable" (see request_stop)
         self.control: Optional[ControlServer] = None
         self.syncer: Optional[StreamSyncer] = None
+        self._signal_pipe: Optional[Tuple[int, int]] = None  # handle_signal -> _signal_thread
+        self._signal_thread: Optional[threading.Thread] = None
 
     # -- preflight -------------------------------------------------------------------
 
@@ -167,12 +169,19 @@ class Runner:
         return lambda reason: self.fire(inst.name, inst.spec.type_name, str(reason))
 
     def handle_signal(self, signum: int) -> None:
-        """SIGINT/SIGTERM: abort before the start, stop while running, abort packing."""
+        """SIGINT/SIGTERM: abort before the start, stop while running, abort packing.
+
+        Runs in the main thread between two of its bytecodes, which may be inside
+        ``self.triggered.wait()`` holding the Event's lock (or inside :meth:`fire`): a
+        handler that took that lock would wait for itself forever (a run that ignored
+        SIGTERM, seen under load). So it takes no lock: while running, it passes the
+        signal through a pipe to the signal thread, which fires at once."""
         name = signal.Signals(signum).name
         if self.state is RunState.PREFLIGHT:
             raise KeyboardInterrupt(name)
         if self.state in (RunState.STARTING, RunState.RUNNING):  # past preflight: always an archive
-            self.fire("operator", "operator", f"{name} from the operator")
+            if self._signal_pipe is not None:
+                os.write(self._signal_pipe[1], bytes([signum]))
         elif self.state is RunState.PACKING:
             raise KeyboardInterrupt(name)
         else:
@@ -195,15 +204,18 @@ class Runner:
 
     def run(self) -> int:
         """The whole run after a clean preflight; returns the exit status."""
+        self._start_signal_thread()
         self.state = RunState.STARTING
         try:
             self.stale = self.lock.acquire()
         except BaseException:
+            self._end_signal_thread()
             self.cleanup()
             raise
         try:
             return self._run_locked()
         finally:
+            self._end_signal_thread()
             if self.syncer is not None:
                 self.syncer.join()
             self.cleanup()
@@ -211,6 +223,36 @@ class Runner:
                 self.control.close()
             self.lock.release()
             self.events.close()
+
+    def _start_signal_thread(self) -> None:
+        """The thread that fires the operator trigger for each signal :meth:`handle_signal`
+        writes into its pipe (a byte per signal), until the pipe is closed."""
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        self._signal_pipe = (read_fd, write_fd)
+
+        def loop() -> None:
+            while True:
+                got = os.read(read_fd, 64)
+                if not got:
+                    return
+                for signum in got:
+                    name = signal.Signals(signum).name
+                    self.fire("operator", "operator", f"{name} from the operator")
+
+        self._signal_thread = threading.Thread(target=loop, name="signals", daemon=True)
+        self._signal_thread.start()
+
+    def _end_signal_thread(self) -> None:
+        """Close the pipe's write end (no signal fires from here on) and let the thread end."""
+        if self._signal_pipe is None:
+            return
+        read_fd, write_fd = self._signal_pipe
+        self._signal_pipe = None
+        os.close(write_fd)
+        if self._signal_thread is not None:
+            self._signal_thread.join(5.0)
+        if self._signal_thread is None or not self._signal_thread.is_alive():
+            os.close(read_fd)
 
     def cleanup(self) -> None:
         """Disarm what is still armed, then every instance's ``cleanup`` (each exactly
