@@ -34,7 +34,7 @@ class Event(NamedTuple):
 
     @classmethod
     def parse(cls, line: str) -> Event:
-        """The event of one data spool line (``TIME\tNODE\tSOURCE\tTEXT\n``)."""
+        """The event of one data spool line (``TIME<tab>NODE<tab>SOURCE<tab>TEXT``)."""
         t, node, source, text = line[:-1].split("\t", 3)
         return cls(float(t), node, source, text)
 
