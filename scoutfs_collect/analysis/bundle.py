@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from scoutfs_collect.archive import bundle as archive_bundle
 from scoutfs_collect.archive.bundle import NodeRecord
-from scoutfs_collect.system.kernel_log import escape_controls
+from scoutfs_collect.system.kernel_text import escape_controls
 
 
 @dataclasses.dataclass

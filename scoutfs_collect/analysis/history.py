@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from scoutfs_collect.analysis import ftrace_fallback
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.analysis.sources import KIND_OF_TYPE
-from scoutfs_collect.system.kernel_log import escape_controls
+from scoutfs_collect.system.kernel_text import escape_controls
 from scoutfs_collect.ui.console import human_bytes
 
 TARGET_SECONDS = 20.0  # the history a sizing hint aims for

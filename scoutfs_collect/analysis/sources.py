@@ -9,7 +9,7 @@ epoch seconds (see :mod:`.clocks`), in file order (each file is in time order).
 | ``counters`` | scoutfs-counters | counters-series.csv | realtime (UTC text, ms) |
 
 Every reader yields its text with each control character escaped, once, here, as the
-kernel's ``\\xHH`` (a tab ``\\x09``, ESC ``\\x1b``: :func:`kernel_log.escape_controls`).
+kernel's ``\\xHH`` (a tab ``\\x09``, ESC ``\\x1b``: :func:`kernel_text.escape_controls`).
 kmsg.jsonl holds the kernel's text unescaped, and a text trace holds what was written to
 a trace_marker and printk:console's kernel lines as they were, tabs and escape sequences
 included. So no control character reaches a spool line, a terminal, the report or a
@@ -28,7 +28,7 @@ from typing import IO, Any, Callable, Dict, FrozenSet, Iterator, List, Optional,
 from scoutfs_collect.analysis import packets
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.system import tracefs
-from scoutfs_collect.system.kernel_log import escape_controls, escape_controls_in_lines, has_controls
+from scoutfs_collect.system.kernel_text import escape_controls, escape_controls_in_lines, has_controls
 from scoutfs_collect.system.pcap import PcapError, PcapReader
 
 KINDS = ("kmsg", "ftrace", "packets", "counters")

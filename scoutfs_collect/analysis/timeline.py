@@ -16,7 +16,7 @@ from scoutfs_collect.analysis.bundle import Bundle, open_bundle
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.analysis.lines import Printer, micros, utc_us
 from scoutfs_collect.archive import read as archive_read
-from scoutfs_collect.system.kernel_log import escape_controls_in_lines
+from scoutfs_collect.system.kernel_text import escape_controls_in_lines
 
 
 class Event(NamedTuple):

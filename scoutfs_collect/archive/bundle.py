@@ -20,7 +20,7 @@ from typing import IO, Any, Collection, Dict, List, Optional, Tuple
 
 from scoutfs_collect.archive import read
 from scoutfs_collect.core.errors import EXIT_OK, UsageError
-from scoutfs_collect.system.kernel_log import escape_controls
+from scoutfs_collect.system.kernel_text import escape_controls
 from scoutfs_collect.ui.console import stdout_line
 
 CLUSTER_JSON = "cluster.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from scoutfs_collect.archive.tarstream import TarStream
-from scoutfs_collect.system.kernel_log import escape_controls
+from scoutfs_collect.system.kernel_text import escape_controls
 from scoutfs_collect.ui.console import human_bytes
 
 try:

@@ -18,7 +18,7 @@ from scoutfs_collect import __version__
 from scoutfs_collect.analysis import scan, spool
 from scoutfs_collect.analysis.lines import Printer
 from scoutfs_collect.analysis.timeline import Analysis, Event, utc_us
-from scoutfs_collect.system.kernel_log import escape_controls
+from scoutfs_collect.system.kernel_text import escape_controls
 
 EVENTS_MAX = 3000  # lines of the merged timeline shown
 COUNTERS_MAX = 40
