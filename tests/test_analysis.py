@@ -52,8 +52,9 @@ class Capture:
     """The archive of one real run, and what was sent into it."""
 
     def __init__(self, cli: Cli, archive: str, nonce: str, sport: int, port: int,
-                 instants: Dict[str, Tuple[float, float]]) -> None:
+                 instants: Dict[str, Tuple[float, float]], console: str) -> None:
         self.cli, self.archive, self.nonce, self.sport, self.port = cli, archive, nonce, sport, port
+        self.console = console  # what the run printed on stderr
         self.instants = instants  # source -> (epoch before, epoch after) the sync write
         self.shown = [f"{nonce} {shown}" for shown in CONTROL_LINES.values()]  # as printed
 
@@ -133,7 +134,7 @@ triggers:
         assert code == 0, err
     finally:
         cli.cleanup()
-    return Capture(cli, archive_of(out), nonce, sport, port, instants)
+    return Capture(cli, archive_of(out), nonce, sport, port, instants, err)
 
 
 def _bracket(write) -> Tuple[float, float]:
@@ -490,6 +491,10 @@ def test_tabs_and_escapes_of_kernel_lines_print_escaped_and_alike_everywhere(cap
     for shown in capture.shown:
         assert html_escape(shown).encode() in page, shown
     assert f"fencing{TRIGGER_TAIL[1]}".encode() in page  # the trigger's reason in the header
+
+    # the run's own console said which line triggered it
+    assert RAW_CONTROL.search(capture.console.encode()) is None
+    assert f"fencing{TRIGGER_TAIL[1]}" in capture.console
 
     summary = _printed(capture)  # inspect's summary: the trigger's reason is the kernel line
     assert RAW_CONTROL.search(summary) is None
