@@ -175,15 +175,19 @@ def ftrace_records(offset: float, stream: IO[bytes], span: Span, share: Optional
         if share is not None and index not in share:
             continue
         block = raw.decode("utf-8", "replace").split("\n")
-        dirty: Optional[bool] = None  # whether the block holds a control character, once needed
+        clean: Optional[Callable[[str], str]] = None  # chosen once a line of the block is needed
         for ts, line in event_times(block):
             ts += offset
             if start <= ts <= end:
-                if dirty is None:
-                    dirty = has_controls(raw)
-                yield ts, (escape_controls(line).strip() if dirty else line.strip())
+                if clean is None:
+                    clean = _escaped_and_stripped if has_controls(raw) else str.strip
+                yield ts, clean(line)
             else:
                 yield ts, ""
+
+
+def _escaped_and_stripped(line: str) -> str:
+    return escape_controls(line).strip()
 
 
 def packet_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:

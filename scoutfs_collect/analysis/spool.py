@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Sequence
+from typing import IO, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from scoutfs_collect.analysis import sources
 from scoutfs_collect.analysis.lines import Printer
@@ -63,11 +63,12 @@ class LineFormat:
     def lines(self, records: Iterable[sources.TimedText], tally: Tally) -> List[str]:
         """The lines of the records in the window; every record counted into ``tally``."""
         start, end, ref, tag, rendered = self.start, self.end, self.ref, self.tag, self.rendered
-        line = Printer(ref).line
+        printer = Printer(ref)
         fine_lo, fine_hi = ref - FINE_BEFORE, ref + FINE_AFTER
         fine, coarse, density = tally.fine, tally.coarse, self.density
         first, last, count, inside = tally.first, tally.last, 0, 0
         held: List[str] = []
+        printed: List[Tuple[int, str]] = []  # rendered: (us, text), printed after the loop
         for t, text in records:
             count += 1
             if t < first:
@@ -85,14 +86,14 @@ class LineFormat:
                 inside += 1
                 us = round(t * 1e6)  # lines.micros, inline: once per line of a full ring
                 if rendered:
-                    held.append(line(us, tag, text))
+                    printed.append((us, text))
                 else:
                     whole, frac = divmod(us, 1000000)
                     held.append(f"{whole:011d}.{frac:06d}{tag}{text}\n")
         tally.count += count
         tally.inside += inside
         tally.first, tally.last = first, last
-        return held
+        return printer.lines(tag, printed) if rendered else held
 
 
 def spool(records: Iterator[sources.TimedText], fmt: LineFormat, path: Path) -> Tally:
