@@ -13,6 +13,7 @@ from scoutfs_collect.system import tracefs
 from tests.support.cli import Cli
 from tests.support.cluster import TriggeredRun, triggered_run
 from tests.support.helpers import Fired
+from tests.support.tracefs_watch import GONE, OURS, WriteWatch
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +56,33 @@ def tracefs_global_state() -> Dict[str, str]:
 
 @pytest.fixture
 def tracefs_untouched():
-    """Fails the test when a global tracefs setting differs afterwards (use it with
-    ``pytestmark = pytest.mark.usefixtures("tracefs_untouched")``)."""
+    """Fails the test when it wrote a global (top-level) tracefs file (use it with
+    ``pytestmark = pytest.mark.usefixtures("tracefs_untouched")``).
+
+    Decided: ours is what this test's process tree writes, whatever the value. fanotify
+    reports each write() to TRACEFS_GLOBAL_FILES during the test with the writer's pid
+    (tests/support/tracefs_watch.py), sorted at once:
+    - this process or a descendant (the CLI runs, trace-cmd): the test fails, even for a
+      write of the value already there (our code must not write there at all);
+    - another live process (another test run, a tool on the machine): not ours, it fails
+      nothing, whatever it changed;
+    - a writer that exited before it could be looked at: whose it was cannot be told, so
+      that file's content is compared with what it was before the test.
+    Without fanotify (not root, an old kernel) every file's content is compared, as it
+    was before: a change by another process then fails the test too."""
     before = tracefs_global_state()
-    yield
-    assert tracefs_global_state() == before
+    with WriteWatch([tracefs.DEFAULT_ROOT / f for f in TRACEFS_GLOBAL_FILES]) as watch:
+        yield
+    after = tracefs_global_state()
+    if not watch.available:
+        assert after == before, f"global tracefs files changed ({watch.why}; whose is unknown)"
+        return
+    whom = watch.by_whom()
+    assert whom[OURS] == [], "this test's processes wrote global tracefs files"
+    root = str(tracefs.DEFAULT_ROOT) + "/"
+    unknown = {w.path[len(root):] if w.path.startswith(root) else w.path for w in whom[GONE]}
+    changed = {f: (before[f], after[f]) for f in unknown if f in before and before[f] != after[f]}
+    assert changed == {}, f"global tracefs files changed by a writer that exited: {whom[GONE]}"
 
 
 @pytest.fixture

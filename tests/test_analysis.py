@@ -4,20 +4,24 @@ export, the HTML report rendered by a real browser, and cluster bundles.
 
 One capture (module fixture) records real trace_marker writes, /dev/kmsg lines and UDP
 packets on lo; a trace_marker write, a kernel log line and a UDP packet made at one
-instant must land within 1 ms of each other on the timeline. The scoutfs sysfs tree is
-the fixture (the module cannot load here).
+instant must land within 1 ms of each other on the timeline. Kernel lines and marker
+writes holding a tab and an escape sequence (the trigger line too) must print escaped,
+the same on every output. The scoutfs sysfs tree is the fixture (the module cannot load
+here). No test depends on what the machine logged before it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import tarfile
 import time
+from html import escape as html_escape
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
 from hypothesis import given, settings
@@ -37,13 +41,22 @@ from tests.support.helpers import archive_of, kmsg_write, make_plugin, unique, w
 TRACEFS = Path("/sys/kernel/tracing")
 
 
+# written into /dev/kmsg and a trace_marker during the capture (after the nonce): a tab
+# and an escape sequence, and how every output must show them
+CONTROL_LINES = {"tab a\tb": "tab a\\x09b", "esc \x1b[31mred\x1b[0m": "esc \\x1b[31mred\\x1b[0m"}
+TRIGGER_TAIL = ("\t\x1b[0m", "\\x09\\x1b[0m")  # the trigger line ends with these (written, shown)
+RAW_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]")  # any control byte but the newline
+
+
 class Capture:
     """The archive of one real run, and what was sent into it."""
 
     def __init__(self, cli: Cli, archive: str, nonce: str, sport: int, port: int,
-                 instants: Dict[str, Tuple[float, float]]) -> None:
+                 instants: Dict[str, Tuple[float, float]], console: str) -> None:
         self.cli, self.archive, self.nonce, self.sport, self.port = cli, archive, nonce, sport, port
+        self.console = console  # what the run printed on stderr
         self.instants = instants  # source -> (epoch before, epoch after) the sync write
+        self.shown = [f"{nonce} {shown}" for shown in CONTROL_LINES.values()]  # as printed
 
     def run(self, *args: str):
         return self.cli.run(*args)
@@ -63,6 +76,7 @@ def capture(tmp_path_factory) -> Capture:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (mount,) = fixture.build(tmp / "sysfs", mounts=1)
+    kmsg_write(f"{nonce} before the run")  # in the ring the dmesg collector reads at start
     profile = cli.profile(f"""\
 collectors:
   dmesg: {{}}
@@ -106,17 +120,21 @@ triggers:
             sync = (f"{nonce} sync".encode(), ("127.0.0.1", port))
             instants["tcpdump"] = _bracket(lambda: sync_udp.sendto(*sync))
             sport = sync_udp.getsockname()[1]
+            for written in CONTROL_LINES:  # a kernel line (also a printk:console event) and a marker
+                os.write(kmsg, f"<6>{nonce} {written}\n".encode())
+                os.write(marker, f"{nonce} {written}".encode())
         finally:
             os.close(marker)
             os.close(kmsg)
             udp.close()
             sync_udp.close()
-        kmsg_write(f"scoutfs f.000001.r.000002: client 127.0.0.1:{port} {nonce} reconnect timed out, fencing")
+        kmsg_write(f"scoutfs f.000001.r.000002: client 127.0.0.1:{port} {nonce} reconnect timed out, "
+                   f"fencing{TRIGGER_TAIL[0]}")
         code, out, err = finish(proc)
         assert code == 0, err
     finally:
         cli.cleanup()
-    return Capture(cli, archive_of(out), nonce, sport, port, instants)
+    return Capture(cli, archive_of(out), nonce, sport, port, instants, err)
 
 
 def _bracket(write) -> Tuple[float, float]:
@@ -184,9 +202,10 @@ def test_timeline_text_window_and_sources(capture):
     # a window that ends before the sync instant does not show it
     doc = capture.timeline("--before", "1000000", "--after", "0")
     assert all(e["rel"] <= 0 for e in doc["events"])
-    assert doc["events"][0]["rel"] < -2.0  # the kernel ring at start holds older lines
+    assert f"{capture.nonce} before the run" in [e["text"] for e in doc["events"]]  # the ring at start
     narrow = capture.timeline("--before", "0", "--after", "0.1")
     assert _sync_events(narrow, capture) == {}
+    assert f"{capture.nonce} before the run" not in [e["text"] for e in narrow["events"]]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -410,12 +429,76 @@ def test_timeline_is_the_same_however_it_is_read(capture, monkeypatch, tmp_path)
     split = _event_lines((tmp_path / "split.txt").read_text())
     assert whole_stats == split_stats
     assert sum(f"{capture.nonce} filler" in line for line in whole) > 500
+    for shown in capture.shown:  # this run's kernel lines and markers with a tab and an ESC
+        assert sum(line.endswith(shown) for line in whole) >= 2, shown
     # the same lines; lines of one microsecond may come in another order
     assert sorted(whole) == sorted(split)
     assert [line.split()[0] for line in split] == sorted(line.split()[0] for line in split)
     by_cli = _event_lines(capture.run("inspect", capture.archive, "--timeline", "--before", "1e6",
                                       "--after", "1e6").stdout)
     assert sorted(by_cli) == sorted(whole)
+
+
+def _printed(capture: Capture, *args: str, to_file: Optional[Path] = None) -> bytes:
+    """The bytes ``inspect ARCHIVE *args`` prints, through a pipe or into ``to_file``."""
+    argv = capture.cli.argv("inspect", capture.archive, *args)
+    if to_file is None:
+        done = subprocess.run(argv, env=capture.cli.env, cwd=capture.cli.tmp, capture_output=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    with open(to_file, "wb") as out:
+        done = subprocess.run(argv, env=capture.cli.env, cwd=capture.cli.tmp, stdout=out,
+                              stderr=subprocess.PIPE, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return to_file.read_bytes()
+
+
+def test_tabs_and_escapes_of_kernel_lines_print_escaped_and_alike_everywhere(capture, tmp_path):
+    """This run's kernel lines, printk:console events and trace_marker writes holding a
+    tab and an ESC sequence: each output shows them as ``\\x09`` and ``\\x1b``, never raw,
+    and the same records print the same bytes whichever path printed them."""
+    wide = ("--timeline", "--before", "1e6", "--after", "1e6")
+    piped = _printed(capture, *wide)
+    assert _printed(capture, *wide, to_file=tmp_path / "timeline.txt") == piped
+    assert RAW_CONTROL.search(piped) is None
+    lines = [line for line in piped.decode().splitlines() if line[:4].isdigit()]
+    for shown in capture.shown:
+        sources = {line.split()[2] for line in lines if line.endswith(shown)}
+        assert sources == {"dmesg", "ftrace"}, (shown, sources)
+        # the kernel line as itself and as its printk:console event, and the marker write
+        ftrace = [line for line in lines if line.endswith(shown) and " ftrace " in line]
+        assert any(": console: " in line for line in ftrace) and \
+            any(": tracing_mark_write: " in line for line in ftrace), ftrace
+
+    doc = json.loads(_printed(capture, *wide, "--json"))
+    width = max(len(s["name"]) for s in doc["sources"])
+    from_json = [f"{e['utc']} {e['rel']:+10.6f}  {e['source']:<{width}}  {e['text']}" for e in doc["events"]]
+    assert from_json == lines  # the same records, times and text, in the same order
+    assert all(RAW_CONTROL.search(e["text"].encode()) is None for e in doc["events"])
+
+    trace = tmp_path / "trace.json"
+    assert capture.run("inspect", capture.archive, *wide[1:], "--export", "perfetto", "-o",
+                       str(trace)).returncode == 0
+    texts = [ev["args"]["text"] for ev in json.loads(trace.read_text())["traceEvents"]
+             if ev["ph"] == "i" and ev["s"] == "t"]
+    assert sorted(texts) == sorted(e["text"] for e in doc["events"])
+
+    html = tmp_path / "report.html"
+    assert capture.run("report", capture.archive, "--before", "1e6", "-o", str(html)).returncode == 0
+    page = html.read_bytes()
+    assert RAW_CONTROL.search(page) is None
+    for shown in capture.shown:
+        assert html_escape(shown).encode() in page, shown
+    assert f"fencing{TRIGGER_TAIL[1]}".encode() in page  # the trigger's reason in the header
+
+    # the run's own console said which line triggered it
+    assert RAW_CONTROL.search(capture.console.encode()) is None
+    assert f"fencing{TRIGGER_TAIL[1]}" in capture.console
+
+    summary = _printed(capture)  # inspect's summary: the trigger's reason is the kernel line
+    assert RAW_CONTROL.search(summary) is None
+    assert f"fencing{TRIGGER_TAIL[1]}".encode() in summary  # (wrapped: the reason's last word)
 
 
 def test_timeline_into_a_closed_pipe_ends_quietly(capture):

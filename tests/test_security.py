@@ -96,6 +96,53 @@ def test_symlink_planted_at_the_archive_name_is_refused(cli, tmp_path):
     assert sorted(p.name for p in cli.out.iterdir()) == sorted([workdir.name, planted.name])
 
 
+# Loaded by the CLI's Python (PYTHONPATH) in the test below: once armed, the main thread
+# takes the lock of the Event it waits on for a trigger and signals itself while holding
+# it, as when a SIGTERM lands inside Event.wait() (its handler then runs right there).
+SIGNAL_INSIDE_THE_WAIT = """\
+import os, signal
+from scoutfs_collect.core import runner
+
+_wait, _handle = runner.Runner._wait, runner.Runner.handle_signal
+
+
+def _wait_after_a_signal_inside_it(self):
+    with self.triggered._cond:  # the lock Event.wait() holds around its bookkeeping
+        os.kill(os.getpid(), signal.SIGTERM)  # the Python handler runs before the next line
+    _wait(self)
+
+
+def _handle_noting_the_lock(self, signum):
+    with open(os.environ["SIGNAL_NOTES"], "a") as f:
+        f.write(f"handled while the lock was held: {self.triggered._cond._lock.locked()}\\n")
+    _handle(self, signum)
+
+
+runner.Runner._wait = _wait_after_a_signal_inside_it
+runner.Runner.handle_signal = _handle_noting_the_lock
+"""
+
+
+def test_sigterm_landing_inside_the_wait_for_a_trigger_still_stops_the_run(cli, tmp_path):
+    """The handler of SIGTERM runs in the main thread, wherever it is: inside the wait for
+    a trigger it used to wait for the lock that wait held, and the run hung for good
+    (test_symlink_planted_at_the_archive_name_is_refused, under load). Here the signal
+    lands there every time."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(SIGNAL_INSIDE_THE_WAIT)
+    cli.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(inject), cli.env.get("PYTHONPATH")]))
+    cli.env["SIGNAL_NOTES"] = str(tmp_path / "notes")
+    profile = cli.profile(SIMPLE.replace("type: timer, after: 0.2", "type: test-never"))
+    proc = cli.start(*cli.capture_args(profile))
+    code, out, err = finish(proc, timeout=30)  # it hung here: the handler waited for itself
+    assert (tmp_path / "notes").read_text() == "handled while the lock was held: True\n"
+    assert code == 0, err
+    trigger = next(e for e in cli.event_list() if e["event"] == "triggered")
+    assert (trigger["trigger"], trigger["reason"]) == ("operator", "SIGTERM from the operator")
+    assert Path(archive_of(out)).is_file()
+
+
 @pytest.mark.parametrize("victim_exists", [False, True], ids=["dangling", "to-a-file"])
 def test_symlink_planted_at_the_lock_is_refused(cli, tmp_path, victim_exists):
     victim = tmp_path / "victim-lock"

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from scoutfs_collect.archive import bundle as archive_bundle
 from scoutfs_collect.archive.bundle import NodeRecord
+from scoutfs_collect.system.kernel_text import escape_controls
 
 
 @dataclasses.dataclass
@@ -56,14 +57,15 @@ class Bundle:
 
     def header_lines(self) -> List[str]:
         """What the timeline says of the bundle before its records: the origin, and each
-        node whose archive is not in the bundle (a lost node is often the one that matters)."""
+        node whose archive is not in the bundle (a lost node is often the one that matters);
+        control characters escaped (the origin's reason is a kernel line)."""
         lines = [f"  origin {self.origin_text()}"]
         for n in self.nodes:
             if n.archive is None:
                 r = n.record
                 why = r.error or "no error recorded"
                 lines.append(f"  {r.name}: no archive in the bundle ({r.status}: {why})")
-        return lines
+        return [escape_controls(line) for line in lines]
 
     def reference(self) -> Optional[float]:
         """The origin's trigger time on the coordinator's clock (origin.time is the

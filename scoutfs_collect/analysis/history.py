@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 from scoutfs_collect.analysis import ftrace_fallback
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.analysis.sources import KIND_OF_TYPE
+from scoutfs_collect.system.kernel_text import escape_controls
 from scoutfs_collect.ui.console import human_bytes
 
 TARGET_SECONDS = 20.0  # the history a sizing hint aims for
@@ -42,14 +43,15 @@ class SourceHistory:
         return dataclasses.asdict(self)
 
     def line(self) -> str:
-        """One line for ``inspect``."""
+        """One line for ``inspect`` (and a line per note below it), control characters
+        escaped (a note may quote trace-cmd's error)."""
         reach = "no records" if self.reach_s is None else f"reaches {_secs(self.reach_s)} before the trigger"
         wrap = {True: "WRAPPED", False: "not wrapped", None: "wrap unknown"}[self.wrapped]
         text = f"{self.kind:<9}{reach}; {wrap}"
         if self.lost:
             text += f" ({self.lost})"
         notes = [n for n in (self.events_note, self.hint) if n]
-        return text + "".join(f"\n           {n}" for n in notes)
+        return escape_controls(text) + "".join(f"\n           {escape_controls(n)}" for n in notes)
 
 
 def _num(v: Any) -> Optional[float]:

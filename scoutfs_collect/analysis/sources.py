@@ -7,6 +7,13 @@ epoch seconds (see :mod:`.clocks`), in file order (each file is in time order).
 | ``ftrace`` | ftrace | trace.txt | the instance's trace clock, + its offset |
 | ``packets`` | tcpdump | tcpdump.pcapN | realtime |
 | ``counters`` | scoutfs-counters | counters-series.csv | realtime (UTC text, ms) |
+
+Every reader yields its text with each control character escaped, once, here, as the
+kernel's ``\\xHH`` (a tab ``\\x09``, ESC ``\\x1b``: :func:`kernel_text.escape_controls`).
+kmsg.jsonl holds the kernel's text unescaped, and a text trace holds what was written to
+a trace_marker and printk:console's kernel lines as they were, tabs and escape sequences
+included. So no control character reaches a spool line, a terminal, the report or a
+JSON reader, and every output prints the same text (:mod:`.lines` prints the lines).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import IO, Any, Callable, Dict, FrozenSet, Iterator, List, Optional,
 from scoutfs_collect.analysis import packets
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.system import tracefs
+from scoutfs_collect.system.kernel_text import escape_controls, escape_controls_in_lines, has_controls
 from scoutfs_collect.system.pcap import PcapError, PcapReader
 
 KINDS = ("kmsg", "ftrace", "packets", "counters")
@@ -126,38 +134,43 @@ def byte_blocks(stream: IO[bytes]) -> Iterator[bytes]:
         yield rest
 
 
-def _line_blocks(stream: IO[bytes]) -> Iterator[List[str]]:
+def _line_blocks(stream: IO[bytes], escape: bool) -> Iterator[List[str]]:
     """The lines of a member stream, a list per block of :func:`byte_blocks`, each block
     decoded at once (line by line through the tar stream's buffers, or a TextIOWrapper,
-    costs more than the parsing; the wrapper would also ask it to seek)."""
+    costs more than the parsing; the wrapper would also ask it to seek); ``escape``:
+    their control characters escaped."""
     for block in byte_blocks(stream):
-        lines = block.decode("utf-8", "replace").split("\n")
+        text = block.decode("utf-8", "replace")
+        if escape and has_controls(block):
+            text = escape_controls_in_lines(text)
+        lines = text.split("\n")
         if not lines[-1]:
             lines.pop()
         yield lines
 
 
-def _text(stream: IO[bytes]) -> Iterator[str]:
+def _text(stream: IO[bytes], escape: bool) -> Iterator[str]:
     """The lines of a member stream (see :func:`_line_blocks`)."""
-    for block in _line_blocks(stream):
+    for block in _line_blocks(stream, escape):
         yield from block
 
 
 def kmsg_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
-    for line in _text(stream):
+    """Each record of kmsg.jsonl, its text escaped (a multi-line record's newlines too)."""
+    for line in _text(stream, escape=False):  # JSON: a control character is decoded below
         try:
             row = json.loads(line)
             t = offset + row["usec"] / 1e6
         except (ValueError, KeyError, TypeError):
             continue
-        text = str(row.get("text", "")).replace("\n", " ⏎ ")
-        yield t, text
+        yield t, escape_controls(str(row.get("text", "")))
 
 
 def ftrace_records(offset: float, stream: IO[bytes], span: Span, share: Optional[Share] = None
                    ) -> Iterator[TimedText]:
     """Each event line of a text trace (tracefs ``trace`` or ``trace-cmd report``) as it
-    is, ftrace's own timestamp included (to find it in trace.txt); with ``share``, only
+    is but for its control characters (escaped: a marker's or a kernel line's tab, ESC),
+    ftrace's own timestamp included (to find it in trace.txt); with ``share``, only
     those of its blocks (each process reading the same stream cuts the same blocks)."""
     start, end = span
     event_times = tracefs.event_times
@@ -165,9 +178,19 @@ def ftrace_records(offset: float, stream: IO[bytes], span: Span, share: Optional
         if share is not None and index not in share:
             continue
         block = raw.decode("utf-8", "replace").split("\n")
+        clean: Optional[Callable[[str], str]] = None  # chosen once a line of the block is needed
         for ts, line in event_times(block):
             ts += offset
-            yield (ts, line.strip()) if start <= ts <= end else (ts, "")
+            if start <= ts <= end:
+                if clean is None:
+                    clean = _escaped_and_stripped if has_controls(raw) else str.strip
+                yield ts, clean(line)
+            else:
+                yield ts, ""
+
+
+def _escaped_and_stripped(line: str) -> str:
+    return escape_controls(line).strip()
 
 
 def packet_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
@@ -209,7 +232,7 @@ def counter_records(offset: float, stream: IO[bytes], on_counter: Optional[Count
                     ) -> Iterator[TimedText]:
     """``counter +delta`` (``mount`` prefixed when there are several) per series row;
     the first sighting of a counter (no change) reads ``counter = value``."""
-    rows = csv.reader(_text(stream))
+    rows = csv.reader(_text(stream, escape=True))
     next(rows, None)
     cache: Dict[str, Optional[float]] = {}
     for row in rows:

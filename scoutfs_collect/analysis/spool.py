@@ -5,8 +5,10 @@ and nodes. Every record (in the window or not) is also counted into a :class:`Ta
 
 Two line forms (:class:`LineFormat`): data lines ``TIME<tab>NODE<tab>SOURCE<tab>TEXT``
 (TIME fixed-width ``%018.6f``) that :mod:`.timeline` parses back into events, and, for
-``inspect --timeline``, the printed lines themselves (see :class:`LineFormat`). Either
-way, lines merged as plain strings come out in time order.
+``inspect --timeline``, the printed lines themselves (:class:`.lines.Printer`, the one
+form of a timeline line). Either way, lines merged as plain strings come out in time
+order. The texts come from :mod:`.sources` with their control characters escaped: a
+text holds no tab or newline, so it is written as it is either way.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import math
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Sequence
+from typing import IO, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from scoutfs_collect.analysis import sources
+from scoutfs_collect.analysis.lines import Printer
 
 FINE = 0.01  # density buckets: 10 ms from FINE_BEFORE s before the trigger to FINE_AFTER after
 FINE_BEFORE, FINE_AFTER = 20.0, 5.0
@@ -46,9 +48,8 @@ class LineFormat:
 
     ``rendered`` False: data lines, ``tag`` being ``<tab>NODE<tab>SOURCE<tab>``, TIME
     ``%018.6f``-wide, from the same integer microseconds as the printed lines.
-    ``rendered`` True: the lines ``inspect --timeline`` prints (UTC with microseconds,
-    seconds from ``ref``, ``tag`` = the padded source label, the text); both times come
-    from one integer count of microseconds, so that string order is time order.
+    ``rendered`` True: the lines ``inspect --timeline`` prints (:class:`.lines.Printer`
+    with ``tag`` = the padded source label).
     ``density``: also count every record into 10 ms / 1 s buckets around ``ref``.
     """
 
@@ -62,12 +63,12 @@ class LineFormat:
     def lines(self, records: Iterable[sources.TimedText], tally: Tally) -> List[str]:
         """The lines of the records in the window; every record counted into ``tally``."""
         start, end, ref, tag, rendered = self.start, self.end, self.ref, self.tag, self.rendered
-        ref_us = round(ref * 1e6)
+        printer = Printer(ref)
         fine_lo, fine_hi = ref - FINE_BEFORE, ref + FINE_AFTER
         fine, coarse, density = tally.fine, tally.coarse, self.density
         first, last, count, inside = tally.first, tally.last, 0, 0
-        second, prefix = None, ""
         held: List[str] = []
+        printed: List[Tuple[int, str]] = []  # rendered: (us, text), printed after the loop
         for t, text in records:
             count += 1
             if t < first:
@@ -83,23 +84,16 @@ class LineFormat:
                     coarse[k] = coarse.get(k, 0) + 1
             if start <= t <= end:
                 inside += 1
+                us = round(t * 1e6)  # lines.micros, inline: once per line of a full ring
                 if rendered:
-                    if "\n" in text:
-                        text = text.replace("\n", " ")
-                    us = round(t * 1e6)
-                    whole, micros = divmod(us, 1000000)
-                    if whole != second:
-                        second, prefix = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-                    held.append(f"{prefix}.{micros:06d}Z {(us - ref_us) / 1e6:+10.6f}  {tag}  {text}\n")
+                    printed.append((us, text))
                 else:
-                    if "\t" in text or "\n" in text:
-                        text = text.replace("\t", " ").replace("\n", " ")
-                    whole, micros = divmod(round(t * 1e6), 1000000)
-                    held.append(f"{whole:011d}.{micros:06d}{tag}{text}\n")
+                    whole, frac = divmod(us, 1000000)
+                    held.append(f"{whole:011d}.{frac:06d}{tag}{text}\n")
         tally.count += count
         tally.inside += inside
         tally.first, tally.last = first, last
-        return held
+        return printer.lines(tag, printed) if rendered else held
 
 
 def spool(records: Iterator[sources.TimedText], fmt: LineFormat, path: Path) -> Tally:

@@ -14,7 +14,9 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, TextIO
 from scoutfs_collect.analysis import history, scan, sources, spool
 from scoutfs_collect.analysis.bundle import Bundle, open_bundle
 from scoutfs_collect.analysis.clocks import ClockMap
+from scoutfs_collect.analysis.lines import Printer, micros, utc_us
 from scoutfs_collect.archive import read as archive_read
+from scoutfs_collect.system.kernel_text import escape_controls_in_lines
 
 
 class Event(NamedTuple):
@@ -30,14 +32,16 @@ class Event(NamedTuple):
     def label(self) -> str:
         return f"{self.node}/{self.source}" if self.node else self.source
 
+    @classmethod
+    def parse(cls, line: str) -> Event:
+        """The event of one data spool line (``TIME<tab>NODE<tab>SOURCE<tab>TEXT``)."""
+        t, node, source, text = line[:-1].split("\t", 3)
+        return cls(float(t), node, source, text)
 
-def utc_us(t: float, _last: List[Any] = [None, ""]) -> str:  # noqa: B006 (a one-entry cache)
-    """Epoch seconds as ``2026-12-03T14:09:18.675884Z`` (rounded to the microsecond as
-    the spools are: :class:`spool.LineFormat`)."""
-    whole, micros = divmod(round(t * 1e6), 1000000)
-    if _last[0] != whole:
-        _last[0], _last[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_last[1]}.{micros:06d}Z"
+    @property
+    def us(self) -> int:
+        """``time`` in the integer microseconds a line prints (:func:`.lines.micros`)."""
+        return micros(self.time)
 
 
 @dataclasses.dataclass
@@ -75,9 +79,9 @@ class Analysis:
         """Every spooled record of every node and source, merged in time order."""
         if self.rendered:
             raise TypeError("events() of an analysis made with text=True")
+        parse = Event.parse
         for line in self.lines():
-            t, node, source, text = line[:-1].split("\t", 3)
-            yield Event(float(t), node, source, text)
+            yield parse(line)
 
     def history(self) -> List[history.SourceHistory]:
         out = []
@@ -161,21 +165,21 @@ def _bundle_label_width(archives: List[Any], names: Optional[List[str]]) -> int:
 
 
 def render(a: Analysis, out: TextIO) -> int:
-    """The human timeline; returns the number of event lines written."""
+    """The human timeline; returns the number of event lines written. Its head too holds
+    no control character (a bundle's origin reason is a kernel line; names are escaped)."""
     w = a.window
-    out.write(f"Timeline of {a.path.name}: {utc_us(w.start)} .. {utc_us(w.end)} "
-              f"({w.before:g} s before the trigger to {w.after:g} s after)\n")
-    out.write(f"trigger at {utc_us(w.ref)}; times UTC, then seconds relative to the trigger\n")
+    head = [f"Timeline of {a.path.name}: {utc_us(w.start)} .. {utc_us(w.end)} "
+            f"({w.before:g} s before the trigger to {w.after:g} s after)",
+            f"trigger at {utc_us(w.ref)}; times UTC, then seconds relative to the trigger"]
     if a.bundle is not None:
-        out.writelines(f"{line}\n" for line in a.bundle.header_lines())
+        head += a.bundle.header_lines()
     for n in a.nodes:
         where = f"{n.node}: " if n.node else ""
-        out.write(f"  {where}clocks from manifest {n.clocks.source}"
-                  + (f", node clock offset {n.clocks.node_offset * 1000:+.3f} ms" if n.node else "") + "\n")
-    out.write("\nHistory kept\n")
-    for h in a.history():
-        out.write(f"  {(h.node + '/' if h.node else '') + h.name:<24} {h.line()}\n")
-    out.write("\n")
+        head.append(f"  {where}clocks from manifest {n.clocks.source}"
+                    + (f", node clock offset {n.clocks.node_offset * 1000:+.3f} ms" if n.node else ""))
+    head += ["", "History kept"]
+    head += [f"  {(h.node + '/' if h.node else '') + h.name:<24} {h.line()}" for h in a.history()]
+    out.write(escape_controls_in_lines("\n".join(head) + "\n\n"))
     if a.rendered:
         spool.write_merged([p for n in a.nodes for _, p in n.spools], out)
         count = sum(s.in_window for s in a.stats())
@@ -189,11 +193,10 @@ def render(a: Analysis, out: TextIO) -> int:
 def _render_events(a: Analysis, out: TextIO) -> int:
     """The event lines of a data-spooled analysis, as :class:`scan.TextSpool` has them."""
     width = max([len(s.label) for s in a.stats()] + [6])
-    ref_us = round(a.window.ref * 1e6)
+    line = Printer(a.window.ref).line
     count, held = 0, []
     for e in a.events():
-        us = round(e.time * 1e6)
-        held.append(f"{utc_us(us / 1e6)} {(us - ref_us) / 1e6:+10.6f}  {e.label:<{width}}  {e.text}\n")
+        held.append(line(e.us, f"{e.label:<{width}}", e.text))
         if len(held) >= 4096:
             out.writelines(held)
             count += len(held)
@@ -202,8 +205,10 @@ def _render_events(a: Analysis, out: TextIO) -> int:
     return count + len(held)
 
 
-def event_dict(e: Event, ref: float) -> Dict[str, Any]:
-    return {"time": round(e.time, 6), "utc": utc_us(e.time), "rel": round(e.time - ref, 6),
+def event_dict(e: Event, printer: Printer) -> Dict[str, Any]:
+    """One event of ``--json``: its times as the timeline lines print them."""
+    us = e.us
+    return {"time": us / 1e6, "utc": printer.utc(us), "rel": printer.rel(us),
             "node": e.node, "source": e.source, "text": e.text}
 
 
@@ -223,8 +228,9 @@ def write_json(a: Analysis, out: TextIO) -> None:
     text = json.dumps(head, indent=1)
     out.write(text[:-2] + ',\n "events": [')
     sep = "\n  "
+    printer = Printer(w.ref)
     for e in a.events():
-        out.write(sep + json.dumps(event_dict(e, w.ref), ensure_ascii=False))
+        out.write(sep + json.dumps(event_dict(e, printer), ensure_ascii=False))
         sep = ",\n  "
     out.write("\n ]\n}\n")
 

@@ -20,6 +20,7 @@ from typing import IO, Any, Collection, Dict, List, Optional, Tuple
 
 from scoutfs_collect.archive import read
 from scoutfs_collect.core.errors import EXIT_OK, UsageError
+from scoutfs_collect.system.kernel_text import escape_controls
 from scoutfs_collect.ui.console import stdout_line
 
 CLUSTER_JSON = "cluster.json"
@@ -165,7 +166,7 @@ def render(doc: Dict[str, Any], sizes: Dict[str, int]) -> str:
                      f"{_ms(r.stop_lag_ms):>10}  {read.human_size(size):>10}")
         if r.error:
             lines.append(f"{'':<16} {r.error}")
-    return "\n".join(lines)
+    return "\n".join(escape_controls(line) for line in lines)  # the origin's reason: a kernel line
 
 
 def _extract_node(path: Path, node: str, dest: Path) -> Path:

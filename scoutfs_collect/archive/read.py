@@ -1,5 +1,7 @@
 """Reading an archive back: its manifest (first member, read without unpacking the rest),
-its member list, and the human report shown by ``scoutfs-collect inspect ARCHIVE``."""
+its member list, and the human report shown by ``scoutfs-collect inspect ARCHIVE`` (its
+text with every control character shown as ``\\xHH``: a trigger's reason is a kernel line,
+and none reaches the terminal raw)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from scoutfs_collect.archive.tarstream import TarStream
+from scoutfs_collect.system.kernel_text import escape_controls
 from scoutfs_collect.ui.console import human_bytes
 
 try:
@@ -176,10 +179,12 @@ def _count(n: int, word: str) -> str:
 
 
 def _wrap(text: str, indent: str, more: Optional[str] = None) -> List[str]:
-    """``text`` wrapped to WIDTH; continuation lines indented by ``more``."""
+    """``text`` wrapped to WIDTH, each of its lines a paragraph with its control characters
+    escaped first (a tab as ``\\x09``, as the timeline shows it, not wrapped away into
+    spaces); continuation lines indented by ``more``."""
     more = indent + "  " if more is None else more
     lines: List[str] = []
-    for para in str(text).splitlines() or [""]:
+    for para in [escape_controls(p) for p in str(text).rstrip("\n").split("\n")]:
         lines += textwrap.wrap(para, WIDTH, initial_indent=indent, subsequent_indent=more,
                                break_long_words=True, break_on_hyphens=False) or [indent]
     return lines
@@ -324,4 +329,4 @@ def render(manifest: Dict[str, Any]) -> str:
     """The human report for ``scoutfs-collect inspect``; tolerant of partial manifests."""
     m = _d(manifest)
     lines = _header(m) + _trigger(m) + _times(m) + _plugins(m) + _files(m)
-    return "\n".join(line.rstrip() for line in lines) + "\n"
+    return "\n".join(escape_controls(line.rstrip()) for line in lines) + "\n"

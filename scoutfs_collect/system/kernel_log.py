@@ -30,10 +30,10 @@ import dataclasses
 import errno
 import logging
 import os
-import re
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
+from scoutfs_collect.system.kernel_text import unescape
 from scoutfs_collect.system.wakeup import Wakeup, WatcherThread
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,6 @@ FACILITY_NAMES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
     "uucp", "cron", "authpriv", "ftp", "ntp", "security", "console", "solaris-cron",
 ) + tuple(f"local{n}" for n in range(8))
-_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
-
-
-def unescape(data: bytes) -> str:
-    """Undo the kernel's ``\\xHH`` escaping; invalid UTF-8 becomes U+FFFD."""
-    return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), data).decode("utf-8", "replace")
-
-
 @dataclasses.dataclass(frozen=True)
 class KmsgRecord:
     """One decoded kernel log record; ``raw`` is the record exactly as read."""

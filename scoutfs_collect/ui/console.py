@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from scoutfs_collect.system.kernel_text import escape_controls_in_lines
+
 
 class Console:
     """Writes to one stream; live status and progress only when it is a terminal."""
@@ -83,7 +85,8 @@ class ConsoleHandler(logging.Handler):
         except Exception:  # a bad format string must not break the run
             message = str(record.msg)
         prefix = "" if record.levelno < logging.WARNING else record.levelname.lower() + ": "
-        self.console.line(prefix + message)
+        # a trigger's reason is a kernel line: its tab or escape sequence shown, never sent
+        self.console.line(prefix + escape_controls_in_lines(message))
 
 
 def human_bytes(n: float) -> str:

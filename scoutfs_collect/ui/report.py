@@ -17,7 +17,9 @@ from typing import Any, Deque, List, Optional, Tuple
 
 from scoutfs_collect import __version__
 from scoutfs_collect.analysis import scan, spool
-from scoutfs_collect.analysis.timeline import Analysis, utc_us
+from scoutfs_collect.analysis.lines import Printer
+from scoutfs_collect.analysis.timeline import Analysis, Event, utc_us
+from scoutfs_collect.system.kernel_text import escape_controls
 
 EVENTS_MAX = 3000  # lines of the merged timeline shown
 COUNTERS_MAX = 40
@@ -26,7 +28,9 @@ W, LANE, LEFT, TOP = 1100, 34, 210, 24
 
 
 def _e(x: Any) -> str:
-    return escape(str(x), quote=True)
+    """Text for the HTML: its control characters shown as ``\\xHH`` (a manifest's trigger
+    reason is a kernel line), then HTML-escaped."""
+    return escape(escape_controls(str(x)), quote=True)
 
 
 def _table(head: List[str], rows: List[List[str]], cls: str = "") -> str:
@@ -169,17 +173,18 @@ def _counters(a: Analysis) -> str:
 
 
 def _events(a: Analysis) -> str:
-    """The last EVENTS_MAX merged records of the window (the ones nearest the trigger)."""
-    ref, total = a.window.ref, 0
+    """The last EVENTS_MAX merged records of the window (the ones nearest the trigger),
+    their times and text as the timeline lines print them (:class:`.lines.Printer`)."""
+    total = 0
     last: Deque[str] = collections.deque(maxlen=EVENTS_MAX)
     for line in a.lines():
         total += 1
         last.append(line)
+    printer = Printer(a.window.ref)
     rows = []
     for line in last:
-        t, node, source, text = line[:-1].split("\t", 3)
-        when, label = float(t), f"{node}/{source}" if node else source
-        rows.append([utc_us(when), f"{when - ref:+.6f}", _e(label), _e(text)])
+        e = Event.parse(line)
+        rows.append([printer.utc(e.us), printer.rel_text(e.us), _e(e.label), _e(e.text)])
     shown = f"; the last {EVENTS_MAX} shown" if total > EVENTS_MAX else ""
     note = (f"<p class='muted'>{total} records from {a.window.before:g} s before the trigger to "
             f"{a.window.after:g} s after{shown}.</p>")
