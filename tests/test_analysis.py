@@ -468,8 +468,9 @@ def test_tabs_and_escapes_of_kernel_lines_print_escaped_and_alike_everywhere(cap
         assert sources == {"dmesg", "ftrace"}, (shown, sources)
         # the kernel line as itself and as its printk:console event, and the marker write
         ftrace = [line for line in lines if line.endswith(shown) and " ftrace " in line]
+        # (the text is trace-cmd report's: "print:  tracing_mark_write: ...")
         assert any(": console: " in line for line in ftrace) and \
-            any(": tracing_mark_write: " in line for line in ftrace), ftrace
+            any(" tracing_mark_write: " in line for line in ftrace), ftrace
 
     doc = json.loads(_printed(capture, *wide, "--json"))
     width = max(len(s["name"]) for s in doc["sources"])

@@ -61,28 +61,6 @@ triggers:
     assert "before-the-second-run" in text and "after-the-second-run" in text
 
 
-SIGNAL_IN_POST = """\
-import os, signal, sys
-from scoutfs_collect.core.stop import StopInbox
-inbox = StopInbox(lambda r: None, lambda r: None)
-signal.signal(signal.SIGTERM, lambda n, f: inbox.post_signal(n))
-with inbox._lock:  # the main thread is inside post() (the watchdog firing) ...
-    os.kill(os.getpid(), signal.SIGTERM)  # ... when the signal lands
-    handled = True
-print(inbox.pending(), inbox.first.type, inbox.first.reason)
-"""
-
-
-def test_a_signal_while_the_main_thread_posts_a_stop_cannot_deadlock(tmp_path):
-    """The watchdog posts its stop from the main thread; SIGTERM landing in that instant
-    ran a handler that took the same plain lock (deadlock). The handler now takes none."""
-    script = tmp_path / "signal_in_post.py"
-    script.write_text(SIGNAL_IN_POST)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "operator", "SIGTERM", "from", "the", "operator"]
-
-
 def test_plugin_code_that_raises_or_hangs_outside_a_phase_is_a_recorded_failure(cli):
     """bytes_written raising (every status line: the first comes a second after armed,
     before the timer's 2.5 s), disk_estimate hanging, a trigger's disarm

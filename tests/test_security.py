@@ -97,28 +97,28 @@ def test_symlink_planted_at_the_archive_name_is_refused(cli, tmp_path):
 
 
 # Loaded by the CLI's Python (PYTHONPATH) in the test below: once armed, the main thread
-# takes the lock of the Event it waits on for a trigger and signals itself while holding
-# it, as when a SIGTERM lands inside Event.wait() (its handler then runs right there).
+# takes the lock of the stop inbox (as it does when the disk watchdog posts its stop) and
+# signals itself while holding it: the handler runs right there, before the next line.
 SIGNAL_INSIDE_THE_WAIT = """\
 import os, signal
 from scoutfs_collect.core import runner
 
-_wait, _handle = runner.Runner._wait, runner.Runner.handle_signal
+_wait, _handle = runner.wait_armed, runner.Runner.handle_signal
 
 
-def _wait_after_a_signal_inside_it(self):
-    with self.triggered._cond:  # the lock Event.wait() holds around its bookkeeping
+def _wait_after_a_signal_inside_it(inbox, *args, **kwargs):
+    with inbox._lock:  # the lock post() holds around its bookkeeping
         os.kill(os.getpid(), signal.SIGTERM)  # the Python handler runs before the next line
-    _wait(self)
+    return _wait(inbox, *args, **kwargs)
 
 
 def _handle_noting_the_lock(self, signum):
     with open(os.environ["SIGNAL_NOTES"], "a") as f:
-        f.write(f"handled while the lock was held: {self.triggered._cond._lock.locked()}\\n")
+        f.write(f"handled while the lock was held: {self.inbox._lock.locked()}\\n")
     _handle(self, signum)
 
 
-runner.Runner._wait = _wait_after_a_signal_inside_it
+runner.wait_armed = _wait_after_a_signal_inside_it
 runner.Runner.handle_signal = _handle_noting_the_lock
 """
 
@@ -126,8 +126,8 @@ runner.Runner.handle_signal = _handle_noting_the_lock
 def test_sigterm_landing_inside_the_wait_for_a_trigger_still_stops_the_run(cli, tmp_path):
     """The handler of SIGTERM runs in the main thread, wherever it is: inside the wait for
     a trigger it used to wait for the lock that wait held, and the run hung for good
-    (test_symlink_planted_at_the_archive_name_is_refused, under load). Here the signal
-    lands there every time."""
+    (test_symlink_planted_at_the_archive_name_is_refused, under load). The handler now
+    takes no lock (core/stop.py); here the signal lands inside the inbox's lock every time."""
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(SIGNAL_INSIDE_THE_WAIT)
