@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import scoutfs_collect.builtin_plugins.collectors.tcpdump as tcpdump_plugin
+from scoutfs_collect.plugin.api import PluginContext, Target
 from scoutfs_collect.system import selinux
 from tests.support.cli import Cli
 
@@ -122,6 +124,32 @@ def test_fix_quotes_a_path_with_spaces(tmp_path):
     fix = selinux.fix_commands(odd)
     assert fix.startswith(f"semanage fcontext -a -t netutils_tmp_t '{odd}(/.*)?' && ")
     assert fix.endswith(f"restorecon -Rv '{odd}'")
+
+
+@pytest.mark.parametrize("mode", ["enforcing", "permissive"])
+def test_tcpdump_preflight_reports_it_fatal_only_when_enforcing(tmp_path, monkeypatch, mode):
+    """The collector's own preflight, with the real tcpdump (copied, to carry the RHEL label
+    without touching the system's binary) compiling its filter on lo: the SELinux line is
+    among its problems, an error when enforcing, a note when permissive."""
+    node = Node(tmp_path, mode, SYSADM)
+    label(node.out, VAR_LIB)
+    bin_dir = tmp_path / "sbin"
+    bin_dir.mkdir()
+    real = shutil.which("tcpdump", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    assert real
+    shutil.copy(real, bin_dir / "tcpdump")
+    label(bin_dir / "tcpdump", TCPDUMP)
+    monkeypatch.setattr(tcpdump_plugin, "_SEARCH_PATH", str(bin_dir))
+    monkeypatch.setattr(selinux, "SELINUXFS", node.selinuxfs)
+    monkeypatch.setattr(selinux, "SELF", node.me)
+    ctx = PluginContext(name="tcpdump", type_name="tcpdump", target=Target("127.0.0.1", 7000),
+                        workdir=tmp_path / "unused", dry_run=True, output_dir=node.out)
+    c = tcpdump_plugin.Tcpdump(ctx, tcpdump_plugin.Tcpdump.Options(interface="lo",
+                                                                   heartbeat_timeout=0))
+    problems = c.preflight()
+    assert [(p.fatal, p.message.split(":")[0].split(" and ")[0]) for p in problems] == \
+        [(mode == "enforcing", f"SELinux is {mode}")]
+    assert problems[0].fix.startswith("semanage fcontext -a -t netutils_tmp_t ")
 
 
 def test_check_on_a_machine_without_selinux_says_nothing_about_it(tmp_path):

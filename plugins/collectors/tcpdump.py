@@ -203,8 +203,8 @@ class Tcpdump(Collector):
         """Where SELinux moves tcpdump into netutils_t, the output dir must have a type that
         domain may create files in (see :mod:`scoutfs_collect.system.selinux`)."""
         out = self.ctx.output_dir
-        if out is None:
-            return None
+        if out is None or not out.is_dir():
+            return None  # a missing output dir is the core's problem to report
         denial = selinux.tcpdump_write_denial(selinux.read_labels(out, tcpdump), out)
         return Problem(denial.message, denial.fix, fatal=denial.enforcing) if denial else None
 

@@ -8,7 +8,7 @@ capture cannot start. Whether that happens depends on the domain scoutfs-collect
 in; on a stock node it does not (see below), and then this module says nothing.
 
 What the policy says (fedora-selinux/selinux-policy, branch c9s for RHEL 9; the f28..f31
-branches, from which RHEL 8's 3.14.3 was forked, have the same rules):
+branches, the bases of RHEL 8's 3.14.1 and 3.14.3, have the same rules):
 
 * ``netutils.fc:26``: ``/usr/sbin/tcpdump`` is ``netutils_exec_t``.
 * ``netutils.te:17`` ``init_system_domain(netutils_t, netutils_exec_t)`` expands
@@ -23,8 +23,13 @@ branches, from which RHEL 8's 3.14.3 was forked, have the same rules):
   netutils_tmp_t, { file dir })`` and ``manage_files_pattern(netutils_t, netutils_tmp_t,
   netutils_tmp_t)`` (``netutils.te:56-58``): in a ``tmp_t`` directory (the file becomes
   ``netutils_tmp_t``) or a ``netutils_tmp_t`` one. ``var_lib_t``, ``admin_home_t``,
-  ``user_home_t``, ``var_log_t`` have no rule; ``/var`` itself it may not even search
-  (``files_dontaudit_search_var``, ``netutils.te:91``).
+  ``user_home_t``, ``var_log_t`` have no such rule. It may search the way there: every
+  ``domain`` may search ``var_t``, ``var_lib_t`` and ``admin_home_t`` directories (checked in
+  the m4-expanded policy.conf of the c9s branch), but not ``user_home_dir_t``, so an output
+  dir below ``/home/USER`` cannot be made writable by a label alone.
+* The fix labels the output dir ``netutils_tmp_t``: the work dir that scoutfs-collect
+  makes in it keeps that type, tcpdump manages files of it, and the domains that enter
+  netutils_t (init_t, sysadm_t) manage every ``non_security_file_type`` directory.
 
 State is read with the kernel's own interfaces, no library: the mode from selinuxfs
 (``/sys/fs/selinux/enforce``; no selinuxfs means SELinux is off), every label from the
@@ -103,14 +108,16 @@ def read_mode(selinuxfs: Pathish = SELINUXFS) -> str:
     return "enforcing" if value == "1" else "permissive"
 
 
-def read_labels(output_dir: Pathish, tcpdump: Pathish, selinuxfs: Pathish = SELINUXFS,
-                self_path: Pathish = SELF) -> Labels:
+def read_labels(output_dir: Pathish, tcpdump: Pathish, selinuxfs: Optional[Pathish] = None,
+                self_path: Optional[Pathish] = None) -> Labels:
     """The mode, this process's domain (the label of ``self_path``), tcpdump's file type and
-    the output directory's type. Nothing but the mode is read when SELinux is off."""
-    mode = read_mode(selinuxfs)
+    the output directory's type. Nothing but the mode is read when SELinux is off.
+    ``selinuxfs`` and ``self_path`` default to :data:`SELINUXFS` and :data:`SELF`."""
+    mode = read_mode(SELINUXFS if selinuxfs is None else selinuxfs)
     if mode == "disabled":
         return Labels(mode)
-    return Labels(mode, label_type(self_path), label_type(tcpdump), label_type(output_dir))
+    me = SELF if self_path is None else self_path
+    return Labels(mode, label_type(me), label_type(tcpdump), label_type(output_dir))
 
 
 def fix_commands(output_dir: Pathish) -> str:
