@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from scoutfs_collect import ChildProcess, Collector, Problem, fsync_path, hookimpl, option, run_command
+from scoutfs_collect.system import selinux
 from scoutfs_collect.system.pcap import summarize
 
 PCAP_NAME = "tcpdump.pcap"  # ring files are tcpdump.pcap0 .. tcpdump.pcap{N-1}
@@ -105,7 +106,9 @@ class Tcpdump(Collector):
     Disk: at most file_size_mb x file_count MB.
     Requirements: tcpdump (dnf install tcpdump / apt-get install tcpdump), root (or
     CAP_NET_RAW). Where AppArmor confines tcpdump, the file names (*.pcap0..) are ones
-    its profile allows.
+    its profile allows. Where SELinux moves tcpdump into netutils_t (not from a root shell
+    or the unit: README "SELinux"), preflight names the output dir it may not write and the
+    semanage/restorecon commands that label it.
     """
 
     type_name = "tcpdump"
@@ -190,10 +193,20 @@ class Tcpdump(Collector):
         if problems:
             return problems
         assert tcpdump is not None
+        found = [p for p in [self._selinux_problem(tcpdump)] if p]
         problem = self._interface_problem() or self._filter_problem(tcpdump)
         if problem is None and self.options.heartbeat_timeout > 0:
             problem = self._heartbeat_problem(tcpdump)  # read-only: runs under dry_run too
-        return [problem] if problem else []
+        return found + ([problem] if problem else [])
+
+    def _selinux_problem(self, tcpdump: str) -> Optional[Problem]:
+        """Where SELinux moves tcpdump into netutils_t, the output dir must have a type that
+        domain may create files in (see :mod:`scoutfs_collect.system.selinux`)."""
+        out = self.ctx.output_dir
+        if out is None or not out.is_dir():
+            return None  # a missing output dir is the core's problem to report
+        denial = selinux.tcpdump_write_denial(selinux.read_labels(out, tcpdump), out)
+        return Problem(denial.message, denial.fix, fatal=denial.enforcing) if denial else None
 
     def _option_problems(self) -> List[Problem]:
         o, out = self.options, []

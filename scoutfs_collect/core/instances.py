@@ -77,6 +77,7 @@ def build_instances(
             type_name=spec.type_name,
             target=target,
             workdir=Path("/nonexistent-until-start"),
+            output_dir=Path(profile.settings.output_dir),
             dry_run=dry_run,
             log=logging.getLogger(f"scoutfs_collect.plugin.{spec.name}"),
         )

@@ -166,6 +166,9 @@ class PluginContext:
     #: Under ``check`` only: the pid of the live scoutfs-collect holding the host lock, so
     #: a preflight can tell its live files (a tracefs instance) from a killed run's.
     live_run_pid: Optional[int] = None
+    #: The run's output directory (``settings.output_dir``): the work dir is made in it.
+    #: None where a plugin is built outside a run.
+    output_dir: Optional[Path] = None
 
     def set_window(self, first: Optional[float], last: Optional[float]) -> None:
         """Record the epoch-seconds span the captured data covers (None when unknown)."""
