@@ -1,0 +1,193 @@
+"""The tcp analysis on real incidents between two namespace test hosts, checked against
+tshark's TCP expert analysis of the same pcaps.
+
+A scoutfs-like conversation (tests/support/cluster_peer.py: the cluster port, scoutfs's
+socket options and a 10 Hz UDP heartbeat on the same port) runs between host ``a``
+(client) and ``b`` (server) while tcpdump records on both (``a`` on eth0: Ethernet;
+``b`` on any: Linux cooked). The timeouts are scaled down: TCP_USER_TIMEOUT 6000 ms, so
+keepidle 3 s (scoutfs: 24000 ms, 21 s), keepintvl 1 s as in scoutfs.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+
+from scoutfs_collect.analysis import tcp
+from scoutfs_collect.system.pcap import PcapReader
+from tests.support import tshark
+from tests.support.helpers import wait_for
+from tests.support.netpair import NetHost, NetPair, netpair  # noqa: F401  (the fixture)
+
+PORT = 7000
+USER_TIMEOUT_MS = 6000
+PEER = str(Path(__file__).parent / "support" / "cluster_peer.py")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux")
+
+
+class Conversation:
+    """Server on b, client on a, both captured; :meth:`stop` ends the captures."""
+
+    def __init__(self, net: NetPair, tmp: Path, size: int = 100, interval: float = 0.1) -> None:
+        self.net, self.tmp = net, tmp
+        self.pcaps = {"a": tmp / "a.pcap", "b": tmp / "b.pcap"}
+        expr = f"host {net.a.address} and host {net.b.address} and (tcp port {PORT} or udp port {PORT})"
+        self.caps = [net.capture(net.a, self.pcaps["a"], expr),
+                     net.capture(net.b, self.pcaps["b"], expr, "any")]
+        self.server = self._peer(net.b, net.a, "server", size, interval)
+        assert self.server.stdout is not None
+        assert self.server.stdout.readline().strip() == "listening"
+        self.client = self._peer(net.a, net.b, "client", size, interval)
+        for proc in (self.client, self.server):
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "connected"
+        wait_for(lambda: self.bytes_acked(net.a) > 5 * size or interval == 0, 20, "the conversation")
+
+    def _peer(self, host: NetHost, other: NetHost, role: str, size: int, interval: float) -> subprocess.Popen:
+        return self.net.start(host, [sys.executable, PEER, role, host.address, other.address, str(PORT),
+                                     "--size", str(size), "--interval", str(interval),
+                                     "--user-timeout-ms", str(USER_TIMEOUT_MS)],
+                              stdout=subprocess.PIPE, text=True)
+
+    def ss(self, host: NetHost) -> str:
+        return self.net.run(host, ["ss", "-tin", "state", "established",
+                                   f"( sport = :{PORT} or dport = :{PORT} )"]).stdout
+
+    def bytes_acked(self, host: NetHost) -> int:
+        m = re.search(r"bytes_acked:(\d+)", self.ss(host))
+        return int(m.group(1)) if m else 0
+
+    def retransmitted(self, host: NetHost) -> int:
+        m = re.search(r"retrans:\d+/(\d+)", self.ss(host))
+        return int(m.group(1)) if m else 0
+
+    def stop(self) -> float:
+        for cap in self.caps:
+            cap.stop()
+        return time.time()
+
+
+def analyze(pcap: Path, until: Optional[float] = None) -> Dict[str, tcp.Direction]:
+    conns = tcp.analyze_pcaps([pcap], port=PORT, until=until).connections()
+    assert len(conns) == 1, conns
+    return {d.src: d for d in (conns[0].a, conns[0].b)}
+
+
+def assert_agrees(pcap: Path) -> Dict[str, tcp.Direction]:
+    """Our counts per direction equal tshark's, for every flag tshark has."""
+    ours = analyze(pcap)
+    theirs = tshark.expert(pcap, PORT)
+    for field, by_sender in theirs.items():
+        assert set(by_sender) <= set(ours), (field, by_sender)
+        for sender, direction in ours.items():
+            assert getattr(direction, field) == by_sender.get(sender, 0), (pcap.name, field, sender)
+    return ours
+
+
+def endpoint(host: NetHost, directions: Dict[str, tcp.Direction], server: bool) -> str:
+    (name,) = [s for s in directions if s.startswith(f"{host.address}:") and s.endswith(f":{PORT}") == server]
+    return name
+
+
+@pytest.fixture
+def talk(netpair, tmp_path) -> Iterator:  # noqa: F811
+    made: List[Conversation] = []
+
+    def make(**kwargs) -> Conversation:
+        made.append(Conversation(netpair(), tmp_path, **kwargs))
+        return made[-1]
+
+    yield make
+
+
+def test_partition_retransmissions_unanswered_and_silence(talk):
+    conv = talk()
+    net = conv.net
+    cut_at = time.time()
+    net.cut(net.a)
+    wait_for(lambda: conv.retransmitted(net.a) >= 4, 20, "a's retransmissions")
+    until = conv.stop()
+    a_pcap, b_pcap = assert_agrees(conv.pcaps["a"]), assert_agrees(conv.pcaps["b"])
+    client = endpoint(net.a, a_pcap, server=False)
+    server = endpoint(net.b, a_pcap, server=True)
+    assert a_pcap[client].retransmissions >= 4  # unanswered, in the victim's own capture
+    assert a_pcap[server].retransmissions == 0
+    assert b_pcap[client].retransmissions == 0 and b_pcap[server].retransmissions == 0
+    # the server heard nothing from the client since the cut: its silence reaches the end
+    silent = analyze(conv.pcaps["b"], until)[client]
+    assert silent.silence_from is not None and silent.silence_from <= cut_at + 0.5
+    assert silent.longest_silence >= until - cut_at - 0.5
+    assert CUT_TABLE_LEFT(net)
+
+
+def CUT_TABLE_LEFT(net: NetPair) -> bool:
+    return "sfc_cut" in net.tables()
+
+
+def test_stopped_reader_zero_window(talk):
+    conv = talk(size=16384, interval=0.01)
+    net = conv.net
+    conv.server.send_signal(signal.SIGSTOP)
+    wait_for(lambda: sum(tshark.count(conv.pcaps["b"], "tcp.analysis.zero_window").values()) >= 3,
+             30, "zero-window segments from the stopped reader")
+    conv.stop()
+    conv.server.send_signal(signal.SIGCONT)
+    a_pcap, b_pcap = assert_agrees(conv.pcaps["a"]), assert_agrees(conv.pcaps["b"])
+    server = endpoint(net.b, b_pcap, server=True)
+    client = endpoint(net.a, b_pcap, server=False)
+    assert b_pcap[server].zero_windows >= 3 and a_pcap[server].zero_windows >= 3
+    assert b_pcap[client].zero_windows == 0
+    # Linux probes a zero window with keep-alive-like segments (seq = snd_una - 1, no
+    # data), so Wireshark calls them keep-alives; the stopped reader's kernel answers them
+    # (not every one: its answers to old segments are rate limited, tcp_invalid_ratelimit)
+    probes = a_pcap[client]
+    assert probes.keepalives >= 1 and probes.unanswered_keepalives < probes.keepalives
+
+
+def test_reset_and_who_sent_it(talk):
+    conv = talk()
+    net = conv.net
+    conv.client.send_signal(signal.SIGUSR1)  # SO_LINGER 0 and close: a RST from a
+    conv.server.wait(timeout=20)  # the server's read fails: the RST arrived
+    conv.stop()
+    for pcap in conv.pcaps.values():
+        dirs = assert_agrees(pcap)
+        client = endpoint(net.a, dirs, server=False)
+        server = endpoint(net.b, dirs, server=True)
+        assert dirs[client].resets >= 1 and dirs[server].resets == 0
+        (conn,) = tcp.analyze_pcaps([pcap], port=PORT).connections()
+        assert conn.reset_by == [client]
+
+
+def _slice(src: Path, dst: Path, skip: int) -> None:
+    """``src`` without its first ``skip`` packets: a capture that began later."""
+    raw = src.read_bytes()
+    out, pos, n = [raw[:24]], 24, 0
+    while pos + 16 <= len(raw):
+        caplen = struct.unpack_from("<I", raw, pos + 8)[0]
+        if n >= skip:
+            out.append(raw[pos:pos + 16 + caplen])
+        pos, n = pos + 16 + caplen, n + 1
+    dst.write_bytes(b"".join(out))
+
+
+def test_healthy_capture_started_mid_connection_has_no_flags(talk, tmp_path):
+    conv = talk()
+    start = len(list(PcapReader(conv.pcaps["a"])))
+    wait_for(lambda: len(list(PcapReader(conv.pcaps["a"]))) > start + 60, 20, "more conversation")
+    conv.stop()
+    assert_agrees(conv.pcaps["a"])
+    for skip in range(0, 40):
+        part = tmp_path / f"part{skip}.pcap"
+        _slice(conv.pcaps["a"], part, skip)
+        for d in analyze(part).values():
+            assert (d.retransmissions, d.duplicate_acks, d.zero_windows, d.lost_segments,
+                    d.unanswered_keepalives, d.out_of_order) == (0, 0, 0, 0, 0, 0), (skip, d)
