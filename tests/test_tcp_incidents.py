@@ -10,10 +10,8 @@ keepidle 3 s (scoutfs: 24000 ms, 21 s), keepintvl 1 s as in scoutfs.
 
 from __future__ import annotations
 
-import re
 import signal
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,55 +22,11 @@ import pytest
 from scoutfs_collect.analysis import tcp
 from scoutfs_collect.system.pcap import PcapReader
 from tests.support import tshark
+from tests.support.conversation import PORT, Conversation
 from tests.support.helpers import wait_for
 from tests.support.netpair import NetHost, NetPair, netpair  # noqa: F401  (the fixture)
 
-PORT = 7000
-USER_TIMEOUT_MS = 6000
-PEER = str(Path(__file__).parent / "support" / "cluster_peer.py")
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux")
-
-
-class Conversation:
-    """Server on b, client on a, both captured; :meth:`stop` ends the captures."""
-
-    def __init__(self, net: NetPair, tmp: Path, size: int = 100, interval: float = 0.1) -> None:
-        self.net, self.tmp = net, tmp
-        self.pcaps = {"a": tmp / "a.pcap", "b": tmp / "b.pcap"}
-        expr = f"host {net.a.address} and host {net.b.address} and (tcp port {PORT} or udp port {PORT})"
-        self.caps = [net.capture(net.a, self.pcaps["a"], expr),
-                     net.capture(net.b, self.pcaps["b"], expr, "any")]
-        self.server = self._peer(net.b, net.a, "server", size, interval)
-        assert self.server.stdout is not None
-        assert self.server.stdout.readline().strip() == "listening"
-        self.client = self._peer(net.a, net.b, "client", size, interval)
-        for proc in (self.client, self.server):
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "connected"
-        wait_for(lambda: self.bytes_acked(net.a) > 5 * size or interval == 0, 20, "the conversation")
-
-    def _peer(self, host: NetHost, other: NetHost, role: str, size: int, interval: float) -> subprocess.Popen:
-        return self.net.start(host, [sys.executable, PEER, role, host.address, other.address, str(PORT),
-                                     "--size", str(size), "--interval", str(interval),
-                                     "--user-timeout-ms", str(USER_TIMEOUT_MS)],
-                              stdout=subprocess.PIPE, text=True)
-
-    def ss(self, host: NetHost) -> str:
-        return self.net.run(host, ["ss", "-tin", "state", "established",
-                                   f"( sport = :{PORT} or dport = :{PORT} )"]).stdout
-
-    def bytes_acked(self, host: NetHost) -> int:
-        m = re.search(r"bytes_acked:(\d+)", self.ss(host))
-        return int(m.group(1)) if m else 0
-
-    def retransmitted(self, host: NetHost) -> int:
-        m = re.search(r"retrans:\d+/(\d+)", self.ss(host))
-        return int(m.group(1)) if m else 0
-
-    def stop(self) -> float:
-        for cap in self.caps:
-            cap.stop()
-        return time.time()
 
 
 def analyze(pcap: Path, until: Optional[float] = None) -> Dict[str, tcp.Direction]:
@@ -125,11 +79,7 @@ def test_partition_retransmissions_unanswered_and_silence(talk):
     silent = analyze(conv.pcaps["b"], until)[client]
     assert silent.silence_from is not None and silent.silence_from <= cut_at + 0.5
     assert silent.longest_silence >= until - cut_at - 0.5
-    assert CUT_TABLE_LEFT(net)
-
-
-def CUT_TABLE_LEFT(net: NetPair) -> bool:
-    return "sfc_cut" in net.tables()
+    assert "sfc_cut" in net.tables()  # the cut was the switch's table, still in place
 
 
 def test_stopped_reader_zero_window(talk):

@@ -1,0 +1,108 @@
+"""The ``peer-silence`` trigger in namespace test hosts: it fires on the victim of a
+partition (busy: within seconds; idle: after the keep-alives go unanswered) and never on
+a healthy connection, idle or busy, watched for longer than its thresholds.
+
+The trigger is armed inside host ``a`` (a thread that entered a's network namespace
+opens its packet socket and runs its tcpdump and ip commands there); the target is the
+server on ``b``. Timeouts scaled down as tests/support/conversation.py says (keepidle
+3 s, keepintvl 1 s); the trigger's own options are its defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import sys
+import threading
+from typing import Any, Callable
+
+import pytest
+
+from scoutfs_collect import Target
+from scoutfs_collect.builtin_plugins.triggers.peer_silence import PeerSilenceTrigger
+from tests.support.conversation import KEEPIDLE, PORT, Conversation
+from tests.support.helpers import make_plugin, wait_for
+from tests.support.netpair import NetHost, netpair  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux")
+CLONE_NEWNET = 0x40000000
+
+
+def in_host(host: NetHost, fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a thread that entered ``host``'s network namespace (what it opens and
+    the commands it runs are in the host)."""
+    out: dict = {}
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{host.ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            out["error"] = exc
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def watch(netpair, tmp_path, armed, **conversation):  # noqa: F811
+    """A conversation and a peer-silence trigger armed on its client (a)."""
+    net = netpair()
+    Conversation(net, None, **conversation)  # its processes end with the pair
+    trigger = make_plugin(PeerSilenceTrigger, tmp_path / "ps", Target(net.b.address, PORT))
+    assert in_host(net.a, trigger.preflight) == []
+    fired = in_host(net.a, lambda: armed(trigger))
+    assert trigger.ctx.details["interface"] == "eth0"
+    return net, trigger, fired
+
+
+def silence(reason: str) -> float:
+    return float(re.search(r"nothing received for ([\d.]+) s", reason).group(1))
+
+
+def test_fires_on_partition_of_a_busy_connection(netpair, tmp_path, armed):  # noqa: F811
+    net, trigger, fired = watch(netpair, tmp_path, armed)
+    wait_for(lambda: trigger.watcher.segments > 20, 20, "the conversation seen by the trigger")
+    assert not fired.event.is_set()
+    net.cut(net.a)
+    busy = trigger.options.busy_silence
+    wait_for(fired.event.is_set, busy + 10, "peer-silence to fire on the cut")
+    (reason,) = fired.reasons
+    assert f"→ {net.b.address}:{PORT} silent: our data unacknowledged" in reason
+    assert silence(reason) >= busy
+
+
+def test_fires_on_partition_of_an_idle_connection(netpair, tmp_path, armed):  # noqa: F811
+    net, trigger, fired = watch(netpair, tmp_path, armed, interval=0)
+    wait_for(lambda: trigger.watcher.segments >= 2, 2 * KEEPIDLE + 10, "a keep-alive exchange")
+    net.cut(net.a)
+    o = trigger.options
+    wait_for(fired.event.is_set, KEEPIDLE + o.probes + o.probe_answer + 10, "peer-silence on an idle cut")
+    (reason,) = fired.reasons
+    assert f"{o.probes} keep-alive probes unanswered" in reason
+    assert silence(reason) >= KEEPIDLE + o.probe_answer
+
+
+def test_never_fires_on_a_healthy_idle_connection(netpair, tmp_path, armed):  # noqa: F811
+    net, trigger, fired = watch(netpair, tmp_path, armed, interval=0)
+    o = trigger.options
+    # three keep-alive exchanges: longer than keepidle + probes + their answer time
+    wait_for(lambda: trigger.watcher.segments >= 6, 3 * (KEEPIDLE + 2) + 10, "three keep-alive exchanges")
+    assert 3 * KEEPIDLE > KEEPIDLE + o.probes + o.probe_answer
+    assert not fired.event.is_set() and fired.reasons == []
+
+
+def test_never_fires_on_a_healthy_busy_connection(netpair, tmp_path, armed):  # noqa: F811
+    net, trigger, fired = watch(netpair, tmp_path, armed)
+    # 10 messages a second and their replies: 150 segments is over 2 * busy_silence
+    wait_for(lambda: trigger.watcher.segments >= 150, 60, "150 segments of conversation")
+    assert not fired.event.is_set() and fired.reasons == []
