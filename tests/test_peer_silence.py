@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import signal
 import sys
 import threading
 from typing import Any, Callable
@@ -21,7 +22,7 @@ import pytest
 
 from scoutfs_collect import Target
 from scoutfs_collect.builtin_plugins.triggers.peer_silence import PeerSilenceTrigger
-from tests.support.conversation import KEEPIDLE, PORT, Conversation
+from tests.support.conversation import KEEPIDLE, PORT, USER_TIMEOUT_MS, Conversation
 from tests.support.helpers import make_plugin, wait_for
 from tests.support.netpair import NetHost, netpair  # noqa: F401  (the fixture)
 
@@ -105,4 +106,17 @@ def test_never_fires_on_a_healthy_busy_connection(netpair, tmp_path, armed):  # 
     net, trigger, fired = watch(netpair, tmp_path, armed)
     # 10 messages a second and their replies: 150 segments is over 2 * busy_silence
     wait_for(lambda: trigger.watcher.segments >= 150, 60, "150 segments of conversation")
+    assert not fired.event.is_set() and fired.reasons == []
+
+
+def test_never_fires_while_the_peer_kernel_answers_a_stopped_reader(netpair, tmp_path, armed):  # noqa: F811
+    """The server stops reading (SIGSTOP) while we keep writing: its window closes, but
+    its kernel answers our zero-window probes. That is a node stall on the other side,
+    not silence. Seen here: our kernel still ends the connection once TCP_USER_TIMEOUT
+    has passed in the zero window (no RST), and the client's write fails."""
+    net, trigger, fired = watch(netpair, tmp_path, armed, size=16384, interval=0.01)
+    server, client = ([p for p in net.procs if role in p.args][0] for role in ("server", "client"))
+    server.send_signal(signal.SIGSTOP)
+    wait_for(lambda: client.poll() is not None, USER_TIMEOUT_MS / 1000 + 30, "the client's write to fail")
+    assert trigger.watcher.probes_seen >= 3  # zero-window probes, answered
     assert not fired.event.is_set() and fired.reasons == []
