@@ -37,7 +37,7 @@ import dataclasses
 import socket
 import struct
 from pathlib import Path
-from typing import IO, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import IO, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from scoutfs_collect.analysis.packets import link_layer
 from scoutfs_collect.system.pcap import PcapReader
@@ -61,9 +61,8 @@ def _lt(a: int, b: int) -> bool:
     return _gt(b, a)
 
 
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """One TCP segment as the analysis reads it."""
+class Segment(NamedTuple):
+    """One TCP segment as the analysis reads it (a NamedTuple: one per packet)."""
 
     time: float
     src: str  # "ip:port" ("[ip]:port" for IPv6)
@@ -77,10 +76,20 @@ class Segment:
     length: int  # payload bytes (from the IP length: a short snaplen does not matter)
 
 
+_ENDPOINTS: Dict[Tuple[bytes, int], str] = {}  # a cluster port has few endpoints
+
+
 def _endpoint(addr: bytes, port: int) -> str:
-    if len(addr) == 16:
-        return f"[{socket.inet_ntop(socket.AF_INET6, addr)}]:{port}"
-    return f"{socket.inet_ntop(socket.AF_INET, addr)}:{port}"
+    text = _ENDPOINTS.get((addr, port))
+    if text is None:
+        if len(addr) == 16:
+            text = f"[{socket.inet_ntop(socket.AF_INET6, addr)}]:{port}"
+        else:
+            text = f"{socket.inet_ntop(socket.AF_INET, addr)}:{port}"
+        if len(_ENDPOINTS) > 4096:
+            _ENDPOINTS.clear()
+        _ENDPOINTS[(addr, port)] = text
+    return text
 
 
 def parse(time: float, linktype: Optional[int], data: bytes) -> Optional[Segment]:
