@@ -27,7 +27,7 @@ segment in a direction, between segments or from the last one to ``until`` (the
 trigger); segments after ``until`` count but do not end a silence.
 
 Memory: per connection a few numbers and at most :data:`EVIDENCE` events per direction;
-at most :data:`MAX_CONNECTIONS` connections (the oldest ended ones are forgotten first).
+at most :data:`MAX_CONNECTIONS` connections (beyond, the oldest are forgotten, counted).
 """
 
 from __future__ import annotations
@@ -234,6 +234,7 @@ class TcpAnalysis:
             self.feed(seg)
 
     def feed(self, seg: Segment) -> None:
+        """One parsed segment (those not on ``port`` are skipped)."""
         if self.port is not None and self.port not in (seg.sport, seg.dport):
             return
         key = (seg.src, seg.dst) if seg.src < seg.dst else (seg.dst, seg.src)
