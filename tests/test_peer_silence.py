@@ -120,3 +120,15 @@ def test_never_fires_while_the_peer_kernel_answers_a_stopped_reader(netpair, tmp
     wait_for(lambda: client.poll() is not None, USER_TIMEOUT_MS / 1000 + 30, "the client's write to fail")
     assert trigger.watcher.probes_seen >= 3  # zero-window probes, answered
     assert not fired.event.is_set() and fired.reasons == []
+
+
+def test_preflight_names_bad_options_and_a_target_on_this_node(tmp_path):
+    bad = make_plugin(PeerSilenceTrigger, tmp_path / "bad", Target("127.0.0.1", PORT),
+                      busy_silence=0, probes=0, interface="nosuch0")
+    messages = [p.message for p in bad.preflight() if p.fatal]
+    assert "option 'busy_silence' must be more than 0, not 0" in messages
+    assert "option 'probes' must be more than 0, not 0" in messages
+    assert "no network interface 'nosuch0'" in messages
+    local = make_plugin(PeerSilenceTrigger, tmp_path / "local", Target("127.0.0.1", PORT))
+    (note,) = local.preflight()
+    assert not note.fatal and "127.0.0.1 is this node" in note.message

@@ -203,6 +203,10 @@ class PeerSilenceTrigger(ThreadedTrigger):
             return problems
         try:
             iface = self._interface()
+            if iface == "lo" and self.options.interface == "auto":
+                problems.append(Problem(
+                    f"{self.ctx.target.ip} is this node: its clients' connections are not watched "
+                    "(only a connection from this node to the target is)", fatal=False))
             bad = packet_socket.interface_problem(iface)
             if bad:
                 problems.append(Problem(bad, "set interface: to the Ethernet-like interface "
