@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from scoutfs_collect.analysis import tcp
 from scoutfs_collect.system.pcap import PcapReader
+from tests.support import netpair as np
 from tests.support import tshark
 from tests.support.conversation import PORT, Conversation
 from tests.support.helpers import wait_for
@@ -141,3 +143,23 @@ def test_healthy_capture_started_mid_connection_has_no_flags(talk, tmp_path):
         for d in analyze(part).values():
             assert (d.retransmissions, d.duplicate_acks, d.zero_windows, d.lost_segments,
                     d.unanswered_keepalives, d.out_of_order) == (0, 0, 0, 0, 0, 0), (skip, d)
+
+
+def test_netpair_leaves_nothing_and_removes_a_dead_runs_leftovers():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"{np.PREFIX}{dead.pid}-x-sw"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    net = NetPair()  # its set-up removes what dead runs left
+    try:
+        assert stale not in np.namespaces()
+        assert np.remove_leftovers() == []  # our own (live) namespaces stay
+        ours = [net.switch, net.a.ns, net.b.ns]
+        assert set(ours) <= set(np.namespaces())
+        net.cut(net.a)
+        sleeper = net.start(net.b, ["sleep", "600"])
+    finally:
+        net.close()
+        subprocess.run(["ip", "netns", "delete", stale], capture_output=True)
+    assert not set(ours) & set(np.namespaces())  # the cut's table went with the switch
+    assert sleeper.poll() is not None
