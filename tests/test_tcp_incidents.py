@@ -104,6 +104,24 @@ def test_stopped_reader_zero_window(talk):
     assert probes.keepalives >= 1 and probes.unanswered_keepalives < probes.keepalives
 
 
+def test_lossy_port_duplicate_acks_and_retransmissions(talk):
+    conv = talk(size=16384, interval=0.01)
+    net = conv.net
+    net.lose(net.a, 5)  # 5 % of what a sends is lost on the way
+
+    def seen(field: str) -> int:
+        return sum(tshark.count(conv.pcaps["a"], tshark.FILTERS[field]).values())
+
+    wait_for(lambda: seen("duplicate_acks") >= 2 and seen("retransmissions") >= 2, 60,
+             "duplicate ACKs and retransmissions in a's capture")
+    conv.stop()
+    a_pcap = assert_agrees(conv.pcaps["a"])
+    assert_agrees(conv.pcaps["b"])
+    client = endpoint(net.a, a_pcap, server=False)
+    server = endpoint(net.b, a_pcap, server=True)
+    assert a_pcap[client].retransmissions >= 2 and a_pcap[server].duplicate_acks >= 2
+
+
 def test_reset_and_who_sent_it(talk):
     conv = talk()
     net = conv.net

@@ -171,6 +171,14 @@ class NetPair:
             "    type filter hook forward priority 0; policy accept;\n"
             f'    iifname "{host.port}" drop\n    oifname "{host.port}" drop\n  }}\n}}\n'))
 
+    def lose(self, host: NetHost, percent: int) -> None:
+        """The switch drops ``percent`` % of the frames it forwards from ``host``, at
+        random (a bad cable), instead of all of them."""
+        _run("ip", "netns", "exec", self.switch, "nft", "-f", "-", input=(
+            f"table bridge {CUT_TABLE} {{\n  chain forward {{\n"
+            "    type filter hook forward priority 0; policy accept;\n"
+            f'    iifname "{host.port}" numgen random mod 100 < {percent} drop\n  }}\n}}\n'))
+
     def heal(self) -> None:
         _run("ip", "netns", "exec", self.switch, "nft", "delete", "table", "bridge", CUT_TABLE, check=False)
 

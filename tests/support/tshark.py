@@ -11,6 +11,10 @@ from typing import Counter, Dict
 #: Our Direction field -> tshark's display filter for the same thing.
 FILTERS = {
     "retransmissions": "tcp.analysis.retransmission",
+    "fast_retransmissions": "tcp.analysis.fast_retransmission",
+    "spurious_retransmissions": "tcp.analysis.spurious_retransmission",
+    "out_of_order": "tcp.analysis.out_of_order",
+    "lost_segments": "tcp.analysis.lost_segment",
     "zero_windows": "tcp.analysis.zero_window",
     "duplicate_acks": "tcp.analysis.duplicate_ack",
     "keepalives": "tcp.analysis.keep_alive",
