@@ -2,7 +2,8 @@
 # Install what scoutfs-collect needs on this machine, idempotently, as root:
 #   system tools (trace-cmd, tcpdump, zstd; with --test also chromium, which the report
 #   tests render in, openssh-server for the cluster tests' hosts, systemd, man-db and sos
-#   for the distribution tests) from the distribution, tracefs mounted,
+#   for the distribution tests, tshark and nftables for the network incident tests) from
+#   the distribution, tracefs mounted,
 #   and a virtualenv per requested Python with scoutfs-collect installed in it.
 # Usage: tools/setup.sh [--test] [PYTHON_MINOR ...]     e.g. tools/setup.sh --test 3.9 3.11
 # Prints the path of each virtualenv's python, one per line, on stdout.
@@ -30,11 +31,17 @@ if [ -n "$extras" ]; then
   want sos sosreport sos
   # The report tests render `scoutfs-collect report` in a real browser (headless chromium).
   want chromium chromium chromium
+  # The network incident tests (tests/test_tcp_incidents.py): nftables cuts a test host
+  # off, tshark's TCP expert analysis is what the tcp analysis is checked against.
+  want tshark tshark wireshark-cli
+  want nft nftables nftables
 fi
 if [ ${#apt_need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "installing ${apt_need[*]} with apt-get" >&2
     apt-get update -qq >&2
+    # wireshark-common asks whether non-root users may capture: no (tests capture as root).
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_need[@]}" >&2
   elif command -v dnf >/dev/null 2>&1; then
     echo "installing ${dnf_need[*]} with dnf" >&2

@@ -38,23 +38,34 @@ def _endpoint(addr: bytes, port: Optional[int]) -> str:
     return f"[{ip}]:{port}" if v6 else f"{ip}:{port}"
 
 
+def link_layer(linktype: Optional[int], data: bytes) -> Tuple[Optional[int], Optional[int]]:
+    """``(offset of the network header, ethertype)`` in a frame of ``linktype``: Ethernet
+    (one VLAN tag skipped), Linux cooked (SLL, SLL2), BSD loopback or raw IP (ethertype
+    None); ``(None, None)`` for another link type. Raises IndexError/struct.error on a
+    frame too short to tell."""
+    if linktype == 0:  # BSD loopback: 4-byte family in host order
+        return 4, None
+    if linktype not in _LINK:
+        return None, None
+    ether_at, net = _LINK[linktype]
+    if ether_at is None:
+        return net, None
+    ether = struct.unpack_from(">H", data, ether_at)[0]
+    if ether == 0x8100:  # one VLAN tag
+        ether, net = struct.unpack_from(">H", data, net + 2)[0], net + 4
+    return net, ether
+
+
 def decode(time: float, linktype: Optional[int], data: bytes, length: int) -> Packet:
     """Addresses, ports and protocol of an Ethernet, Linux cooked (SLL, SLL2), loopback
     or raw IP frame; ``?`` fields where the capture is too short or not IP."""
     unknown = Packet(time, "?", "?", f"link{linktype}", length)
     try:
-        if linktype == 0:  # BSD loopback: 4-byte family in host order
-            net = 4
-        elif linktype in _LINK:
-            ether_at, net = _LINK[linktype]
-            if ether_at is not None:
-                ether = struct.unpack_from(">H", data, ether_at)[0]
-                if ether == 0x8100:  # one VLAN tag
-                    ether, net = struct.unpack_from(">H", data, net + 2)[0], net + 4
-                if ether not in (0x0800, 0x86DD):
-                    return dataclasses.replace(unknown, proto=f"ether 0x{ether:04x}")
-        else:
+        net, ether = link_layer(linktype, data)
+        if net is None:
             return unknown
+        if ether is not None and ether not in (0x0800, 0x86DD):
+            return dataclasses.replace(unknown, proto=f"ether 0x{ether:04x}")
         version = data[net] >> 4
         if version == 4:
             header = (data[net] & 0x0F) * 4

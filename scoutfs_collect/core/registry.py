@@ -67,6 +67,7 @@ BUILTIN_PLUGINS: Dict[str, str] = {
     "journal": f"{_BUILTIN_PACKAGE}.triggers.journal",
     "scoutfs-fence": f"{_BUILTIN_PACKAGE}.triggers.scoutfs_fence",
     "counter": f"{_BUILTIN_PACKAGE}.triggers.counter",
+    "peer-silence": f"{_BUILTIN_PACKAGE}.triggers.peer_silence",
     **{name: f"{_BUILTIN_PACKAGE}.analyzers.{name}" for name in (
         "fence", "kernel", "memory", "counters", "clock", "coverage")},
 }
