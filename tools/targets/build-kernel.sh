@@ -50,12 +50,13 @@ fragment_sum=$(sha256sum "$TARGETS_DIR/guest.config" | cut -d' ' -f1)
 if [[ ! -s .config || $(cat .guest-config.sha256 2>/dev/null) != "$fragment_sum" ]]; then
   "$TARGETS_CACHE/vng/bin/virtme-configkernel" --defconfig --custom "$TARGETS_DIR/guest.config" >"$log" 2>&1 ||
     die "$tag: virtme-configkernel failed, see $log"
-  scripts/config --disable CALGARY_IOMMU --disable DEBUG_INFO --disable DEBUG_INFO_BTF
+  mapfile -t off < <(sed -n 's/^# CONFIG_\([A-Z0-9_]*\) is not set$/--disable\n\1/p' "$TARGETS_DIR/guest.config")
+  scripts/config --disable CALGARY_IOMMU "${off[@]}"
   make olddefconfig >>"$log" 2>&1 || die "$tag: make olddefconfig failed, see $log"
   echo "$fragment_sum" >.guest-config.sha256
 fi
 for opt in CONFIG_9P_FS=y CONFIG_FUNCTION_TRACER=y CONFIG_KPROBE_EVENTS=y CONFIG_CRYPTO_CRC32C=y \
-  CONFIG_BLK_DEV_LOOP=y CONFIG_MODULES=y CONFIG_HOTPLUG_CPU=y CONFIG_AMD_MEM_ENCRYPT=y; do
+  CONFIG_BLK_DEV_LOOP=y CONFIG_MODULES=y CONFIG_HOTPLUG_CPU=y; do
   grep -qx "$opt" .config || die "$tag: .config lacks $opt after olddefconfig (see $src/.config)"
 done
 

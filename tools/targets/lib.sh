@@ -27,9 +27,11 @@ need_debs() {
       --no-install-recommends "${missing[@]}" >&2; } || die "apt-get could not install ${missing[*]}"
 }
 
-# ensure_vng: virtme-ng in a venv of its own in the cache; sets VNG to its vng.
+# ensure_vng: virtme-ng in a venv of its own in the cache; sets VNG to its vng and puts the
+# venv's bin first on PATH (vng runs virtme-run from PATH).
 ensure_vng() {
   VNG=$TARGETS_CACHE/vng/bin/vng
+  export PATH=$TARGETS_CACHE/vng/bin:$PATH
   if [[ ! -x $VNG ]]; then
     need_debs python3 python3-venv qemu-system-x86
     rm -rf "$TARGETS_CACHE/vng"
