@@ -41,7 +41,7 @@ if [[ ! -e $src/.extracted ]]; then
 fi
 
 # 2. The gcc 12 / binutils 2.40 fixes (each names the upstream commit it mirrors).
-python3 "$TARGETS_DIR/gcc12-fixups.py" "$src" | tee "$out/fixups.txt"
+python3 "$TARGETS_DIR/source-fixups.py" "$src" | tee "$out/fixups.txt"
 
 # 3. Config: defconfig + virtme-ng's fragment + ours; no Calgary IOMMU (its driver does not
 # build against this tree's dma_map_ops).
@@ -60,11 +60,12 @@ for opt in CONFIG_9P_FS=y CONFIG_FUNCTION_TRACER=y CONFIG_KPROBE_EVENTS=y CONFIG
   grep -qx "$opt" .config || die "$tag: .config lacks $opt after olddefconfig (see $src/.config)"
 done
 
-# 4. Build. RHEL's DISABLE_WERROR=1 turns off -Werror (gcc 12's array-bounds warnings).
+# 4. Build. RHEL's DISABLE_WERROR=1 turns off -Werror (gcc 12's array-bounds warnings);
+# -k: one failed build shows every error, not only the first.
 echo "$tag: building in $src (log: $log)"
 start=$(date +%s)
-if ! nice -n 19 make -j"${JOBS:-2}" DISABLE_WERROR=1 >>"$log" 2>&1; then
-  grep -E 'error|Error' "$log" | tail -n 15 >&2
+if ! nice -n 19 make -k -j"${JOBS:-2}" DISABLE_WERROR=1 >>"$log" 2>&1; then
+  grep -E 'error:|Error [0-9]' "$log" | head -n 30 >&2
   die "$tag: kernel build failed, see $log"
 fi
 cp arch/x86/boot/bzImage "$out/bzImage.part" && mv "$out/bzImage.part" "$out/bzImage"

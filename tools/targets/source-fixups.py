@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Make a pristine RHEL kernel tree (EL8 4.18, EL9 5.14) build and boot with gcc 12 and
-binutils >= 2.36, as a guest under virtme-ng. Each edit mirrors an upstream change and is
-applied only where the tree still has the old code, so one script serves every tag:
+binutils >= 2.36, with a small guest config, under virtme-ng. Each edit mirrors an upstream
+change (or says why there is none) and is applied only where the tree still has the old code,
+so one script serves every tag:
 
-    gcc12-fixups.py KERNEL_SOURCE_DIR
+    source-fixups.py KERNEL_SOURCE_DIR
 
 Prints one line per edit: applied, already there, or not applicable (file or code absent).
 Exit 2 when the directory is not a kernel tree. Two more fixes live in build-kernel.sh, not
@@ -106,6 +107,20 @@ EDITS = [
         "\tprevent_tail_call_optimization();\n}\n",
         "a9a3ed1eff36 x86: Fix early boot crash on gcc-10, third try (start_secondary)",
     ),
+    # Not a compiler fix and no upstream change: RHEL 8's kABI guard on the pv_*_ops sizes
+    # holds only with RHEL's full config (PARAVIRT_XXL via Xen PV); a guest kernel built from
+    # a small config has no kABI to keep, so the guard goes.
+    Edit(
+        "kernel/locking/qspinlock.c",
+        "\tBUILD_BUG_ON((sizeof(struct pv_init_ops) != 8)   ||\n"
+        "\t\t     (sizeof(struct pv_time_ops) != 16)  ||\n"
+        "\t\t     (sizeof(struct pv_cpu_ops)  != 272) ||\n"
+        "\t\t     (sizeof(struct pv_irq_ops)  != 64)  ||\n"
+        "\t\t     (sizeof(struct pv_mmu_ops)  != 384) ||\n"
+        "\t\t     (sizeof(struct pv_lock_ops) != 48));\n",
+        "\t/* guest build: RHEL's kABI size guard dropped (see source-fixups.py) */\n",
+        "none: RHEL kABI size guard, kept only with RHEL's own config",
+    ),
     Edit(
         "init/main.c",
         "\t/* Do the rest non-__init'ed, we're now alive */\n\trest_init();\n}\n",
@@ -132,7 +147,7 @@ def apply(tree: Path, edit: Edit) -> str:
 
 def main(argv: list) -> int:
     if len(argv) != 2 or not (Path(argv[1]) / "Makefile").is_file():
-        print("usage: gcc12-fixups.py KERNEL_SOURCE_DIR (a kernel tree with a Makefile)",
+        print("usage: source-fixups.py KERNEL_SOURCE_DIR (a kernel tree with a Makefile)",
               file=sys.stderr)
         return 2
     tree = Path(argv[1])
