@@ -93,11 +93,10 @@ EDITS = [
     # third try": a barrier after the call so it is not a tail call.
     Edit(
         "include/linux/compiler.h",
-        "#endif /* __KERNEL__ */\n\n/*\n * Force the compiler to emit 'sym' as a symbol",
+        "#endif /* __KERNEL__ */\n",
         "#endif /* __KERNEL__ */\n\n"
         "/* a9a3ed1eff36: stop gcc >= 10 tail-calling a function after a canary change */\n"
-        "#define prevent_tail_call_optimization()\tmb()\n\n"
-        "/*\n * Force the compiler to emit 'sym' as a symbol",
+        "#define prevent_tail_call_optimization()\tmb()\n",
         "a9a3ed1eff36 x86: Fix early boot crash on gcc-10, third try (compiler.h)",
     ),
     Edit(
@@ -137,11 +136,11 @@ def apply(tree: Path, edit: Edit) -> str:
     if not path.is_file():
         return "not applicable (no file)"
     text = path.read_text()
+    if edit.new and edit.new in text:  # first: some replacements contain their old text
+        return "already there"
     if edit.old in text:
         path.write_text(text.replace(edit.old, edit.new, 1))
         return "applied"
-    if edit.new and edit.new in text:
-        return "already there"
     return "not applicable (code differs: the tag has the fix or other code)"
 
 
