@@ -84,7 +84,7 @@ EDITS = [
         "arch/x86/boot/compressed/kaslr_64.c",
         "/* Used by pgtable.h asm code to force instruction serialization. */\n"
         "unsigned long __force_order;\n",
-        "",
+        "/* __force_order is defined in pgtable_64.c only (df6d4f9db79c) */\n",
         "df6d4f9db79c x86/boot/compressed: Don't declare __force_order in kaslr_64.c",
     ),
     # gcc >= 10 tail-calls cpu_startup_entry()/rest_init() from functions whose canary
