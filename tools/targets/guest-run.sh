@@ -11,10 +11,13 @@ log=$results/$kind.log
 exec >"$log" 2>&1
 echo "guest: $(uname -r), $(nproc) CPUs online of $(cat /sys/devices/system/cpu/possible) possible"
 echo "printk at boot: $(cat /proc/sys/kernel/printk)"
-# No guest network but loopback: anything else and the tier does not run.
-others=$(ls /sys/class/net | grep -vx lo)
-if [[ -n $others ]]; then
-  echo "the guest has network interfaces besides lo: $others"
+# No guest network but loopback: a network device (one backed by a device: virtio-net, a
+# NIC) or an address outside 127.0.0.0/8 and ::1 and the tier does not run. The kernel's own
+# virtual devices (dummy0, sit0: down, no address) are no network.
+nics=$(for d in /sys/class/net/*; do [[ -e $d/device ]] && basename "$d"; done)
+addrs=$(ip -o addr show | awk '{print $4}' | grep -vE '^(127\.|::1/)' || true)
+if [[ -n $nics || -n $addrs ]]; then
+  echo "the guest has network beyond loopback: devices [$nics] addresses [$addrs]"
   echo 3 >"$results/$kind.rc"
   exit 3
 fi
