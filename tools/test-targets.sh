@@ -51,12 +51,16 @@ for kdir in "${kernels[@]}"; do
   if [[ -s $kdir/scoutfs/scoutfs.ko ]]; then
     scoutfs_dir=$kdir/scoutfs scoutfs_state="built $(sed -n 's/^scoutfs=//p' "$kdir/scoutfs/scoutfs-info")"
   fi
+  # The guest does not see the cache through the host's root (virtme-ng mounts a tmpfs on
+  # /var/cache): the scoutfs build goes in read-only by itself.
+  share=()
+  [[ -z $scoutfs_dir ]] || share=(--rodir="$scoutfs_dir")
   for kind in main hotplug; do
     smp=()
     [[ $kind == hotplug ]] && smp=(--qemu-opts="-smp 2,maxcpus=8")
     timeout --kill-after=30 "${SCOUTFS_COLLECT_TARGETS_TIMEOUT:-1800}" \
       "$VNG" --run "$kdir/bzImage" "${accel[@]}" --force-9p --user root --memory 2G --cpus 2 \
-      "${smp[@]}" --rwdir="$res" --cwd "$repo" \
+      "${smp[@]}" "${share[@]}" --rwdir="$res" --cwd "$repo" \
       --exec "bash $repo/tools/targets/guest-run.sh $res $kind $scoutfs_dir" \
       </dev/null >"$res/$kind.console.log" 2>&1 || true
   done

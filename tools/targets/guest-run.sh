@@ -11,6 +11,7 @@ log=$results/$kind.log
 exec >"$log" 2>&1
 echo "guest: $(uname -r), $(nproc) CPUs online of $(cat /sys/devices/system/cpu/possible) possible"
 echo "printk at boot: $(cat /proc/sys/kernel/printk)"
+echo "scoutfs build: ${scoutfs:-none}$([[ -z $scoutfs || -f $scoutfs/scoutfs.ko ]] || echo ' (not visible in the guest)')"
 # No guest network but loopback: a network device (one backed by a device: virtio-net, a
 # NIC) or an address outside 127.0.0.0/8 and ::1 and the tier does not run. The kernel's own
 # virtual devices (dummy0, sit0: down, no address) are no network.

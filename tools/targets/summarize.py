@@ -45,13 +45,15 @@ def main(argv: List[str]) -> int:
         if not rc:
             problems.append(f"{kind} guest did not finish (see {kind}.console.log)")
             continue
+        failed = 0
         if junit.is_file():
             for name, state in outcomes(junit).items():
                 summary["tests"][name] = state  # type: ignore[index]
                 if state != "passed":
+                    failed += 1
                     problems.append(f"{name} {state}")
-        if rc != "0" and not any(p.startswith(kind) for p in problems):
-            problems.append(f"{kind} guest: pytest exit {rc} (see {kind}.log)")
+        if rc != "0" and not failed:
+            problems.append(f"{kind} guest: exit {rc} (see {kind}.log)")
     obs = res / "observations.jsonl"
     seen = [json.loads(line) for line in obs.read_text().splitlines()] if obs.is_file() else []
     summary["observations"] = seen
