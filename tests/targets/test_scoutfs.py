@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.cli import Cli, finish
 from tests.support.helpers import archive_of, extract, kmsg_write, wait_for
-from tests.targets.conftest import SCOUTFS_DIR
+from tests.targets.conftest import RESULTS, SCOUTFS_DIR
 
 SERVER_STARTING = re.compile(r"scoutfs (f\.[0-9a-f]+\.r\.[0-9a-f]+): server starting at ([0-9.]+):(\d+)")
 
@@ -90,8 +90,12 @@ def test_default_profile_records_scoutfs_events_and_counters(node, tmp_path, pri
                                                              top_tracing_on, observe):
     printk_levels("4 4 1 7")  # RHEL's console level with `quiet`
     cli = Cli(tmp_path)
+    # The default profile's rings want ~1.1 GB free; the guest's /tmp is RAM: the archive goes
+    # to the host's results dir (kept for a look afterwards).
+    out = Path(RESULTS) / "scoutfs-archive" if RESULTS else cli.out
+    out.mkdir(exist_ok=True)
     try:
-        proc = cli.start("--profile", "default", "--output-dir", str(cli.out), "--events-file",
+        proc = cli.start("--profile", "default", "--output-dir", str(out), "--events-file",
                          str(cli.events), "--set", "collectors.tcpdump.heartbeat_timeout=0",
                          node.ip, str(node.port))
         cli.wait_event("armed", proc, timeout=300)
