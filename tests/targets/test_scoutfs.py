@@ -97,6 +97,9 @@ def test_default_profile_records_scoutfs_events_and_counters(node, tmp_path, pri
     try:
         proc = cli.start("--profile", "default", "--output-dir", str(out), "--events-file",
                          str(cli.events), "--set", "collectors.tcpdump.heartbeat_timeout=0",
+                         # software emulation is ~50x slower: the trace text and trace.dat of
+                         # a real scoutfs ring take longer than the 30 s default phase limit
+                         "--set", "settings.phase_timeout=600",
                          node.ip, str(node.port))
         cli.wait_event("armed", proc, timeout=300)
         write_files(node.mnt, "before")
@@ -123,8 +126,8 @@ def test_default_profile_records_scoutfs_events_and_counters(node, tmp_path, pri
     observe("scoutfs_events_past_fencing", None if past is None else len(past))
     observe("plugin_status", statuses)
     assert all(s == "ok" for s in statuses.values()), m["plugins"]
-    assert len(ft["events_enabled"]) > 100, ft["events_enabled"][:5]  # ~210 scoutfs events
-    assert scoutfs_events, lines[-5:]
+    assert ft["events_enabled"] == ["scoutfs:*"], ft["events_enabled"]
+    assert len({re.search(r" (scoutfs_\w+):", ln).group(1) for ln in scoutfs_events}) >= 5, lines[-5:]
     counters = top / "scoutfs-counters"
     delta = (counters / "counters-delta.txt").read_text()
     assert re.search(r"\b[1-9]\d* of \d+ counters changed", delta), delta[:2000]
