@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Make a pristine RHEL kernel tree (EL8 4.18, EL9 5.14) build and boot with gcc 12 and
+binutils >= 2.36, with a small guest config, under virtme-ng. Each edit mirrors an upstream
+change (or says why there is none) and is applied only where the tree still has the old code,
+so one script serves every tag:
+
+    source-fixups.py KERNEL_SOURCE_DIR
+
+Prints one line per edit: applied, already there, or not applicable (file or code absent).
+Exit 2 when the directory is not a kernel tree. Two more fixes live in build-kernel.sh, not
+here: `make DISABLE_WERROR=1` (RHEL's own switch for gcc 12's new array-bounds warnings) and
+`scripts/config --disable CALGARY_IOMMU` (pci-calgary_64.c lacks `mapping_error`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One textual replacement in one file, and the upstream change it mirrors."""
+
+    path: str
+    old: str
+    new: str
+    upstream: str
+
+
+EDITS = [
+    # gcc 12: -Werror=use-after-free in tools/lib/subcmd (objtool's build). Upstream
+    # 52a9dab6d892 "libsubcmd: Fix use-after-free for realloc(..., 0)" rewrote xrealloc
+    # to this form.
+    Edit(
+        "tools/lib/subcmd/subcmd-util.h",
+        "\tvoid *ret = realloc(ptr, size);\n"
+        "\tif (!ret && !size)\n"
+        "\t\tret = realloc(ptr, 1);\n"
+        "\tif (!ret) {\n"
+        "\t\tret = realloc(ptr, size);\n"
+        "\t\tif (!ret && !size)\n"
+        "\t\t\tret = realloc(ptr, 1);\n"
+        "\t\tif (!ret)\n"
+        "\t\t\tdie(\"Out of memory, realloc failed\");\n"
+        "\t}\n"
+        "\treturn ret;\n",
+        "\tvoid *ret = realloc(ptr, size);\n"
+        "\tif (!ret)\n"
+        "\t\tdie(\"Out of memory, realloc failed\");\n"
+        "\treturn ret;\n",
+        "52a9dab6d892 libsubcmd: Fix use-after-free for realloc(..., 0)",
+    ),
+    # binutils >= 2.36 leaves no .symtab in the empty thunk_64.o: "objtool: missing symbol
+    # table". Upstream 1d489151e9f9 "objtool: Don't fail on missing symbol table".
+    Edit(
+        "tools/objtool/elf.c",
+        "\tsymtab = find_section_by_name(elf, \".symtab\");\n"
+        "\tif (!symtab) {\n"
+        "\t\tWARN(\"missing symbol table\");\n"
+        "\t\treturn -1;\n"
+        "\t}\n"
+        "\n"
+        "\tsymbols_nr = symtab->sh.sh_size / symtab->sh.sh_entsize;\n",
+        "\tsymtab = find_section_by_name(elf, \".symtab\");\n"
+        "\t/* An empty object (thunk_64.o) may have no symbol table at all. */\n"
+        "\tsymbols_nr = symtab ? symtab->sh.sh_size / symtab->sh.sh_entsize : 0;\n",
+        "1d489151e9f9 objtool: Don't fail on missing symbol table",
+    ),
+    # RHEL does not ship 9p, so its page_mkwrite was never converted to vm_fault_t and no
+    # longer matches vm_operations_struct. Upstream 2018 "fs/9p/vfs_file.c: use new return
+    # type vm_fault_t" (Souptick Joarder) changed the return type.
+    Edit(
+        "fs/9p/vfs_file.c",
+        "static int\nv9fs_vm_page_mkwrite(struct vm_fault *vmf)",
+        "static vm_fault_t\nv9fs_vm_page_mkwrite(struct vm_fault *vmf)",
+        "fs/9p/vfs_file.c: use new return type vm_fault_t",
+    ),
+    # gcc >= 10 defaults to -fno-common: "multiple definition of __force_order" when both
+    # kaslr_64.c and pgtable_64.c define it. Upstream df6d4f9db79c "x86/boot/compressed:
+    # Don't declare __force_order in kaslr_64.c" dropped this one.
+    Edit(
+        "arch/x86/boot/compressed/kaslr_64.c",
+        "/* Used by pgtable.h asm code to force instruction serialization. */\n"
+        "unsigned long __force_order;\n",
+        "/* __force_order is defined in pgtable_64.c only (df6d4f9db79c) */\n",
+        "df6d4f9db79c x86/boot/compressed: Don't declare __force_order in kaslr_64.c",
+    ),
+    # gcc >= 10 tail-calls cpu_startup_entry()/rest_init() from functions whose canary
+    # changed: "stack-protector: Kernel stack is corrupted in: start_secondary" on any
+    # boot with > 1 CPU. Upstream a9a3ed1eff36 "x86: Fix early boot crash on gcc-10,
+    # third try": a barrier after the call so it is not a tail call.
+    Edit(
+        "include/linux/compiler.h",
+        "#endif /* __KERNEL__ */\n",
+        "#endif /* __KERNEL__ */\n\n"
+        "/* a9a3ed1eff36: stop gcc >= 10 tail-calling a function after a canary change */\n"
+        "#define prevent_tail_call_optimization()\tmb()\n",
+        "a9a3ed1eff36 x86: Fix early boot crash on gcc-10, third try (compiler.h)",
+    ),
+    Edit(
+        "arch/x86/kernel/smpboot.c",
+        "\twmb();\n\tcpu_startup_entry(CPUHP_AP_ONLINE_IDLE);\n}\n",
+        "\twmb();\n\tcpu_startup_entry(CPUHP_AP_ONLINE_IDLE);\n"
+        "\tprevent_tail_call_optimization();\n}\n",
+        "a9a3ed1eff36 x86: Fix early boot crash on gcc-10, third try (start_secondary)",
+    ),
+    # Not a compiler fix and no upstream change: RHEL 8's kABI guard on the pv_*_ops sizes
+    # holds only with RHEL's full config (PARAVIRT_XXL via Xen PV); a guest kernel built from
+    # a small config has no kABI to keep, so the guard goes.
+    Edit(
+        "kernel/locking/qspinlock.c",
+        "\tBUILD_BUG_ON((sizeof(struct pv_init_ops) != 8)   ||\n"
+        "\t\t     (sizeof(struct pv_time_ops) != 16)  ||\n"
+        "\t\t     (sizeof(struct pv_cpu_ops)  != 272) ||\n"
+        "\t\t     (sizeof(struct pv_irq_ops)  != 64)  ||\n"
+        "\t\t     (sizeof(struct pv_mmu_ops)  != 384) ||\n"
+        "\t\t     (sizeof(struct pv_lock_ops) != 48));\n",
+        "\t/* guest build: RHEL's kABI size guard dropped (see source-fixups.py) */\n",
+        "none: RHEL kABI size guard, kept only with RHEL's own config",
+    ),
+    Edit(
+        "init/main.c",
+        "\t/* Do the rest non-__init'ed, we're now alive */\n\trest_init();\n}\n",
+        "\t/* Do the rest non-__init'ed, we're now alive */\n\trest_init();\n"
+        "\tprevent_tail_call_optimization();\n}\n",
+        "a9a3ed1eff36 x86: Fix early boot crash on gcc-10, third try (start_kernel)",
+    ),
+]
+
+
+def apply(tree: Path, edit: Edit) -> str:
+    """Apply one edit in place; return what happened, in a few words."""
+    path = tree / edit.path
+    if not path.is_file():
+        return "not applicable (no file)"
+    text = path.read_text()
+    if edit.new and edit.new in text:  # first: some replacements contain their old text
+        return "already there"
+    if edit.old in text:
+        path.write_text(text.replace(edit.old, edit.new, 1))
+        return "applied"
+    return "not applicable (code differs: the tag has the fix or other code)"
+
+
+def main(argv: list) -> int:
+    if len(argv) != 2 or not (Path(argv[1]) / "Makefile").is_file():
+        print("usage: source-fixups.py KERNEL_SOURCE_DIR (a kernel tree with a Makefile)",
+              file=sys.stderr)
+        return 2
+    tree = Path(argv[1])
+    for edit in EDITS:
+        print(f"{edit.path}: {apply(tree, edit)}: {edit.upstream}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The target tier: boot every guest kernel in the cache (built by tools/targets/build-kernel.sh,
+# scoutfs by tools/targets/build-scoutfs.sh) under virtme-ng and run tests/targets inside, as
+# root:
+#   bash tools/test-targets.sh [TAG...]          (default: every CACHE/TAG/bzImage)
+# Two guests per kernel, both with no network but loopback, the host's root read-only over 9p
+# and CACHE/TAG/results/STAMP/ writable: "main" (--cpus 2: demo, freeze self-test, stop
+# --wait durable, scoutfs when built) and "hotplug" (-smp 2,maxcpus=8). Prints one line per
+# kernel, PASS or FAIL and where its logs are; exit 0 when every kernel passed.
+# Uses software emulation (--disable-kvm) unless the CPU has VMX/SVM and /dev/kvm is usable
+# (on PVM hosts stock kernels fail under KVM); SCOUTFS_COLLECT_TARGETS_KVM=0|1 forces it.
+# SCOUTFS_COLLECT_TARGETS_TIMEOUT (s, default 1800) bounds each guest;
+# SCOUTFS_COLLECT_TARGETS_GUESTS="main" runs one guest kind only (the other shows as not run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+source tools/targets/lib.sh
+[[ $(id -u) -eq 0 ]] || die "run as root (the guests run the tier as root)"
+
+if [[ $# -gt 0 ]]; then
+  kernels=("${@/#/$TARGETS_CACHE/}")
+else
+  mapfile -t kernels < <(find "$TARGETS_CACHE" -mindepth 2 -maxdepth 2 -name bzImage -printf '%h\n' 2>/dev/null | sort)
+fi
+if [[ ${#kernels[@]} -eq 0 ]]; then
+  echo "no kernel in $TARGETS_CACHE: build one with tools/targets/build-kernel.sh SOURCE_GIT_DIR TAG"
+  exit 1
+fi
+need_debs qemu-system-x86 trace-cmd tcpdump zstd iproute2 kmod
+ensure_vng
+bash tools/setup.sh --test 3.9 >/dev/null  # the guests run the host's .venv-3.9
+
+kvm=${SCOUTFS_COLLECT_TARGETS_KVM:-}
+if [[ -z $kvm ]]; then
+  kvm=0
+  grep -qwE 'vmx|svm' /proc/cpuinfo && [[ -w /dev/kvm ]] && kvm=1
+fi
+accel=()
+[[ $kvm == 1 ]] || accel=(--disable-kvm)
+
+status=0
+for kdir in "${kernels[@]}"; do
+  tag=$(basename "$kdir")
+  if [[ ! -s $kdir/bzImage ]]; then
+    echo "$tag: FAIL (no $kdir/bzImage: build it with tools/targets/build-kernel.sh)"
+    status=1
+    continue
+  fi
+  res=$kdir/results/$(date -u +%Y%m%dT%H%M%SZ)
+  mkdir -p "$res"
+  scoutfs_dir="" scoutfs_state="not built"
+  if [[ -s $kdir/scoutfs/scoutfs.ko ]]; then
+    scoutfs_dir=$kdir/scoutfs scoutfs_state="built $(sed -n 's/^scoutfs=//p' "$kdir/scoutfs/scoutfs-info")"
+  fi
+  # The guest does not see the cache through the host's root (virtme-ng mounts a tmpfs on
+  # /var/cache): the scoutfs build goes in read-only by itself.
+  share=()
+  [[ -z $scoutfs_dir ]] || share=(--rodir="$scoutfs_dir")
+  for kind in ${SCOUTFS_COLLECT_TARGETS_GUESTS:-main hotplug}; do
+    smp=()
+    [[ $kind == hotplug ]] && smp=(--qemu-opts="-smp 2,maxcpus=8")
+    timeout --kill-after=30 "${SCOUTFS_COLLECT_TARGETS_TIMEOUT:-1800}" \
+      "$VNG" --run "$kdir/bzImage" "${accel[@]}" --force-9p --user root --memory 2G --cpus 2 \
+      "${smp[@]}" "${share[@]}" --rwdir="$res" --cwd "$repo" \
+      --exec "bash $repo/tools/targets/guest-run.sh $res $kind $scoutfs_dir" \
+      </dev/null >"$res/$kind.console.log" 2>&1 || true
+  done
+  python3 tools/targets/summarize.py "$res" "$tag" "$scoutfs_state" || status=1
+done
+exit "$status"
