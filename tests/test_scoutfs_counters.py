@@ -75,8 +75,10 @@ def test_the_suite_reads_nothing_outside_the_repository():
     """A user's clone has no reference folder beside it: no test, helper or tool may look there."""
     repo = Path(__file__).resolve().parents[1]
     offenders = []
-    for path in [*repo.glob("tests/**/*.py"), *repo.glob("tools/*"), *repo.glob("bench/*.py")]:
-        text = path.read_text()
+    for path in [*repo.glob("tests/**/*.py"), *repo.glob("tools/**/*"), *repo.glob("bench/*.py")]:
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
         if re.search(r"\.\./shared|parents\[2\]|[\"']shared[\"']", text) and path != Path(__file__).resolve():
             offenders.append(str(path.relative_to(repo)))
     assert offenders == []

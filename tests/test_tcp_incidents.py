@@ -109,11 +109,20 @@ def test_lossy_port_duplicate_acks_and_retransmissions(talk):
     net = conv.net
     net.lose(net.a, 5)  # 5 % of what a sends is lost on the way
 
-    def seen(field: str) -> int:
-        return sum(tshark.count(conv.pcaps["a"], tshark.FILTERS[field]).values())
+    def seen(field: str, sender: str) -> int:
+        """tshark's count of ``field`` sent by ``sender`` (ip:port) in a's capture so far."""
+        return tshark.count(conv.pcaps["a"], tshark.FILTERS[field])[sender]
 
-    wait_for(lambda: seen("duplicate_acks") >= 2 and seen("retransmissions") >= 2, 60,
-             "duplicate ACKs and retransmissions in a's capture")
+    def client_end() -> str:
+        counts = tshark.count(conv.pcaps["a"], f"tcp.dstport == {PORT}")
+        return next((s for s in counts if s.startswith(f"{net.a.address}:")), "")
+
+    # random loss: wait until the server's duplicate ACKs and the client's retransmissions
+    # have both happened twice (what the assertions below need), however long the dice take
+    server_end = f"{net.b.address}:{PORT}"
+    wait_for(lambda: client_end() and seen("duplicate_acks", server_end) >= 2
+             and seen("retransmissions", client_end()) >= 2, 60,
+             "the server's duplicate ACKs and the client's retransmissions in a's capture")
     conv.stop()
     a_pcap = assert_agrees(conv.pcaps["a"])
     assert_agrees(conv.pcaps["b"])
