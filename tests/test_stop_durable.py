@@ -71,7 +71,8 @@ triggers:
   never: {{type: timer, after: 3600}}
 """)
     proc = start(cli, str(profile))
-    workdir = cli.wait_event("armed", proc) and cli.wait_event("started")["workdir"]
+    cli.wait_event("armed", proc)
+    workdir = cli.wait_event("started")["workdir"]
     peer = cli.run("stop", "--no-wait", "--type", "peer", "--reason", "th2 triggered")
     assert peer.returncode == 0, peer.stderr
     durable = cli.run("stop", "--wait", "durable", "--timeout", "30", "--type", "fence-hook")
