@@ -127,6 +127,15 @@ def send_udp(ip: str, port: int, payloads: List[bytes]) -> None:
             s.sendto(data, (ip, port))
 
 
+def ring_sizes(c: Tcpdump) -> List[Tuple[str, int]]:
+    """(name, size) of each ring file now: any packet written changes it."""
+    out = []
+    for path in c.ring_files():
+        with contextlib.suppress(FileNotFoundError):
+            out.append((path.name, path.stat().st_size))
+    return out
+
+
 def send_tcp(e: Endpoint, chunks: List[bytes]) -> bytes:
     """Send chunks over a real TCP connection to e.port; returns what the server received."""
     with socket.create_connection(("127.0.0.1", e.port)) as c:
@@ -308,7 +317,11 @@ def test_ring_rotation_keeps_two_files_oldest_first(make, ep):
     c.start()
     n = 45  # 60 kB each, 17 per 1 MB file: files 0, 1, then 0 again (newest) -> 2.7 MB
     for i in range(n):
+        # One at a time, each written before the next (tcpdump -U writes every packet):
+        # a burst would test the machine's load (a loaded CI host dropped 111), not rotation.
+        before = ring_sizes(c)
         send_udp("127.0.0.1", ep.port, [struct.pack("!I", i) * 15000])
+        wait_for(lambda before=before: ring_sizes(c) != before, 10, f"packet {i} in the ring")
     c.stop()
     c.finalize()
     d = c.ctx.details
