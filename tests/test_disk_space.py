@@ -149,6 +149,7 @@ def test_output_dir_without_room_for_the_floor_is_refused_at_preflight(cli, smal
     assert list(small_fs.iterdir()) == []
 
 
+@pytest.mark.once  # the compressor programs' hold-back is the subject
 @pytest.mark.parametrize("compression", ["zstd", "xz", "gz"])
 def test_archive_that_misses_by_less_than_the_compressor_holds_back_stops_at_the_floor(
         cli, fs_64, compression):

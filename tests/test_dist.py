@@ -24,6 +24,9 @@ from scoutfs_collect.core import cli
 from tests.support.dist import Dist, NodePath, build_dist, make_node_path, node_env, pyenv_python
 from tests.support.helpers import wait_for
 
+# The built pex and wheelhouse on other Pythons are the subject, not the Python running pytest.
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHES = ("x86_64", "aarch64")
 PYTHONS = ("39", "310", "311", "312", "313")

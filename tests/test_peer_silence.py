@@ -26,7 +26,8 @@ from tests.support.conversation import KEEPIDLE, PORT, USER_TIMEOUT_MS, Conversa
 from tests.support.helpers import make_plugin, wait_for
 from tests.support.netpair import NetHost, netpair  # noqa: F401  (the fixture)
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux")
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux"),
+              pytest.mark.once]  # the kernel's TCP between namespaces is the subject
 CLONE_NEWNET = 0x40000000
 
 

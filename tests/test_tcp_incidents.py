@@ -28,7 +28,8 @@ from tests.support.conversation import PORT, Conversation
 from tests.support.helpers import wait_for
 from tests.support.netpair import NetHost, NetPair, netpair  # noqa: F401  (the fixture)
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux")
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux"),
+              pytest.mark.once]  # the kernel's TCP and tshark are the subject
 
 
 def analyze(pcap: Path, until: Optional[float] = None) -> Dict[str, tcp.Direction]:
