@@ -328,3 +328,22 @@ def test_sigkill_while_packing_leaves_no_compressor_and_pack_removes_the_partial
     assert not partial.exists() and busy.exists() and fresh.exists()
     top = extract(archive_of(packed.stdout), tmp_path / "x")
     assert (top / "blob" / "blob.bin").stat().st_size == 3 << 20
+
+
+def test_a_run_killed_once_durable_leaves_a_work_dir_that_says_why_it_stopped(cli):
+    """The fence hook lets the agent power the victim off as soon as its run is durable:
+    the work dir left then must name the trigger, for ``pack`` and ``cluster gather``
+    (here the run is SIGKILLed at ``durable`` while a collector's finalize still runs)."""
+    profile = cli.profile("settings: {min_free_mb: 1}\ncollectors:\n  marker: {type: test-marker}\n"
+                          "  sloth: {type: test-faulty, hang_in: [finalize], timeout: 60}\n"
+                          "triggers:\n  end: {type: timer, after: 0.1}\n")
+    proc = cli.start_capture(profile)
+    workdir = Path(cli.wait_event("started", proc)["workdir"])
+    cli.wait_event("durable", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    packed = cli.run("pack", str(workdir))
+    assert packed.returncode == 0, packed.stderr
+    m = inspect(cli, archive_of(packed.stdout))
+    assert m["trigger"]["name"] == "end" and m["trigger"]["type"] == "timer", m["trigger"]
+    assert m["times"]["stopped"] is not None and m["result"]["complete"] is False

@@ -34,7 +34,7 @@ def test_builtin_profiles_include_default_demo_and_a_swapped_trigger():
     fence = profile.load("fence-watch")
     assert [t.type_name for t in fence.triggers] == ["scoutfs-fence"]
     default = profile.load("default")
-    assert {t.type_name for t in default.triggers} == {"kmsg", "scoutfs-fence"}
+    assert {t.type_name for t in default.triggers} == {"kmsg", "scoutfs-fence", "peer-silence"}
     assert [c.name for c in fence.collectors] == [c.name for c in default.collectors]
 
 
@@ -77,7 +77,7 @@ def test_set_overrides_parse_yaml_scalars_and_null_removes():
     tcpdump = next(c for c in prof.collectors if c.name == "tcpdump")
     assert tcpdump.options["file_count"] == 4
     assert prof.settings.post_trigger_seconds == 2.5
-    assert [t.name for t in prof.triggers] == ["fence-request"]
+    assert [t.name for t in prof.triggers] == ["fence-request", "peer-silence"]
 
 
 def test_error_in_extended_file_points_at_that_file(tmp_path, reg):

@@ -34,6 +34,7 @@ class _Conn:
     probes: int = 0  # our keep-alive probes since the target last sent anything
     last_probe: Optional[float] = None
     last_empty_seq: Optional[int] = None  # seq of our last segment without data
+    connecting: bool = False  # begun by our SYN, nothing from the target yet
 
 
 class SilenceWatch:
@@ -64,7 +65,7 @@ class SilenceWatch:
         self.segments += 1
         c = self.conns.get(local)
         if c is None or (not inbound and seg.flags & SYN):
-            c = self.conns[local] = _Conn(local)
+            c = self.conns[local] = _Conn(local, connecting=not inbound and bool(seg.flags & SYN))
             if len(self.conns) > MAX_CONNECTIONS:
                 del self.conns[next(iter(self.conns))]
         if inbound:
@@ -73,7 +74,7 @@ class SilenceWatch:
             self._outbound(c, seg, now)
 
     def _inbound(self, c: _Conn, seg: Segment, now: float) -> None:
-        c.last_rx, c.probes = now, 0
+        c.last_rx, c.probes, c.connecting = now, 0, False
         if seg.flags & (RST | FIN):
             self.conns.pop(c.local, None)
             return
@@ -113,7 +114,10 @@ class SilenceWatch:
 
     def _silent(self, c: _Conn, now: float, ending: bool = False) -> Optional[str]:
         """Why ``c`` counts as silent now, or None; ``ending``: we are resetting it, so a
-        shorter silence (``probe_answer``) with anything unanswered is enough."""
+        shorter silence (``probe_answer``) with anything unanswered is enough. A connection
+        the target never answered (our SYNs only) is no connection yet: never silent."""
+        if c.connecting:
+            return None
         quiet = now - (c.last_rx if c.last_rx is not None else self.started)
         heard = f"nothing received for {quiet:.1f} s" + ("" if c.last_rx is not None else " (since armed)")
         need = self.probe_answer if ending else self.busy_silence
@@ -138,6 +142,8 @@ class SilenceWatch:
         can change it)."""
         times = []
         for c in self.conns.values():
+            if c.connecting:
+                continue
             if c.unacked_since is not None:
                 times.append(max(c.unacked_since, c.last_rx or self.started) + self.busy_silence)
             if c.probes >= self.probes and c.last_probe is not None:
@@ -160,14 +166,31 @@ class PeerSilenceTrigger(ThreadedTrigger):
     the kernel resets a connection left unanswered (TCP_USER_TIMEOUT). A healthy idle
     connection answers its keep-alives and never fires.
 
+    Which connection, on each kind of node (it is in the default profile, which runs
+    on all of them):
+    - *A client*: its mount's connection to the server at IP:PORT.
+    - *The server* (IP is this node's own address): the connection of this node's own
+      mount to its own server, through `lo`. The other clients' connections are not
+      this node's and are not watched: a client that goes away, or no client at all,
+      never fires it on the server (the kernel's fencing line does; preflight says so
+      in a note).
+    - *No connection* (scoutfs not mounted yet, or only our SYNs unanswered because the
+      server is not up): nothing to watch, never fires. A connection counts from the
+      first segment the target sent on it.
+    - *A connection idle for hours*: its keep-alives are answered; never fires.
+
     It reads packets from a packet socket of its own on the interface the target is
     routed through, with an in-kernel filter `host IP and tcp port PORT` compiled by
-    `tcpdump -ddd`, and waits in poll() on it: no capture file, no polling loop.
+    `tcpdump -ddd`, and waits in poll() on it: no capture file, no polling loop. That
+    needs an Ethernet-like interface (Ethernet, bond, VLAN, bridge, veth or loopback).
+    When the target is routed through another kind (IPoIB, a tunnel) and `interface` is
+    `auto`, the trigger does not watch (preflight says why in a note, the manifest's
+    details in `not_watching`) and the run ends on its other triggers; an `interface`
+    named explicitly must be Ethernet-like.
 
     Changes on the system: nothing (a packet socket, closed at disarm).
     Overhead: the kernel filters; a few microseconds per cluster segment.
-    Requirements: root (CAP_NET_RAW), tcpdump (to compile the filter), an
-    Ethernet-like interface (Ethernet, bond, VLAN, veth or loopback).
+    Requirements: root (CAP_NET_RAW), tcpdump (to compile the filter).
     """
 
     type_name = "peer-silence"
@@ -189,6 +212,15 @@ class PeerSilenceTrigger(ThreadedTrigger):
     def _expr(self) -> str:
         return f"host {self.ctx.target.ip} and tcp port {self.ctx.target.port}"
 
+    def _not_watching(self, iface: str) -> Optional[str]:
+        """Why an interface chosen by ``auto`` cannot be watched (a note, not an error)."""
+        kind = packet_socket.interface_type(iface)
+        if self.options.interface != "auto" or kind is None or packet_socket.interface_problem(iface) is None:
+            return None
+        return (f"{self.ctx.target.ip} is routed through {iface}, which is not Ethernet-like "
+                f"({packet_socket.describe_type(kind)}); peer-silence does not watch it: this run "
+                "ends on its other triggers")
+
     def preflight(self) -> List[Problem]:
         o = self.options
         problems = [Problem(f"option '{name}' must be more than 0, not {value:g}",
@@ -203,10 +235,15 @@ class PeerSilenceTrigger(ThreadedTrigger):
             return problems
         try:
             iface = self._interface()
+            skip = self._not_watching(iface)
+            if skip:
+                problems.append(Problem(skip, fatal=False))
+                return problems
             if iface == "lo" and self.options.interface == "auto":
                 problems.append(Problem(
-                    f"{self.ctx.target.ip} is this node: its clients' connections are not watched "
-                    "(only a connection from this node to the target is)", fatal=False))
+                    f"{self.ctx.target.ip} is this node (the server): only this node's own "
+                    "connection to it (through lo) is watched, never its clients' connections",
+                    fatal=False))
             bad = packet_socket.interface_problem(iface)
             if bad:
                 problems.append(Problem(bad, "set interface: to the Ethernet-like interface "
@@ -219,11 +256,16 @@ class PeerSilenceTrigger(ThreadedTrigger):
 
     def arm(self, fire: FireCallback) -> None:
         iface = self._interface()
+        self.ctx.details["interface"] = iface
+        skip = self._not_watching(iface)
+        if skip:
+            self.ctx.details["not_watching"] = skip
+            self.ctx.log.warning("%s: %s", self.ctx.name, skip)
+            return
         self._sock = PacketSocket(iface, packet_socket.compile_filter(iface, self._expr()))
         o = self.options
         self.watcher = SilenceWatch(str(self.ctx.target), o.busy_silence, o.probes, o.probe_answer,
                                     time.time())
-        self.ctx.details["interface"] = iface
         super().arm(fire)
 
     def watch(self, fire: FireCallback, wakeup: Wakeup) -> None:
@@ -244,10 +286,15 @@ class PeerSilenceTrigger(ThreadedTrigger):
                 return
 
     def disarm(self) -> None:
-        super().disarm()
         sock = getattr(self, "_sock", None)
-        if sock is not None:
+        if sock is None:  # not watching (or arm failed before the socket)
+            return
+        try:
+            if hasattr(self, "_watcher"):
+                super().disarm()
+        finally:
             sock.close()
+            self._sock = None
             w = self.watcher
             self.ctx.details.update(segments_seen=w.segments, probes_seen=w.probes_seen)
 

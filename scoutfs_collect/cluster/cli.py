@@ -5,7 +5,7 @@
     scoutfs-collect cluster -w NODESET [-o SSH_OPTIONS] [--allow-missing] [--bundle-dir DIR]
                             [--profile P] [--set K=V]... [--output-dir DIR] [--events-file PATH] IP PORT
     scoutfs-collect cluster check  -w NODESET (same options)
-    scoutfs-collect cluster gather -w NODESET [-o SSH_OPTIONS] [--bundle-dir DIR]
+    scoutfs-collect cluster gather -w NODESET [-o SSH_OPTIONS] [--bundle-dir DIR] [--output-dir DIR]
 """
 
 from __future__ import annotations
@@ -49,8 +49,14 @@ def add_parser(sub, parser_class, ip: Callable, port: Callable) -> None:
     csub = p.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", parser_class=parser_class)
     _capture(csub.add_parser("run", help="the default: record on every node until a trigger"), ip, port)
     _capture(csub.add_parser("check", help="preflight every node, problems grouped by node"), ip, port)
-    _common(csub.add_parser("gather", help="bundle every node's latest archive"))
-    csub.add_parser("node-status", help=argparse.SUPPRESS)
+    gather = csub.add_parser("gather", help="bundle every node's latest archive (packing a run "
+                                            "that was killed or powered off)")
+    _common(gather)
+    gather.add_argument("--output-dir", metavar="DIR",
+                        help="where the runs wrote on each node (%%h: the node's name): a node "
+                             "booted again is looked at there too")
+    status = csub.add_parser("node-status", help=argparse.SUPPRESS)
+    status.add_argument("--output-dir", help=argparse.SUPPRESS)
 
 
 def insert_default(args: List[str]) -> List[str]:
@@ -69,5 +75,5 @@ def dispatch(ns, argv, console) -> int:
     if ns.cluster_command == "node-status":
         from scoutfs_collect.cluster.nodestatus import print_status
 
-        return print_status()
+        return print_status(ns.output_dir)
     return getattr(coordinator, f"cmd_{ns.cluster_command}")(ns, argv, console)

@@ -195,7 +195,9 @@ class _Status(EventHandler):
 
 
 def cmd_gather(ns, argv, console: Console) -> int:
-    """``cluster gather``: bundle each node's latest archive (after a lost coordinator)."""
+    """``cluster gather``: bundle each node's latest archive (after a lost coordinator);
+    a latest run that never finished (killed, or its node powered off) is packed on its
+    node first, from its work dir, and recorded ``recovered``."""
     req = request_from(ns, argv)
     task = remote.make_task(req.ssh_options, len(req.nodes))
     run = ClusterRun(argv=req.argv, nodeset=req.nodeset, nodes={n: NodeState(n) for n in req.nodes})
@@ -203,8 +205,10 @@ def cmd_gather(ns, argv, console: Console) -> int:
     events = EventLog(req.events_file)
     try:
         status = _Status(run)
+        output_dir = getattr(ns, "output_dir", None)
         for node in req.nodes:
-            task.shell(remote.status_command(), nodes=node, handler=status, stderr=True, timeout=60)
+            task.shell(remote.status_command(output_dir, node), nodes=node, handler=status, stderr=True,
+                       timeout=60)
         remote.resume(task, "gather")
         for node, state in run.nodes.items():
             report = status.reports.get(node)
@@ -216,14 +220,19 @@ def cmd_gather(ns, argv, console: Console) -> int:
                 state.status = "failed"
                 state.error = (f"still recording (pid {report.get('pid')}): gather again after its "
                                "trigger, or end it with 'scoutfs-collect stop' there")
+            elif report.get("unpacked"):  # killed or powered off: packed on the node below
+                state.status = "ok"
+                state.version = report.get("version")
+                state.unfinished_workdir = report["workdir"]
             elif not report.get("archive"):
                 state.status = "failed"
-                state.error = (f"its latest run left no archive; on the node: scoutfs-collect pack "
-                               f"{report.get('workdir')}" if report.get("workdir") else "it has no run")
+                state.error = (f"its latest run left neither archive nor work dir ({report['workdir']})"
+                               if report.get("workdir") else "it has no run")
             else:
                 state.status = "ok"
                 state.version = report.get("version")
                 state.remote_archive = report["archive"]
+        gather.pack_unfinished(task, run, events)
         return _bundle(task, run, req, events, console)
     finally:
         events.close()

@@ -1,4 +1,5 @@
-"""Bring every node's archive back (ClusterShell's ``rcopy``) and write the bundle.
+"""Bring every node's archive back (ClusterShell's ``rcopy``) and write the bundle; for
+``cluster gather``, first pack on the node the work dir of a run that never finished.
 
 The bundle ``scoutfs-collect-cluster.YYYYMMDD-HHMMSSZ.tar`` (uncompressed: the node
 archives are compressed already) has one top directory holding ``cluster.json`` (first
@@ -23,7 +24,7 @@ from ClusterShell.Event import EventHandler
 
 from scoutfs_collect.archive import read as archive_read
 from scoutfs_collect.archive import recover
-from scoutfs_collect.cluster.state import PEER_TYPES, ClusterRun, Origin, Trigger
+from scoutfs_collect.cluster.state import PEER_TYPES, ClusterRun, Origin, Recovered, Trigger
 from scoutfs_collect.core.events import EventLog
 from scoutfs_collect.system.paths import fsync_path
 
@@ -46,6 +47,47 @@ class _Copies(EventHandler):
 
     def ev_hup(self, worker, node, rc) -> None:
         self.rc[node] = rc
+
+
+class _Packs(EventHandler):
+    """What ``scoutfs-collect pack`` said on each node: its lines and exit status."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rc: Dict[str, Optional[int]] = {}
+        self.lines: Dict[str, List[str]] = {}
+
+    def ev_read(self, worker, node, sname, msg) -> None:
+        self.lines.setdefault(node, []).append(msg.decode("utf-8", "replace").strip())
+
+    def ev_hup(self, worker, node, rc) -> None:
+        self.rc[node] = rc
+
+
+def pack_unfinished(task, run: ClusterRun, events: EventLog) -> None:
+    """``scoutfs-collect pack WORKDIR`` on each node whose latest run never finished (its
+    ``unfinished_workdir``: killed, or powered off and booted again); the archive it
+    writes beside the work dir is then fetched as any other. A failure marks the node."""
+    from scoutfs_collect.cluster.remote import pack_command, resume
+
+    packs = _Packs()
+    wanted = {n.name: n.unfinished_workdir for n in run.nodes.values() if n.unfinished_workdir}
+    for node, workdir in wanted.items():
+        task.shell(pack_command(workdir), nodes=node, handler=packs, stderr=True, timeout=3600)
+    if not wanted:
+        return
+    resume(task, "gather")
+    for node, workdir in wanted.items():
+        state, lines = run.nodes[node], packs.lines.get(node, [])
+        done = [ln[len("archive: "):] for ln in lines if ln.startswith("archive: ")]
+        if packs.rc.get(node) != 0 or not done:
+            state.status = "failed"
+            said = " | ".join(ln for ln in lines[-3:] if ln) or f"exit {packs.rc.get(node)}"
+            state.error = f"its run never finished; packing its work dir {workdir} failed: {said}"
+            events.emit("error", node=node, message=state.error)
+            continue
+        state.remote_archive = done[-1]
+        events.emit("node_packed", node=node, workdir=workdir, path=done[-1])
 
 
 def _sha256(path: Path) -> str:
@@ -100,6 +142,13 @@ def _fill_from_manifest(run: ClusterRun, node: str, archive: Path) -> None:
     if state.trigger is None and trig.get("name"):
         state.trigger = Trigger(name=str(trig.get("name")), type=str(trig.get("type")),
                                 reason=str(trig.get("reason", "")), time=float(trig.get("time") or 0))
+    result = m.get("result") or {}
+    if result.get("packed_by") == "scoutfs-collect pack":  # archive.recover.pack_workdir
+        notes = [str(n) for n in result.get("notes") or []]
+        state.recovered = Recovered(
+            by="cluster gather" if state.unfinished_workdir else "scoutfs-collect pack",
+            workdir=state.unfinished_workdir, packed_at=result.get("packed_at"),
+            note=notes[-1] if notes else "")
     times = m.get("times") or {}
     if state.stopped is None and times.get("stopped"):
         state.stopped = float(times["stopped"])

@@ -2,7 +2,7 @@
 
 The node commands are ``scoutfs-collect`` itself, found on the node's ``PATH``: a
 version query plus ``check`` (preflight), ``run ... --events-file /dev/stdout
---control-stdin`` (the run session) and ``cluster node-status`` (``cluster gather``).
+--control-stdin`` (the run session), ``cluster node-status`` and ``pack`` (``cluster gather``).
 ``%h`` in ``--set`` values and ``--output-dir`` becomes each node's name.
 """
 
@@ -117,8 +117,15 @@ def run_command(args: CaptureArgs, node: Optional[str]) -> str:
     return f"exec {REMOTE} run --events-file /dev/stdout --control-stdin {args.shell_words(node)}"
 
 
-def status_command() -> str:
-    return f"exec {REMOTE} cluster node-status"
+def status_command(output_dir: Optional[str] = None, node: str = "") -> str:
+    """``cluster node-status``; ``output_dir`` with ``%h`` replaced by ``node``."""
+    extra = f" --output-dir {shlex.quote(output_dir.replace('%h', node))}" if output_dir else ""
+    return f"exec {REMOTE} cluster node-status{extra}"
+
+
+def pack_command(workdir: str) -> str:
+    """``scoutfs-collect pack WORKDIR`` on a node (a run killed before it packed)."""
+    return f"exec {REMOTE} pack {shlex.quote(workdir)}"
 
 
 def run_commands(args: CaptureArgs, nodes: List[str], tree: bool) -> Dict[str, str]:

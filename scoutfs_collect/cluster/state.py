@@ -6,7 +6,9 @@
 ``exit``, ``archive`` (path in the bundle), ``sha256``, ``trigger`` {``name``, ``type``,
 ``reason``, ``time``}, ``stopped`` (epoch, node clock), ``stop_lag_ms`` (stopped minus the
 origin's trigger time, both moved to the coordinator's clock), ``clock_offset_ms`` (node
-clock minus coordinator clock), ``error``}}.
+clock minus coordinator clock), ``error``, ``recovered`` (null, or {``by``, ``workdir``,
+``packed_at``, ``note``} when the archive was packed from the work dir of a run that never
+finished: killed, or its node powered off)}}.
 
 Statuses: ``ok`` the node's archive is in the bundle (its ``exit`` may be 1: a plugin
 failed, its manifest says which); ``failed`` the node ran or was asked but no archive came
@@ -77,6 +79,16 @@ class ClockOffset:
 
 
 @dataclasses.dataclass
+class Recovered:
+    """The archive of a run that never finished, packed later from its work dir."""
+
+    by: str  # "cluster gather" (packed by this gather) or "scoutfs-collect pack" (earlier)
+    workdir: Optional[str]  # on the node, when this gather packed it
+    packed_at: Optional[float]  # epoch, node clock
+    note: str  # the manifest's note: what the archive may lack
+
+
+@dataclasses.dataclass
 class NodeState:
     """One node over the run."""
 
@@ -92,6 +104,8 @@ class NodeState:
     archive: Optional[str] = None  # path inside the bundle
     sha256: Optional[str] = None
     error: Optional[str] = None
+    recovered: Optional[Recovered] = None
+    unfinished_workdir: Optional[str] = None  # packed on the node by this gather
     last_event: Optional[str] = None
     last_heard: Optional[float] = None
     output: List[str] = dataclasses.field(default_factory=list)  # last stderr lines
@@ -118,6 +132,7 @@ class NodeState:
             "stopped": self.stopped, "stop_lag_ms": self.stop_lag_ms(origin, origin_offset),
             "clock_offset_ms": round(offset * 1000, 3) if offset is not None else None,
             "error": self.error,
+            "recovered": dataclasses.asdict(self.recovered) if self.recovered else None,
         }
 
 

@@ -309,6 +309,7 @@ class Runner:
         self.events.emit("stopped")
         self.inbox.pending()  # signals received meanwhile are noted
         self._advance(self.collectors, Phase.PERSIST, at_once=True)
+        self._write_manifest()  # why it stopped, should the node be powered off after durable
         self._make_durable("durable")
         self._notify("scoutfs_collect_triggered", run=self._run_info(),
                      trigger=dataclasses.asdict(self.trigger))

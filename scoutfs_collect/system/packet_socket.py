@@ -2,7 +2,7 @@
 ``tcpdump -ddd``: the kernel hands over only the packets the filter accepts, and a reader
 waits in poll() on the socket (no polling loop, no capture file).
 
-Ethernet-like interfaces only (``/sys/class/net/IF/type`` 1, Ethernet, bonds, VLANs,
+Ethernet-like interfaces only (ARPHRD type 1, Ethernet, bonds, VLANs, bridges,
 veths; or 772, loopback): their frames carry the 14-byte Ethernet header the compiled
 filter expects (pcap link type 1).
 """
@@ -10,18 +10,21 @@ filter expects (pcap link type 1).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import re
 import socket
 import struct
 import subprocess
-from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
+SIOCGIFHWADDR = 0x8927
 LINKTYPE_ETHERNET = 1
 _ETHER_LIKE = {1, 772}  # ARPHRD_ETHER, ARPHRD_LOOPBACK
+_KINDS = {32: "InfiniBand (IPoIB)", 512: "PPP", 768: "IPIP tunnel", 776: "SIT tunnel",
+          778: "GRE tunnel", 65534: "no link header: tun, WireGuard"}  # linux/if_arp.h
 
 
 class PacketSocketError(OSError):
@@ -41,15 +44,33 @@ def route_interface(ip: str) -> str:
     return m.group(1)
 
 
+def interface_type(iface: str) -> Optional[int]:
+    """The ARPHRD type of ``iface`` in this thread's network namespace (SIOCGIFHWADDR on a
+    socket: /sys/class/net shows the namespace sysfs was mounted in), or None if there is
+    no such interface."""
+    if not 0 < len(iface.encode()) < 16:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            ifreq = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, struct.pack("16s16x", iface.encode()))
+        except OSError:
+            return None
+    return struct.unpack_from("H", ifreq, 16)[0]
+
+
 def interface_problem(iface: str) -> Optional[str]:
     """Why ``iface`` cannot be watched, or None."""
-    try:
-        kind = int(Path(f"/sys/class/net/{iface}/type").read_text())
-    except (OSError, ValueError):
+    kind = interface_type(iface)
+    if kind is None:
         return f"no network interface {iface!r}"
     if kind not in _ETHER_LIKE:
-        return f"interface {iface} is not Ethernet-like (type {kind})"
+        return f"interface {iface} is not Ethernet-like ({describe_type(kind)})"
     return None
+
+
+def describe_type(kind: int) -> str:
+    """``InfiniBand (IPoIB), type 32``: an ARPHRD type for a message."""
+    return f"{_KINDS[kind]}, type {kind}" if kind in _KINDS else f"type {kind}"
 
 
 def compile_filter(iface: str, expr: str, tcpdump: str = "tcpdump") -> List[Tuple[int, int, int, int]]:

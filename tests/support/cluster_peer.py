@@ -5,7 +5,8 @@ heartbeat on the same port. Standard library only; run as a script::
     python cluster_peer.py server ADDR PEER PORT [options]
     python cluster_peer.py client ADDR PEER PORT [options]
 
-The server prints ``listening``, accepts one connection and answers each read with a short reply; the client
+The server prints ``listening``, accepts one connection (``--clients N``: N, each served
+in a thread of its own) and answers each read with a short reply; the client
 writes ``--size`` bytes every ``--interval`` seconds (0: never, an idle connection). Both
 print ``connected`` once the connection is up. SIGUSR1 on either: close the connection
 with SO_LINGER 0 (the kernel sends a RST). The socket options are scoutfs's
@@ -67,6 +68,31 @@ def drain(conn: socket.socket) -> None:
         pass
 
 
+def answer(conn: socket.socket) -> None:
+    """The server's side of one connection: a short reply to each read, until it ends."""
+    try:
+        while conn.recv(65536):
+            conn.sendall(b"r" * 20)
+    except OSError:
+        pass
+
+
+def serve_many(args) -> int:
+    """A server of ``--clients`` connections (a scoutfs server has one per mount)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((args.addr, args.port))
+    listener.listen(args.clients)
+    print("listening", flush=True)
+    for _ in range(args.clients):
+        conn, peer = listener.accept()
+        scoutfs_options(conn, args.user_timeout_ms)
+        threading.Thread(target=answer, args=(conn,), daemon=True).start()
+        print(f"connected {peer[0]}", flush=True)
+    signal.pause()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=("server", "client"))
@@ -76,8 +102,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--user-timeout-ms", type=int, default=24000)
+    parser.add_argument("--clients", type=int, default=1)
     args = parser.parse_args()
     heartbeat(args.addr, args.peer, args.port)
+    if args.role == "server" and args.clients > 1:
+        return serve_many(args)
     if args.role == "server":
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -25,6 +25,7 @@ Usage::
         hosts.ssh_options             # '-F /tmp/.../ssh_config', for ClusterShell's -o
         hosts.nodeset                 # 'th[1-3]'
         hosts["th2"].kill()           # power it off: every process in it SIGKILLed
+        hosts.power_on("th2")         # boot it again: sshd back, /run (its runtime dir) empty
 """
 
 from __future__ import annotations
@@ -292,12 +293,16 @@ class TestHosts:
             f"SetEnv SCOUTFS_COLLECT_RUNTIME={host.runtime} SCOUTFS_COLLECT_ETC={host.dir / 'etc'} "
             f"PATH={path}\n"
             "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
-        log = open(host.dir / "sshd.log", "wb")
+        self._launch_sshd(host, netns)
+
+    @staticmethod
+    def _launch_sshd(host: Host, netns: bool = True) -> None:
+        log = open(host.dir / "sshd.log", "ab")
         # nsenter, not 'ip netns exec': that remounts /sys, which would hide tracefs.
         enter = ["nsenter", f"--net=/run/netns/{host.ns}"] if netns else []
         host.sshd = subprocess.Popen(
             [*enter, "unshare", "--uts", "sh", "-c",
-             f"hostname {host.name} && exec {SSHD} -D -e -f {config}"],
+             f"hostname {host.name} && exec {SSHD} -D -e -f {host.dir / 'sshd_config'}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
 
@@ -334,6 +339,21 @@ class TestHosts:
         return host
 
     # -- use --------------------------------------------------------------------------
+
+    def power_on(self, name: str) -> None:
+        """Boot a host again after :meth:`Host.kill`: its sshd starts, and its runtime dir
+        is emptied as a boot empties /run (the host lock's record of the last run is gone)."""
+        host = self.hosts[name]
+        assert not host.pids(), f"{name} is still running"
+        if host.sshd is not None:
+            host.sshd.wait()
+        for entry in host.runtime.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        self._launch_sshd(host)
+        self._wait_sshd(host)
 
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]
