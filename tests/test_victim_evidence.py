@@ -41,7 +41,9 @@ from tests.support.conversation import PEER, PORT, USER_TIMEOUT_MS
 from tests.support.helpers import extract, kmsg_write, wait_for
 from tests.support.testhosts import testhosts  # noqa: F401  (the fixture)
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux")
+# once: a kernel network incident; gather's own code runs on both Pythons (test_cluster_gather)
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux"),
+              pytest.mark.once]
 
 
 def _peer(c: Cluster, net: ClusterNet, name: str, role: str, peer: str) -> subprocess.Popen:
