@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -14,6 +15,7 @@ from scoutfs_collect.core.checks import packing_floor
 from scoutfs_collect.core.events import EventLog
 from scoutfs_collect.core.instances import PluginInstance
 from scoutfs_collect.core.profile import Settings
+from scoutfs_collect.system.paths import fsync_tree
 from scoutfs_collect.ui.console import Console
 
 log = logging.getLogger("scoutfs_collect")
@@ -30,6 +32,23 @@ def write_manifest(workdir: Path, instances: Sequence[PluginInstance], exit_stat
     doc = manifest.assemble(plugins={inst.name: inst.record for inst in instances},
                             exit_status=exit_status, **run)
     manifest.write(workdir, doc)
+
+
+def make_durable(workdir: Path, events: EventLog, event: Optional[str]) -> Optional[float]:
+    """fsync every file and directory below ``workdir``; then emit ``event`` (if any) and
+    return when that was. A failure is logged and an ``error`` event, never raised."""
+    try:
+        count = fsync_tree(workdir)
+    except OSError as exc:
+        log.error("fsync of %s failed: %s", workdir, exc)
+        events.emit("error", plugin="core", message=f"fsync failed: {exc}")
+        return None
+    log.debug("fsynced %d files", count)
+    if not event:
+        return None
+    when = time.time()
+    events.emit(event, files=count)
+    return when
 
 
 def attach_run_log(workdir: Path) -> logging.Handler:

@@ -41,7 +41,7 @@ from scoutfs_collect.plugin.api import Problem, Target
 from scoutfs_collect.plugin.timed import CallOutcome
 from scoutfs_collect.system import proc
 from scoutfs_collect.system.lock import Holder, HostLock
-from scoutfs_collect.system.paths import fsync_tree, make_workdir, run_stem
+from scoutfs_collect.system.paths import make_workdir, run_stem
 from scoutfs_collect.ui.console import Console
 
 log = logging.getLogger("scoutfs_collect")
@@ -365,15 +365,9 @@ class Runner:
 
     def _make_durable(self, event: Optional[str]) -> None:
         assert self.workdir is not None
-        try:
-            count = fsync_tree(self.workdir)
-            log.debug("fsynced %d files", count)
-            if event:
-                self.times["durable"] = time.time()
-                self.events.emit(event, files=count)
-        except OSError as exc:
-            log.error("fsync of %s failed: %s", self.workdir, exc)
-            self.events.emit("error", plugin="core", message=f"fsync failed: {exc}")
+        when = record.make_durable(self.workdir, self.events, event)
+        if when is not None:
+            self.times["durable"] = when
 
     def _pack(self) -> int:
         assert self.workdir is not None
