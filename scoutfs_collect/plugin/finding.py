@@ -108,6 +108,12 @@ class AnalysisContext:
     def node(self, name: str) -> Optional[NodeInfo]:
         return next((n for n in self.nodes if n.name == name), None)
 
+    @property
+    def port(self) -> Optional[int]:
+        """The port of ``target`` (the cluster port), None when there is none."""
+        tail = self.target.rsplit(":", 1)[-1]
+        return int(tail) if tail.isdigit() else None
+
     def started(self, name: str) -> Optional[float]:
         """When the recorder of node ``name`` started (aligned epoch seconds), or None.
         Kernel lines before it come from the ring read at start: context, possibly days
