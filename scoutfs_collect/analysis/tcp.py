@@ -7,10 +7,14 @@ on raw sequence numbers and the raw (unscaled) window, as Wireshark does:
 
 * *retransmission* (``tcp.analysis.retransmission``): a segment with data, SYN or FIN
   whose sequence number is below the highest ``nextseq`` seen in its direction, unless it
-  is a keep-alive or out of order (within the first RTT, or 3 ms, of that highest
+  is a keep-alive or out of order (within the first RTT, or 3 ms, after that highest
   segment); a *fast* one follows >= 2 duplicate ACKs of its sequence number within
   20 ms; a *spurious* one only carries data the peer already acknowledged. All three
-  count as retransmissions, as Wireshark counts them.
+  count as retransmissions, as Wireshark counts them. Wireshark's time differences are
+  unsigned: a segment stamped *before* the one it is compared with (tcpdump on ``any``
+  stamps packets of different CPUs slightly out of order) is neither out of order nor
+  fast, but a plain retransmission. *Unanswered* retransmissions: those sent after the
+  other side's last segment (nothing came back after them).
 * *zero window*: window 0 without SYN, FIN or RST (a 1-byte segment at ``nextseq``
   while the peer's window is 0 is a zero-window *probe* instead).
 * *keep-alive*: 0 or 1 byte at ``nextseq - 1``, no SYN/FIN/RST (Linux's zero-window
@@ -308,9 +312,10 @@ def _retransmission(fwd: Direction, rev: Direction, seg: Segment, ooo: float) ->
     kind = ""
     if seglen > 0 and rev.lastack and not _gt((seq + seglen) & _U32, rev.lastack):
         kind = "spurious"
-    elif not_advanced and rev.dupacks >= 2 and rev.lastack == seq and t - rev.lastack_time < 0.02:
+    elif (not_advanced and rev.dupacks >= 2 and rev.lastack == seq
+          and 0 <= t - rev.lastack_time < 0.02):
         kind = "fast"
-    elif (not_advanced and t - fwd.nextseq_time < ooo
+    elif (not_advanced and 0 <= t - fwd.nextseq_time < ooo
           and fwd.nextseq != (seq + seglen + (1 if seg.flags & (SYN | FIN) else 0)) & _U32):
         fwd.out_of_order += 1
         fwd._note(t, "out-of-order", f"out of order seq {seq}")

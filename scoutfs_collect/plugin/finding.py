@@ -66,9 +66,12 @@ class Record:
     """One record handed to :meth:`Analyzer.record`: ``node`` (as in :class:`Finding`),
     ``source`` (the plugin instance), ``kind`` (``kmsg``, ``ftrace``, ``packets``,
     ``counters`` or ``sysinfo``), ``time`` (aligned epoch seconds), ``text`` (the kernel
-    line; ``name +change  (mount)`` of a counter; the snapshot's label for sysinfo) and
-    ``data``: ``(mount, counter, change)`` of a counter (the increase since the previous
-    sample; None at its first sighting), the sysinfo snapshot (a dict)."""
+    line; ``src → dst TCP len N`` of a packet; ``name +change  (mount)`` of a counter; the
+    snapshot's label for sysinfo) and ``data``: the decoded TCP segment or UDP datagram of
+    a packet (:class:`scoutfs_collect.analysis.packets.Segment`: addresses, ports, seq,
+    ack, flags, window, payload length, ``proto`` 6 or 17; None for any other frame),
+    ``(mount, counter, change)`` of a counter (the increase since the previous sample;
+    None at its first sighting), the sysinfo snapshot (a dict)."""
 
     node: str
     source: str
