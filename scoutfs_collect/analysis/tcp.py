@@ -13,8 +13,11 @@ on raw sequence numbers and the raw (unscaled) window, as Wireshark does:
   count as retransmissions, as Wireshark counts them. Wireshark's time differences are
   unsigned: a segment stamped *before* the one it is compared with (tcpdump on ``any``
   stamps packets of different CPUs slightly out of order) is neither out of order nor
-  fast, but a plain retransmission. *Unanswered* retransmissions: those sent after the
-  other side's last segment (nothing came back after them).
+  fast, but a plain retransmission; and after an ACK beyond what the capture saw of the
+  other side (Wireshark 4.0 then sets that side's duplicate-ACK count to -1, which its
+  unsigned count takes for >= 2) the retransmission at that ACK within 20 ms is fast.
+  *Unanswered* retransmissions: those sent after the other side's last segment (nothing
+  came back after them).
 * *zero window*: window 0 without SYN, FIN or RST (a 1-byte segment at ``nextseq``
   while the peer's window is 0 is a zero-window *probe* instead).
 * *keep-alive*: 0 or 1 byte at ``nextseq - 1``, no SYN/FIN/RST (Linux's zero-window
@@ -205,7 +208,7 @@ class TcpAnalysis:
         fwd = conn.direction(seg.src)
         rev = conn.b if fwd is conn.a else conn.a
         self._count(fwd, seg)
-        _analyze(fwd, rev, seg, conn.first_rtt or OOO_THRESHOLD)
+        _analyze(fwd, rev, seg, _ooo_window(conn.first_rtt))
         if seg.flags & (SYN | ACK) == SYN:
             conn.syn_time = seg.time
         elif seg.flags & (SYN | ACK) == ACK and conn.syn_time is not None and conn.first_rtt is None:
@@ -236,6 +239,15 @@ class TcpAnalysis:
                 if tail > d.longest_silence:
                     d.longest_silence, d.silence_from = tail, d.last
         return out
+
+
+def _ooo_window(first_rtt: Optional[float]) -> float:
+    """Wireshark's out-of-order window: the first RTT, 3 ms when unknown (or 0), and, as
+    its unsigned arithmetic has it, unbounded when the handshake's ACK was stamped
+    before its SYN."""
+    if not first_rtt:
+        return OOO_THRESHOLD
+    return first_rtt if first_rtt > 0 else float("inf")
 
 
 def _analyze(fwd: Direction, rev: Direction, seg: Segment, ooo: float) -> None:
@@ -290,7 +302,7 @@ def _analyze(fwd: Direction, rev: Direction, seg: Segment, ooo: float) -> None:
     if ack != fwd.lastack:
         fwd.dupacks = 0
     if rev.maxseqtobeacked and _gt(ack, rev.maxseqtobeacked) and flags & ACK:
-        if rev.maxseqtobeacked > rev.nextseq:  # a plain unsigned > in Wireshark
+        if _lt(rev.maxseqtobeacked, rev.nextseq):  # Wireshark 4.0 (Debian 12's tshark)
             rev.maxseqtobeacked = rev.nextseq
         else:
             rev.dupacks = -1
@@ -312,7 +324,7 @@ def _retransmission(fwd: Direction, rev: Direction, seg: Segment, ooo: float) ->
     kind = ""
     if seglen > 0 and rev.lastack and not _gt((seq + seglen) & _U32, rev.lastack):
         kind = "spurious"
-    elif (not_advanced and rev.dupacks >= 2 and rev.lastack == seq
+    elif (not_advanced and (rev.dupacks >= 2 or rev.dupacks == -1) and rev.lastack == seq
           and 0 <= t - rev.lastack_time < 0.02):
         kind = "fast"
     elif (not_advanced and 0 <= t - fwd.nextseq_time < ooo
