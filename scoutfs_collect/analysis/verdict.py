@@ -20,8 +20,11 @@ network        retransmissions unanswered: the victim's to the server in its own
 lock           scoutfs lock counters moving far faster than before
 =============  ===================================================================
 
-No fencing line anywhere: ``undetermined``, nothing to explain. No archive from the
-victim, or nothing of the above: ``undetermined``, naming what was missing.
+The fence explained is the one whose line stopped a recorder (a trigger's reason), else
+the earliest: another fencing line in the same kernel log (another client fenced
+earlier, the test hosts' shared log) does not take its place. No fencing line anywhere:
+``undetermined``, nothing to explain. No archive from the victim, or nothing of the
+above: ``undetermined``, naming what was missing.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def decide(findings: List[Finding], ctx: AnalysisContext) -> Verdict:
     if not fences:
         return Verdict(UNDETERMINED, (), "no fence recorded: nothing to explain",
                        ("no fencing line in any kernel log (no incident in this capture)",))
-    fence = min(fences, key=lambda f: f.time or 0.0)
+    fence = min(_triggering(fences, ctx) or fences, key=lambda f: f.time or 0.0)
     victim = _victim(fence, ctx)
     who = fence.details.get("victim") or "the victim"
     if victim is None or victim.manifest is None:
@@ -141,6 +144,16 @@ def decide(findings: List[Finding], ctx: AnalysisContext) -> Verdict:
             return Verdict(category, tuple(dict.fromkeys(hits + [fence.key])), why)
     return Verdict(UNDETERMINED, (fence.key,), f"{fence.summary}; nothing conclusive in the victim's data",
                    tuple(_what_is_missing(victim, findings)))
+
+
+def _triggering(fences: List[Finding], ctx: AnalysisContext) -> List[Finding]:
+    """The fences whose line is what stopped a recorder (its trigger's reason)."""
+    reasons = set()
+    for n in ctx.nodes:
+        trig = n.manifest.get("trigger") if isinstance(n.manifest, dict) else None
+        if isinstance(trig, dict) and trig.get("reason"):
+            reasons.add(str(trig["reason"]))
+    return [f for f in fences if any(e.text in reasons for e in f.evidence)]
 
 
 def _victim(fence: Finding, ctx: AnalysisContext) -> Optional[NodeInfo]:
