@@ -142,6 +142,27 @@ def test_a_retransmission_after_an_ack_of_unseen_data_is_fast_as_tshark_says():
     assert dirs["10.233.0.1:37339"].fast_retransmissions == 1
 
 
+def test_a_retransmission_stamped_before_the_segment_it_follows_is_no_out_of_order(tmp_path):
+    """tcpdump on ``any`` may stamp a frame a few microseconds before the one it follows
+    in the file (different CPUs). Wireshark's time differences are unsigned, so such a
+    retransmission is not out of order (its time since the highest segment is "huge"):
+    the capture above with frame 79 (a retransmission) stamped 8 us before frame 77."""
+    raw = bytearray((DATA / "lossy-port-cooked.pcap").read_bytes())
+    at, offsets = 24, []
+    while at + 16 <= len(raw):
+        offsets.append(at)
+        at += 16 + struct.unpack_from("<I", raw, at + 8)[0]
+    sec, usec = struct.unpack_from("<II", raw, offsets[76])  # frame 77
+    usec -= 8
+    if usec < 0:
+        sec, usec = sec - 1, usec + 1_000_000
+    struct.pack_into("<II", raw, offsets[78], sec, usec)  # frame 79
+    pcap = tmp_path / "restamped.pcap"
+    pcap.write_bytes(bytes(raw))
+    dirs = assert_agrees(pcap)
+    assert dirs["10.233.0.1:37339"].out_of_order == 0
+
+
 def test_reset_and_who_sent_it(talk):
     conv = talk()
     net = conv.net
