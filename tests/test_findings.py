@@ -385,3 +385,17 @@ def test_the_readme_site_analyzer_needs_only_the_public_api():
             assert node.module == "scoutfs_collect"
             assert {a.name for a in node.names} <= set(scoutfs_collect.__all__)
         assert not isinstance(node, ast.Import)
+
+
+def test_the_verdict_explains_the_fence_that_stopped_the_recorder(tmp_path):
+    """An earlier fencing line of another client in the same kernel log (not the trigger's)
+    does not take the place of the fence that stopped the recorder."""
+    port, ip = _port(), f"10.252.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    other = reconnect_line(ip, _port())
+    archive = capture(tmp_path, [other, HUNG], reconnect_line("127.0.0.1", port),
+                      f"client 127.0.0.1:{port} reconnect timed out, fencing")
+    doc = findings(tmp_path, archive)
+    fences = [f for f in doc["findings"] if f["key"] == "fence.client_reconnect"]
+    assert {ip, "127.0.0.1"} <= {f["details"]["victim_ip"] for f in fences}
+    v = doc["verdict"]
+    assert v["category"] == "node-stall" and "kernel.hung_task" in v["keys"], v

@@ -30,6 +30,7 @@ from tests.support.netpair import NetHost, NetPair, netpair  # noqa: F401  (the 
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux"),
               pytest.mark.once]  # the kernel's TCP and tshark are the subject
+DATA = Path(__file__).parent / "data"
 
 
 def analyze(pcap: Path, until: Optional[float] = None) -> Dict[str, tcp.Direction]:
@@ -103,6 +104,64 @@ def test_stopped_reader_zero_window(talk):
     # (not every one: its answers to old segments are rate limited, tcp_invalid_ratelimit)
     probes = a_pcap[client]
     assert probes.keepalives >= 1 and probes.unanswered_keepalives < probes.keepalives
+
+
+def test_lossy_port_duplicate_acks_and_retransmissions(talk):
+    conv = talk(size=16384, interval=0.01)
+    net = conv.net
+    net.lose(net.a, 5)  # 5 % of what a sends is lost on the way
+
+    def seen(field: str, sender: str) -> int:
+        """tshark's count of ``field`` sent by ``sender`` (ip:port) in a's capture so far."""
+        return tshark.count(conv.pcaps["a"], tshark.FILTERS[field])[sender]
+
+    def client_end() -> str:
+        counts = tshark.count(conv.pcaps["a"], f"tcp.dstport == {PORT}")
+        return next((s for s in counts if s.startswith(f"{net.a.address}:")), "")
+
+    # random loss: wait until the server's duplicate ACKs and the client's retransmissions
+    # have both happened twice (what the assertions below need), however long the dice take
+    server_end = f"{net.b.address}:{PORT}"
+    wait_for(lambda: client_end() and seen("duplicate_acks", server_end) >= 2
+             and seen("retransmissions", client_end()) >= 2, 60,
+             "the server's duplicate ACKs and the client's retransmissions in a's capture")
+    conv.stop()
+    a_pcap = assert_agrees(conv.pcaps["a"])
+    assert_agrees(conv.pcaps["b"])
+    client = endpoint(net.a, a_pcap, server=False)
+    server = endpoint(net.b, a_pcap, server=True)
+    assert a_pcap[client].retransmissions >= 2 and a_pcap[server].duplicate_acks >= 2
+
+
+def test_a_retransmission_after_an_ack_of_unseen_data_is_fast_as_tshark_says():
+    """The first 400 frames (headers only: ``editcap -F pcap -s 128``) of b's capture (on
+    ``any``) from a run of the lossy-port test above where tshark and this analysis
+    disagreed: b ACKs data its capture never saw from a (an ``ACKed unseen segment``), and
+    a's retransmission at that ACK 54 us later is a *fast* retransmission to Wireshark 4.0,
+    whose duplicate-ACK count is unsigned (-1 after such an ACK is >= 2)."""
+    dirs = assert_agrees(DATA / "lossy-port-cooked.pcap")
+    assert dirs["10.233.0.1:37339"].fast_retransmissions == 1
+
+
+def test_a_retransmission_stamped_before_the_segment_it_follows_is_no_out_of_order(tmp_path):
+    """tcpdump on ``any`` may stamp a frame a few microseconds before the one it follows
+    in the file (different CPUs). Wireshark's time differences are unsigned, so such a
+    retransmission is not out of order (its time since the highest segment is "huge"):
+    the capture above with frame 79 (a retransmission) stamped 8 us before frame 77."""
+    raw = bytearray((DATA / "lossy-port-cooked.pcap").read_bytes())
+    at, offsets = 24, []
+    while at + 16 <= len(raw):
+        offsets.append(at)
+        at += 16 + struct.unpack_from("<I", raw, at + 8)[0]
+    sec, usec = struct.unpack_from("<II", raw, offsets[76])  # frame 77
+    usec -= 8
+    if usec < 0:
+        sec, usec = sec - 1, usec + 1_000_000
+    struct.pack_into("<II", raw, offsets[78], sec, usec)  # frame 79
+    pcap = tmp_path / "restamped.pcap"
+    pcap.write_bytes(bytes(raw))
+    dirs = assert_agrees(pcap)
+    assert dirs["10.233.0.1:37339"].out_of_order == 0
 
 
 def test_reset_and_who_sent_it(talk):

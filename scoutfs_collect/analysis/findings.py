@@ -2,7 +2,12 @@
 registered analyzer (:class:`scoutfs_collect.plugin.api.Analyzer`) handed the records of
 the kinds it declares by the one streaming pass of :mod:`.scan` (a :class:`Feed` rides
 along it: the archive is read once whatever the number of analyzers), then their
-findings, the analyzers skipped for want of data, and the verdict (:mod:`.verdict`)."""
+findings, the analyzers skipped for want of data, and the verdict (:mod:`.verdict`).
+
+Packet records are not the timeline's lines (those exist only inside its window, and a
+burst is one line): the scan hands the Feed every captured frame of a pcap member
+(:meth:`Feed.member`), decoded once (:func:`.packets.segment`) for all analyzers, each
+ring in capture order (:class:`.ring.RingOrder`)."""
 
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ import time
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Set, TextIO, Tuple
 
-from scoutfs_collect.analysis import sources, verdict
+from scoutfs_collect.analysis import packets, sources, verdict
 from scoutfs_collect.analysis.clocks import ClockMap
+from scoutfs_collect.analysis.ring import RingOrder
 from scoutfs_collect.plugin.finding import AnalysisContext, Finding, NodeInfo, Record
 
 FORMAT = 1
@@ -70,6 +76,7 @@ class Feed:
         self.names: Dict[str, str] = {}  # scan node ("" for an archive) -> node name
         self.clocks: Dict[str, ClockMap] = {}
         self.sysinfo_dirs: Dict[str, Set[str]] = {}
+        self.rings: Dict[Tuple[str, str], RingOrder] = {}  # (scan node, source) -> its ring
 
     def timeline_kinds(self) -> List[str]:
         """The timeline source kinds the analyzers read (what the scan must read)."""
@@ -114,6 +121,51 @@ class Feed:
             except Exception as exc:  # one analyzer's failure costs only its own findings
                 self.failed[t.type_name] = f"failed to start: {type(exc).__name__}: {exc}"
 
+    def member(self, node: str, spec: sources.SourceSpec, name: str, stream: IO[bytes]
+               ) -> Tuple[IO[bytes], Optional[sources.FrameSink]]:
+        """A pcap member ``name`` of ``spec`` is about to be read: the stream the scan
+        reads it from and the frame sink it hands each frame to (None: nobody reads
+        packets, or the file came before its turn and is replayed later)."""
+        if spec.kind != "packets" or "packets" not in self.kinds or spec.offset is None:
+            return stream, None
+        ring = self.rings.get((node, spec.name))
+        if ring is None:
+            order = spec.details.get("files_in_order")
+            order = [str(n) for n in order] if isinstance(order, list) else []
+            sink = self._frame_sink(self.names.get(node, node), spec.name)
+            ring = self.rings[(node, spec.name)] = RingOrder(order, spec.offset, sink)
+        return ring.member(name, stream)
+
+    def member_done(self, node: str, spec: sources.SourceSpec, name: str, stream: IO[bytes]) -> None:
+        """The scan has read the member (``stream``: what :meth:`member` gave it)."""
+        ring = self.rings.get((node, spec.name))
+        if ring is not None:
+            ring.done(name, stream)
+
+    def end(self, node: str) -> None:
+        """A node's archive is read: its rings' held files are replayed."""
+        for (n, _), ring in list(self.rings.items()):
+            if n == node:
+                ring.finish()
+
+    def _frame_sink(self, name: str, source: str) -> sources.FrameSink:
+        readers = [pair for pair in self.live if "packets" in pair[0].cls.sources]
+        decode, failed = packets.segment, self.failed
+
+        def sink(t: float, linktype: Optional[int], data: bytes) -> None:
+            seg = decode(t, linktype, data)
+            text = seg.text() if seg is not None else packets.decode(t, linktype, data, len(data)).text()
+            rec = Record(name, source, "packets", t, text, seg)
+            for pair in readers:
+                try:
+                    pair[1].record(rec)
+                except Exception as exc:  # one analyzer's failure costs only its own findings
+                    failed[pair[0].type_name] = f"failed on a packets record: {type(exc).__name__}: {exc}"
+            if failed:
+                readers[:] = [p for p in readers if p[0].type_name not in failed]
+                self.live[:] = [p for p in self.live if p[0].type_name not in failed]
+        return sink
+
     def _send(self, rec: Record) -> None:
         for pair in list(self.live):
             t, a = pair
@@ -127,8 +179,8 @@ class Feed:
     def tap(self, node: str, spec: sources.SourceSpec, records: Iterator[sources.TimedText]
             ) -> Iterator[sources.TimedText]:
         """``records`` passed through unchanged, each also handed to the analyzers that
-        read ``spec.kind``."""
-        if spec.kind not in self.kinds:
+        read ``spec.kind`` (packets: see :meth:`member`)."""
+        if spec.kind not in self.kinds or spec.kind == "packets":
             return records
         return self._tapped(self.names.get(node, node), spec, records)
 

@@ -1,17 +1,19 @@
 """One line per packet (``src → dst PROTO len N``) from pcap records, and one summary line
-per burst: a 10 ms slot with more than BURST packets is shown as one line."""
+per burst: a 10 ms slot with more than BURST packets is shown as one line; and the
+:class:`Segment` of a TCP or UDP frame (:func:`segment`), what analyzers are handed."""
 
 from __future__ import annotations
 
 import dataclasses
 import socket
 import struct
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 BURST = 20  # packets in one slot above which the slot becomes one summary line
 SLOT = 0.01  # seconds
 MAX_FLOWS = 64
-_PROTO = {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6"}
+TCP, UDP = 6, 17
+_PROTO = {TCP: "TCP", UDP: "UDP", 1: "ICMP", 58: "ICMPv6"}
 # linktype -> offset of the ethertype field and of the network header (None: raw IP)
 _LINK = {1: (12, 14), 113: (14, 16), 276: (0, 20), 101: (None, 0), 12: (None, 0), 228: (None, 0)}
 
@@ -54,6 +56,88 @@ def link_layer(linktype: Optional[int], data: bytes) -> Tuple[Optional[int], Opt
     if ether == 0x8100:  # one VLAN tag
         ether, net = struct.unpack_from(">H", data, net + 2)[0], net + 4
     return net, ether
+
+
+class Segment(NamedTuple):
+    """One TCP segment or UDP datagram of a captured frame (a NamedTuple: one per packet).
+    ``src``/``dst``: ``ip:port`` (``[ip]:port`` for IPv6); ``length``: payload bytes, from
+    the IP length (a short snaplen does not matter); for UDP (``proto`` 17) ``seq``,
+    ``ack``, ``flags`` and ``window`` are 0."""
+
+    time: float
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int  # raw, unscaled
+    length: int
+    proto: int = TCP
+
+    def text(self) -> str:
+        """The timeline's line for it (``src → dst TCP len N``, N the payload here)."""
+        return f"{self.src} → {self.dst} {_PROTO[self.proto]} len {self.length}"
+
+
+_TCP = struct.Struct(">HHIIBBH")  # ports, seq, ack, data offset, flags, window
+_UDP = struct.Struct(">HHH")  # ports, length
+_IP4 = struct.Struct(">BBHHHBB")  # version/ihl, tos, total length, id, frag, ttl, proto
+_ENDPOINTS: Dict[Tuple[bytes, int], str] = {}  # a cluster port has few endpoints
+
+
+def ip_of(endpoint: str) -> str:
+    """``10.0.0.1`` of a :class:`Segment`'s ``10.0.0.1:7000`` (``::1`` of ``[::1]:7000``)."""
+    host = endpoint.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
+def _cached_endpoint(addr: bytes, port: int) -> str:
+    text = _ENDPOINTS.get((addr, port))
+    if text is None:
+        if len(_ENDPOINTS) > 4096:
+            _ENDPOINTS.clear()
+        text = _ENDPOINTS[(addr, port)] = _endpoint(addr, port)
+    return text
+
+
+def segment(time: float, linktype: Optional[int], data: bytes) -> Optional[Segment]:
+    """The TCP segment or UDP datagram of a captured frame, or None (neither over IP, a
+    fragment, or cut before the end of its header)."""
+    try:
+        net, ether = link_layer(linktype, data)
+        if net is None or (ether is not None and ether not in (0x0800, 0x86DD)):
+            return None
+        version = data[net] >> 4
+        if version == 4:
+            vihl, _tos, total, _id, frag, _ttl, proto = _IP4.unpack_from(data, net)
+            if frag & 0x3FFF:
+                return None
+            header = (vihl & 0x0F) * 4
+            src, dst = data[net + 12:net + 16], data[net + 16:net + 20]
+            payload = total - header
+        elif version == 6:
+            proto, header, payload = data[net + 6], 40, struct.unpack_from(">H", data, net + 4)[0]
+            src, dst = data[net + 8:net + 24], data[net + 24:net + 40]
+        else:
+            return None
+        at = net + header
+        if proto == TCP:
+            sport, dport, seq, ack, off, flags, window = _TCP.unpack_from(data, at)
+            length = payload - (off >> 4) * 4
+        elif proto == UDP:
+            sport, dport, _len = _UDP.unpack_from(data, at)
+            seq = ack = flags = window = 0
+            length = payload - 8
+        else:
+            return None
+        if length < 0:
+            return None
+        return Segment(time, _cached_endpoint(src, sport), _cached_endpoint(dst, dport), sport, dport,
+                       seq, ack, flags, window, length, proto)
+    except (IndexError, struct.error, ValueError):
+        return None
 
 
 def decode(time: float, linktype: Optional[int], data: bytes, length: int) -> Packet:

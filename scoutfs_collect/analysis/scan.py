@@ -204,16 +204,21 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             assert result is not None and window is not None
             stream = tar.extractfile(member)
             assert stream is not None
+            frames = None
+            if feed is not None:  # the analyzers' frames of a pcap file (see Feed.member)
+                stream, frames = feed.member(node, spec, parts[2], stream)
             sink = _counter_sink(result.counters) if counters and spec.kind == "counters" else None
             path = spool_dir / f"{len(os.listdir(spool_dir)):05d}.spool"
             stats = result.stats[spec.name]
             tag = f"\t{node}\t{spec.name}\t" if text is None else f"{stats.label:<{text.width}}"
             fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, counters)
             records = sources.read(spec, stream, (window.start, window.end), sink,
-                                   share.blocks if share is not None else None)
+                                   share.blocks if share is not None else None, frames)
             if feed is not None:
                 records = feed.tap(node, spec, records)
             tally = spool.spool(records, fmt, path)
+            if feed is not None:
+                feed.member_done(node, spec, parts[2], stream)
             stats.absorb(tally)
             result.spools.append((spec.name, path))
             if needed is not None:
@@ -222,6 +227,8 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
                     break
     if result is None:
         raise ValueError(f"{archive}: not a scoutfs-collect archive (no TOP/manifest.json)")
+    if feed is not None:
+        feed.end(node)
     fallback.finish(result, window, counters)  # ftrace events of a directory without trace.txt
     return result
 

@@ -80,6 +80,7 @@ def specs(manifest: Dict[str, Any], clocks: ClockMap) -> List[SourceSpec]:
 
 
 CounterSink = Callable[[float, str, str, int], None]  # (time, mount, counter, value)
+FrameSink = Callable[[float, Optional[int], bytes], None]  # (aligned time, linktype, captured bytes)
 
 
 Span = Tuple[float, float]  # the window: records outside it get "" as text (not formatted)
@@ -98,16 +99,19 @@ class Share:
 
 
 def read(spec: SourceSpec, stream: IO[bytes], span: Span, on_counter: Optional[CounterSink] = None,
-         share: Optional[Share] = None) -> Iterator[TimedText]:
+         share: Optional[Share] = None, on_frame: Optional[FrameSink] = None) -> Iterator[TimedText]:
     """The (time, text) records of one member of ``spec``'s directory, text only inside
-    ``span``; counter values also go to ``on_counter`` (the report's small plots);
-    ``share``: of a text trace, only the blocks in it."""
+    ``span``; counter values also go to ``on_counter`` (the report's small plots), every
+    captured frame of a pcap file to ``on_frame`` (the analyzers); ``share``: of a text
+    trace, only the blocks in it."""
     if spec.offset is None:
         return iter(())
     if spec.kind == "counters":
         return counter_records(spec.offset, stream, on_counter)
     if spec.kind == "ftrace" and share is not None:
         return ftrace_records(spec.offset, stream, span, share)
+    if spec.kind == "packets" and on_frame is not None:
+        return packet_records(spec.offset, stream, span, on_frame)
     reader: Callable[[float, IO[bytes], Span], Iterator[TimedText]] = _READERS[spec.kind]
     return reader(spec.offset, stream, span)
 
@@ -193,17 +197,22 @@ def _escaped_and_stripped(line: str) -> str:
     return escape_controls(line).strip()
 
 
-def packet_records(offset: float, stream: IO[bytes], span: Span) -> Iterator[TimedText]:
+def packet_records(offset: float, stream: IO[bytes], span: Span, on_frame: Optional[FrameSink] = None
+                   ) -> Iterator[TimedText]:
     """Packets outside ``span`` as (time, ""), those inside through :func:`packets.lines`
-    (one line each, or burst lines)."""
+    (one line each, or burst lines); with ``on_frame``, each packet's frame also goes there,
+    in file order, as it is read."""
     start, end = span
+    between = None if on_frame is not None else (start - offset - 1e-3, end - offset + 1e-3)  # margin
     reader = PcapReader("pcap", with_data=True, stream=stream,  # type: ignore[arg-type]
-                        data_between=(start - offset - 1e-3, end - offset + 1e-3))  # margin: rounding
+                        data_between=between)
     inside: List[packets.Packet] = []
     decode = packets.decode
     try:
         for r in reader:
             t = r.time + offset
+            if on_frame is not None:
+                on_frame(t, reader.linktype, r.data)
             if start <= t <= end:
                 inside.append(decode(t, reader.linktype, r.data, r.origlen))
                 if len(inside) >= 4096:  # a slot's burst may span the flush: lines() keeps order

@@ -7,10 +7,17 @@ on raw sequence numbers and the raw (unscaled) window, as Wireshark does:
 
 * *retransmission* (``tcp.analysis.retransmission``): a segment with data, SYN or FIN
   whose sequence number is below the highest ``nextseq`` seen in its direction, unless it
-  is a keep-alive or out of order (within the first RTT, or 3 ms, of that highest
+  is a keep-alive or out of order (within the first RTT, or 3 ms, after that highest
   segment); a *fast* one follows >= 2 duplicate ACKs of its sequence number within
   20 ms; a *spurious* one only carries data the peer already acknowledged. All three
-  count as retransmissions, as Wireshark counts them.
+  count as retransmissions, as Wireshark counts them. Wireshark's time differences are
+  unsigned: a segment stamped *before* the one it is compared with (tcpdump on ``any``
+  stamps packets of different CPUs slightly out of order) is neither out of order nor
+  fast, but a plain retransmission; and after an ACK beyond what the capture saw of the
+  other side (Wireshark 4.0 then sets that side's duplicate-ACK count to -1, which its
+  unsigned count takes for >= 2) the retransmission at that ACK within 20 ms is fast.
+  *Unanswered* retransmissions: those sent after the other side's last segment (nothing
+  came back after them).
 * *zero window*: window 0 without SYN, FIN or RST (a 1-byte segment at ``nextseq``
   while the peer's window is 0 is a zero-window *probe* instead).
 * *keep-alive*: 0 or 1 byte at ``nextseq - 1``, no SYN/FIN/RST (Linux's zero-window
@@ -34,12 +41,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import socket
-import struct
 from pathlib import Path
-from typing import IO, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import IO, Deque, Dict, Iterable, List, Optional, Tuple
 
-from scoutfs_collect.analysis.packets import link_layer
+from scoutfs_collect.analysis import packets
+from scoutfs_collect.analysis.packets import TCP, Segment
 from scoutfs_collect.system.pcap import PcapReader
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
@@ -48,8 +54,6 @@ MAX_CONNECTIONS = 1024
 KEEPALIVE_ANSWER = 1.0  # s: a keep-alive this close to the end may yet be answered
 OOO_THRESHOLD = 0.003  # Wireshark's out-of-order window when the first RTT is unknown
 _U32 = 0xFFFFFFFF
-_TCP = struct.Struct(">HHIIBBH")  # ports, seq, ack, data offset, flags, window
-_IP4 = struct.Struct(">BBHHHBB")  # version/ihl, tos, total length, id, frag, ttl, proto
 
 
 def _gt(a: int, b: int) -> bool:
@@ -61,68 +65,11 @@ def _lt(a: int, b: int) -> bool:
     return _gt(b, a)
 
 
-class Segment(NamedTuple):
-    """One TCP segment as the analysis reads it (a NamedTuple: one per packet)."""
-
-    time: float
-    src: str  # "ip:port" ("[ip]:port" for IPv6)
-    dst: str
-    sport: int
-    dport: int
-    seq: int
-    ack: int
-    flags: int
-    window: int  # raw, unscaled
-    length: int  # payload bytes (from the IP length: a short snaplen does not matter)
-
-
-_ENDPOINTS: Dict[Tuple[bytes, int], str] = {}  # a cluster port has few endpoints
-
-
-def _endpoint(addr: bytes, port: int) -> str:
-    text = _ENDPOINTS.get((addr, port))
-    if text is None:
-        if len(addr) == 16:
-            text = f"[{socket.inet_ntop(socket.AF_INET6, addr)}]:{port}"
-        else:
-            text = f"{socket.inet_ntop(socket.AF_INET, addr)}:{port}"
-        if len(_ENDPOINTS) > 4096:
-            _ENDPOINTS.clear()
-        _ENDPOINTS[(addr, port)] = text
-    return text
-
-
 def parse(time: float, linktype: Optional[int], data: bytes) -> Optional[Segment]:
     """The TCP segment of a captured frame, or None (not TCP over IP, a fragment, or cut
     before the end of the TCP header)."""
-    try:
-        net, ether = link_layer(linktype, data)
-        if net is None or (ether is not None and ether not in (0x0800, 0x86DD)):
-            return None
-        version = data[net] >> 4
-        if version == 4:
-            vihl, _tos, total, _id, frag, _ttl, proto = _IP4.unpack_from(data, net)
-            if proto != 6 or frag & 0x3FFF:
-                return None
-            header = (vihl & 0x0F) * 4
-            src, dst = data[net + 12:net + 16], data[net + 16:net + 20]
-            payload = total - header
-        elif version == 6:
-            if data[net + 6] != 6:
-                return None
-            header, payload = 40, struct.unpack_from(">H", data, net + 4)[0]
-            src, dst = data[net + 8:net + 24], data[net + 24:net + 40]
-        else:
-            return None
-        at = net + header
-        sport, dport, seq, ack, off, flags, window = _TCP.unpack_from(data, at)
-        length = payload - (off >> 4) * 4
-        if length < 0:
-            return None
-        return Segment(time, _endpoint(src, sport), _endpoint(dst, dport), sport, dport,
-                       seq, ack, flags, window, length)
-    except (IndexError, struct.error, ValueError):
-        return None
+    seg = packets.segment(time, linktype, data)
+    return seg if seg is not None and seg.proto == TCP else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +94,7 @@ class Direction:
     longest_silence: float = 0.0  # seconds, up to ``until``
     silence_from: Optional[float] = None  # when that longest silence began
     retransmissions: int = 0  # as tcp.analysis.retransmission (fast and spurious included)
+    unanswered_retransmissions: int = 0  # those after the other side's last segment
     fast_retransmissions: int = 0
     spurious_retransmissions: int = 0
     out_of_order: int = 0
@@ -234,8 +182,8 @@ class TcpAnalysis:
             self.feed(seg)
 
     def feed(self, seg: Segment) -> None:
-        """One parsed segment (those not on ``port`` are skipped)."""
-        if self.port is not None and self.port not in (seg.sport, seg.dport):
+        """One parsed segment (UDP and those not on ``port`` are skipped)."""
+        if seg.proto != TCP or (self.port is not None and self.port not in (seg.sport, seg.dport)):
             return
         key = (seg.src, seg.dst) if seg.src < seg.dst else (seg.dst, seg.src)
         conn = self._live.get(key)
@@ -260,7 +208,7 @@ class TcpAnalysis:
         fwd = conn.direction(seg.src)
         rev = conn.b if fwd is conn.a else conn.a
         self._count(fwd, seg)
-        _analyze(fwd, rev, seg, conn.first_rtt or OOO_THRESHOLD)
+        _analyze(fwd, rev, seg, _ooo_window(conn.first_rtt))
         if seg.flags & (SYN | ACK) == SYN:
             conn.syn_time = seg.time
         elif seg.flags & (SYN | ACK) == ACK and conn.syn_time is not None and conn.first_rtt is None:
@@ -293,6 +241,15 @@ class TcpAnalysis:
         return out
 
 
+def _ooo_window(first_rtt: Optional[float]) -> float:
+    """Wireshark's out-of-order window: the first RTT, 3 ms when unknown (or 0), and, as
+    its unsigned arithmetic has it, unbounded when the handshake's ACK was stamped
+    before its SYN."""
+    if not first_rtt:
+        return OOO_THRESHOLD
+    return first_rtt if first_rtt > 0 else float("inf")
+
+
 def _analyze(fwd: Direction, rev: Direction, seg: Segment, ooo: float) -> None:
     """Wireshark's tcp_analyze_sequence_number for one segment, with our counters;
     ``ooo``: the out-of-order window (the first RTT, or OOO_THRESHOLD)."""
@@ -302,6 +259,7 @@ def _analyze(fwd: Direction, rev: Direction, seg: Segment, ooo: float) -> None:
     if fwd.base_seq is None:
         fwd.base_seq = seq if flags & SYN else (seq - 1) & _U32
     rev.keepalive_pending = None  # anything from the peer answers its keep-alive
+    rev.unanswered_retransmissions = 0  # ... and its retransmissions
     if flags & RST:
         fwd.resets += 1
         fwd._note(t, "rst", "RST")
@@ -344,7 +302,7 @@ def _analyze(fwd: Direction, rev: Direction, seg: Segment, ooo: float) -> None:
     if ack != fwd.lastack:
         fwd.dupacks = 0
     if rev.maxseqtobeacked and _gt(ack, rev.maxseqtobeacked) and flags & ACK:
-        if rev.maxseqtobeacked > rev.nextseq:  # a plain unsigned > in Wireshark
+        if _lt(rev.maxseqtobeacked, rev.nextseq):  # Wireshark 4.0 (Debian 12's tshark)
             rev.maxseqtobeacked = rev.nextseq
         else:
             rev.dupacks = -1
@@ -366,9 +324,10 @@ def _retransmission(fwd: Direction, rev: Direction, seg: Segment, ooo: float) ->
     kind = ""
     if seglen > 0 and rev.lastack and not _gt((seq + seglen) & _U32, rev.lastack):
         kind = "spurious"
-    elif not_advanced and rev.dupacks >= 2 and rev.lastack == seq and t - rev.lastack_time < 0.02:
+    elif (not_advanced and (rev.dupacks >= 2 or rev.dupacks == -1) and rev.lastack == seq
+          and 0 <= t - rev.lastack_time < 0.02):
         kind = "fast"
-    elif (not_advanced and t - fwd.nextseq_time < ooo
+    elif (not_advanced and 0 <= t - fwd.nextseq_time < ooo
           and fwd.nextseq != (seq + seglen + (1 if seg.flags & (SYN | FIN) else 0)) & _U32):
         fwd.out_of_order += 1
         fwd._note(t, "out-of-order", f"out of order seq {seq}")
@@ -378,6 +337,7 @@ def _retransmission(fwd: Direction, rev: Direction, seg: Segment, ooo: float) ->
     if not kind:
         return
     fwd.retransmissions += 1
+    fwd.unanswered_retransmissions += 1
     if kind == "fast":
         fwd.fast_retransmissions += 1
     elif kind == "spurious":

@@ -69,7 +69,7 @@ BUILTIN_PLUGINS: Dict[str, str] = {
     "counter": f"{_BUILTIN_PACKAGE}.triggers.counter",
     "peer-silence": f"{_BUILTIN_PACKAGE}.triggers.peer_silence",
     **{name: f"{_BUILTIN_PACKAGE}.analyzers.{name}" for name in (
-        "fence", "kernel", "memory", "counters", "clock", "coverage")},
+        "fence", "kernel", "memory", "counters", "clock", "coverage", "tcp", "quorum")},
 }
 
 

@@ -316,11 +316,21 @@ class Analyzer:
     on the timeline's one clock (aligned epoch seconds), in time order within each file
     of a source, node after node (not merged across sources or nodes: keep what you need
     and compare in :meth:`finish`); records after the trigger are included. Be quick and
-    keep little: a full archive holds millions of records. Not yet: ``ftrace`` and
-    ``packets`` records carry their text only inside the timeline's window (outside it
-    only their time), and ftrace events rebuilt from ``trace.dat`` or raw ring pages (an
-    archive without ``trace.txt``) are not handed over. :meth:`finish` runs once, with
-    ``ctx.nodes`` complete, and yields the findings (``relative`` is filled in for you).
+    keep little: a full archive holds millions of records. ``packets`` records are every
+    captured frame, each pcap ring in capture order, with ``data`` the decoded TCP segment
+    or UDP datagram (:class:`~scoutfs_collect.analysis.packets.Segment`; None for other
+    frames). Not yet: ``ftrace`` records carry their text only inside the timeline's window
+    (outside it only their time), and ftrace events rebuilt from ``trace.dat`` or raw ring
+    pages (an archive without ``trace.txt``) are not handed over. :meth:`finish` runs once,
+    with ``ctx.nodes`` complete, and yields the findings (``relative`` is filled in for you).
+
+    The built-in analyzers (``plugins/analyzers/``, each documented in its class): ``fence``
+    (which fence path, the victim), ``kernel`` (stall, OOM, link and I/O lines), ``memory``
+    (sysinfo), ``counters`` (scoutfs counters racing), ``clock`` (bundle clocks),
+    ``coverage`` (what the kept history cannot show), ``tcp`` (Wireshark's TCP analysis of
+    the cluster port per connection and direction: silences, retransmissions, zero
+    windows, RST/FIN, unanswered keep-alives, duplicate ACKs) and ``quorum`` (gaps in the
+    UDP quorum heartbeats, the heartbeat-delay kernel lines).
     """
 
     kind: ClassVar[str] = "analyzer"

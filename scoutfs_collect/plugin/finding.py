@@ -66,9 +66,12 @@ class Record:
     """One record handed to :meth:`Analyzer.record`: ``node`` (as in :class:`Finding`),
     ``source`` (the plugin instance), ``kind`` (``kmsg``, ``ftrace``, ``packets``,
     ``counters`` or ``sysinfo``), ``time`` (aligned epoch seconds), ``text`` (the kernel
-    line; ``name +change  (mount)`` of a counter; the snapshot's label for sysinfo) and
-    ``data``: ``(mount, counter, change)`` of a counter (the increase since the previous
-    sample; None at its first sighting), the sysinfo snapshot (a dict)."""
+    line; ``src → dst TCP len N`` of a packet; ``name +change  (mount)`` of a counter; the
+    snapshot's label for sysinfo) and ``data``: the decoded TCP segment or UDP datagram of
+    a packet (:class:`scoutfs_collect.analysis.packets.Segment`: addresses, ports, seq,
+    ack, flags, window, payload length, ``proto`` 6 or 17; None for any other frame),
+    ``(mount, counter, change)`` of a counter (the increase since the previous sample;
+    None at its first sighting), the sysinfo snapshot (a dict)."""
 
     node: str
     source: str
@@ -107,6 +110,12 @@ class AnalysisContext:
 
     def node(self, name: str) -> Optional[NodeInfo]:
         return next((n for n in self.nodes if n.name == name), None)
+
+    @property
+    def port(self) -> Optional[int]:
+        """The port of ``target`` (the cluster port), None when there is none."""
+        tail = self.target.rsplit(":", 1)[-1]
+        return int(tail) if tail.isdigit() else None
 
     def started(self, name: str) -> Optional[float]:
         """When the recorder of node ``name`` started (aligned epoch seconds), or None.

@@ -1,0 +1,182 @@
+"""Benchmark: ``inspect --findings`` and ``report`` over a large archive (default ~1 GB of
+pcap), against ``tshark -r FILE -q -z expert`` of the same pcap files, in the same run.
+
+1. A real capture through the CLI: dmesg, sysinfo and tcpdump on lo (a ring of 50 MB
+   files, one more than --pcap-mb needs, so it wraps and the archive holds its files
+   out of time order) of a scoutfs-like conversation on the cluster port: a TCP client
+   writing --msg-bytes messages with scoutfs's socket options
+   (TCP_NODELAY, keepalive, TCP_USER_TIMEOUT), each after the server's 20-byte answer
+   to the one before (so every message is a segment of its own), and a 10 Hz UDP
+   heartbeat both ways on the same port; then a fencing line (kmsg trigger).
+2. Alternating runs (default 1) of each command, output to /dev/null: wall time, CPU time
+   and peak RSS (bench/timeline.py's measure). Ours reads the compressed archive as it
+   is; tshark reads the extracted pcap files (extraction not counted), one after the
+   other (the sum is the baseline).
+
+Prints a table and writes bench/results/findings.json. It records numbers, it never
+fails on one. Run as root with the project's Python (tools/setup.sh makes .venv-3.11):
+    .venv-3.11/bin/python bench/findings.py [--pcap-mb 1000] [--runs 1] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, List
+
+import common as c
+from timeline import measure
+
+HEARTBEAT = 0.1  # s: scoutfs's quorum heartbeat interval
+POOL = 32 << 20  # bytes of random message data, beyond zstd's window
+
+
+class Conversation:
+    """The cluster port's traffic on lo: TCP messages one way, short replies the other,
+    UDP heartbeats both ways; :meth:`fill` paces the messages to a byte count."""
+
+    def __init__(self, msg_bytes: int) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.client = socket.create_connection(("127.0.0.1", self.port))
+        self.server, _ = self.listener.accept()
+        for s in (self.client, self.server):  # scoutfs kmod/src/net.c, 24 s user timeout
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 21)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 24000)
+        self.msg = b"m" * msg_bytes
+        self.udp = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        self.udp[0].bind(("127.0.0.1", self.port))  # the quorum address is the cluster address
+        self.udp[1].bind(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._serve, self._beat)]
+        for t in self.threads:
+            t.start()
+
+    def _serve(self) -> None:
+        try:
+            while self.server.recv(65536):
+                self.server.sendall(b"r" * 20)
+        except OSError:
+            pass
+
+    def _beat(self) -> None:
+        n, a, b = 0, self.udp[0], self.udp[1]
+        while not self._stop.wait(HEARTBEAT):  # the heartbeat's period
+            a.sendto(struct.pack(">Q", n), b.getsockname())
+            b.sendto(struct.pack(">Q", n), a.getsockname())
+            n += 1
+
+    def fill(self, total_bytes: int) -> int:
+        """Send ``total_bytes`` of messages, each after the answer to the one before (a
+        request and its reply: every message is a segment of its own, as on a cluster)."""
+        sent, client, n = 0, self.client, len(self.msg)
+        pool = memoryview(os.urandom(POOL))  # data that compresses as little as real data does
+        while sent < total_bytes:
+            at = sent % (POOL - n)
+            client.sendall(pool[at:at + n])
+            client.recv(65536)
+            sent += n
+        return sent
+
+    def close(self) -> None:
+        self._stop.set()
+        for s in (self.client, self.server, self.listener, *self.udp):
+            s.close()
+
+
+def capture(scratch: c.Scratch, env: Dict[str, str], pcap_mb: int, msg_bytes: int) -> Path:
+    conv = Conversation(msg_bytes)
+    scratch.cleanups.append(conv.close)
+    tag = f"scoutfs-bench-findings-{os.getpid()}"
+    files = -(-pcap_mb // 50) + 1
+    profile = scratch.dir / "p.yaml"
+    profile.write_text(f"""\
+collectors:
+  dmesg: {{}}
+  sysinfo: {{}}
+  tcpdump: {{interface: lo, heartbeat_timeout: 0, file_size_mb: 50, file_count: {files}}}
+triggers:
+  fencing: {{type: kmsg, pattern: '{tag}: client 127.0.0.9:40000 reconnect timed out, fencing'}}
+""")
+    events = scratch.dir / "events.jsonl"
+    run = scratch.popen(c.cli_argv("--profile", profile, "--output-dir", scratch.dir, "--events-file", events,
+                                   "127.0.0.1", conv.port), env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, text=True)
+    c.wait_event(events, "armed", run)
+    # pcap bytes per payload byte: 82 bytes of headers (pcap, Ethernet, IP, TCP with
+    # timestamps) per message and per reply
+    overhead = (msg_bytes + 82 + 20 + 82) / msg_bytes
+    sent = conv.fill(int(pcap_mb * 1.08e6 / overhead))
+    c.kmsg_write(f"{tag}: client 127.0.0.9:40000 reconnect timed out, fencing")
+    out, _ = run.communicate(timeout=1800)
+    archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])
+    print(f"capture: {archive} ({archive.stat().st_size / 1e6:.0f} MB), {sent / 1e6:.0f} MB of messages sent")
+    return archive
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--pcap-mb", type=int, default=1000, help="MB of pcap the archive keeps (default 1000)")
+    ap.add_argument("--msg-bytes", type=int, default=1000, help="bytes of one TCP message (default 1000)")
+    args = ap.parse_args()
+    c.require_root()
+    with c.Scratch("findings", keep=args.keep) as scratch:
+        env = c.cli_env(scratch.dir)
+        archive = capture(scratch, env, args.pcap_mb, args.msg_bytes)
+        top = c.extract(archive, scratch.dir / "x")
+        pcaps = sorted((top / "tcpdump").glob("tcpdump.pcap[0-9]*"))
+        packets = sum(1 for p in pcaps for _ in c.PcapReader(p))
+        commands = {
+            "inspect --findings": c.cli_argv("inspect", archive, "--findings"),
+            "report": c.cli_argv("report", archive, "-o", scratch.dir / "report.html"),
+        }
+        for p in pcaps:
+            commands[f"tshark -z expert {p.name}"] = ["tshark", "-n", "-r", str(p), "-q", "-z", "expert"]
+        results: Dict[str, List[Dict[str, Any]]] = {k: [] for k in commands}
+        for _ in range(args.runs):
+            for name, argv in commands.items():
+                results[name].append(measure(argv, env, scratch.dir))
+        med = {k: {f: c.median(r[f] for r in v) for f in ("wall_s", "cpu_s", "tree_rss_mb", "maxrss_mb")}
+               for k, v in results.items()}
+        tshark = [k for k in med if k.startswith("tshark")]
+        base_wall = sum(med[k]["wall_s"] for k in tshark)
+        base_cpu = sum(med[k]["cpu_s"] for k in tshark)
+        base_rss = max(med[k]["tree_rss_mb"] for k in tshark)
+        ours = med["inspect --findings"]
+        rows = [[k, v["wall_s"], v["cpu_s"], v["tree_rss_mb"], v["maxrss_mb"]] for k, v in med.items()
+                if not k.startswith("tshark")]
+        rows.append([f"tshark -z expert, {len(tshark)} files (sum; max RSS)", base_wall, base_cpu,
+                     base_rss, None])
+        pcap_mb = sum(p.stat().st_size for p in pcaps) / 1e6
+        print(f"archive {archive.stat().st_size / 1e6:.0f} MB, {pcap_mb:.0f} MB of pcap in "
+              f"{len(pcaps)} files, {packets} packets")
+        print(c.table([f"command (median of {args.runs})", "wall s", "CPU s", "tree RSS MB", "max RSS MB"],
+                      rows))
+        print(f"inspect --findings / tshark: {c.fmt(c.ratio(ours['wall_s'], base_wall), 2)}x wall, "
+              f"{c.fmt(c.ratio(ours['cpu_s'], base_cpu), 2)}x CPU (goal <= 0.5), RSS "
+              f"{c.fmt(ours['tree_rss_mb'])} MB (goal < 150); report {c.fmt(med['report']['wall_s'], 2)} s "
+              f"(goal < 10); load average {os.getloadavg()[0]:.1f}")
+        c.write_results("findings", {
+            "archive_mb": archive.stat().st_size / 1e6, "pcap_mb": pcap_mb, "pcap_files": len(pcaps),
+            "packets": packets, "median": med, "tshark_wall_s": base_wall, "tshark_cpu_s": base_cpu,
+            "ratio": c.ratio(ours["wall_s"], base_wall), "cpu_ratio": c.ratio(ours["cpu_s"], base_cpu),
+            "load_average": os.getloadavg(), "runs": results,
+        })
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    c.run(main)
