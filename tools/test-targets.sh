@@ -3,7 +3,9 @@
 # scoutfs by tools/targets/build-scoutfs.sh) under virtme-ng and run tests/targets inside, as
 # root:
 #   bash tools/test-targets.sh [--if-cached] [TAG...]   (default: every CACHE/TAG/bzImage)
-# --if-cached (CI): with no kernel in the cache, say so in one line and exit 0.
+# --if-cached (CI): the kernels of tools/targets/ci-kernels (those the tier is proven on)
+# that are built in the cache; with none, say so in one line and exit 0. A kernel built in
+# the cache but not listed is named in one line and not run.
 # Two guests per kernel, both with no network but loopback, the host's root read-only over 9p
 # and CACHE/TAG/results/STAMP/ writable: "main" (--cpus 2: demo, freeze self-test, stop
 # --wait durable, scoutfs when built) and "hotplug" (-smp 2,maxcpus=8). Prints one line per
@@ -25,6 +27,18 @@ if [[ ${1:-} == --if-cached ]]; then
 fi
 if [[ $# -gt 0 ]]; then
   kernels=("${@/#/$TARGETS_CACHE/}")
+elif [[ $if_cached == 1 ]]; then
+  kernels=()
+  while read -r tag _; do
+    [[ -z $tag || $tag == \#* ]] && continue
+    if [[ -s $TARGETS_CACHE/$tag/bzImage ]]; then kernels+=("$TARGETS_CACHE/$tag"); fi
+  done < tools/targets/ci-kernels
+  for built in "$TARGETS_CACHE"/*/bzImage; do
+    [[ -e $built ]] || continue
+    tag=$(basename "$(dirname "$built")")
+    grep -qx "$tag" <(sed 's/[[:space:]].*//' tools/targets/ci-kernels) ||
+      echo "target tier: $tag is built in the cache but not in tools/targets/ci-kernels: not run"
+  done
 else
   mapfile -t kernels < <(find "$TARGETS_CACHE" -mindepth 2 -maxdepth 2 -name bzImage -printf '%h\n' 2>/dev/null | sort)
 fi
