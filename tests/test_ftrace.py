@@ -337,10 +337,28 @@ def test_function_probe_is_appended_and_removed_documented_fake(tmp_path, monkey
     assert freeze.probes == ["scoutfs_fence_start"] and freeze.mode == "function-probe"
     assert "not in available_filter_functions" in freeze.why["missing_func:traceoff"]
     assert inst.read("set_ftrace_filter") == "other_func:traceoff:unlimited\nscoutfs_fence_start:traceoff\n"
-    assert ftrace_freeze.disarm_probes(inst, freeze.probes) == []
+    # a plain file keeps what was written: the removal is written, and the check that reads
+    # the filter back afterwards says the probe is still listed (the kernel drops it)
+    assert ftrace_freeze.disarm_probes(inst, freeze.probes) == [
+        "scoutfs_fence_start:traceoff still listed in set_ftrace_filter after !scoutfs_fence_start:traceoff"]
     assert inst.read("set_ftrace_filter").endswith(":traceoff\n!scoutfs_fence_start:traceoff\n")
     (tmp_path / "ftrace_enabled").write_text("0\n")
     assert "ftrace_enabled is 0" in ftrace_freeze.function_blocker(root, "other_func")
+
+
+def test_probes_are_read_back_as_the_kernel_lists_them():
+    """What an instance's set_ftrace_filter held on 4.18.0-513.9.1.el8_9 (read in a guest)
+    after `scoutfs_fence_start:traceoff` and `vfs_read:traceoff` were appended: a module's
+    function is listed with its module (%ps), every probe with its count."""
+    text = ("#### all functions enabled ####\n"
+            "scoutfs_fence_start [scoutfs]:traceoff:unlimited\n"
+            "vfs_read:traceoff:unlimited\n"
+            "ksys_read:traceon:count=3\n"
+            "*:mod:xfs\n")
+    probes = ftrace_freeze.listed_probes(text)
+    assert [(p.function, p.module, p.command) for p in probes] == [
+        ("scoutfs_fence_start", "scoutfs", "traceoff"), ("vfs_read", "", "traceoff"),
+        ("ksys_read", "", "traceon")]
 
 
 def test_check_says_which_freeze_and_refuses_globs_as_functions(make):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import threading
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -324,3 +326,31 @@ def test_cleanup_before_stop_ends_sampler_and_closes_series(tmp_path, root):
     c.cleanup()
     assert not c._thread.is_alive() and c._series.closed
     c.cleanup()  # twice: idempotent
+
+
+def test_stop_does_not_wait_for_the_server(tmp_path, root, collectors):
+    """Reading a volume_options file asks the scoutfs server (kmod/src/volopt.c); on the
+    node being fenced the server does not answer and the read blocks (seen in a guest
+    with the real module: the stop phase hung to the phase timeout). Here such a file is
+    a FIFO with no writer, which blocks its reader as that file does: stop() still
+    returns, with the counters at the trigger."""
+    (m0,) = fixture.build(root, counter_names=counter_names())
+    c = start(make(ScoutfsCounters, tmp_path, "c", sysfs_root=str(root), interval=0), collectors)
+    opts = root / m0.name / "volume_options"
+    blocking = opts / sorted(p.name for p in opts.iterdir())[0]
+    blocking.unlink()
+    os.mkfifo(blocking)
+    fixture.bump(m0, "lock_lock", 3)
+    done = threading.Event()
+    stopper = threading.Thread(target=lambda: (c.stop(), done.set()), daemon=True)
+    stopper.start()
+    try:
+        wait_for(done.is_set, 30, "stop() returning")
+    finally:
+        if not done.is_set():  # release the blocked reader so the test can end
+            with open(blocking, "w"):
+                pass
+        stopper.join(10)
+    c.finalize()
+    end = json.loads((c.ctx.workdir / "counters-stop.json").read_text())
+    assert end["mounts"][m0.name]["counters"]["lock_lock"] == 3

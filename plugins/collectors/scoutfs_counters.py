@@ -32,7 +32,9 @@ class ScoutfsCounters(Collector):
     WHAT IT RECORDS (files in its directory):
       counters-start.json, counters-stop.json  everything read from sysfs at start and
                           at stop, per mount (the stop read happens the instant the
-                          trigger fires; the file is written at finalize).
+                          trigger fires; the file is written at finalize), except
+                          volume_options at stop (a read asks the server, which
+                          may not answer on the node being fenced).
       counters-delta.txt  per mount, the counters that moved: start, stop, change
                           (stop - start); counters that appeared, vanished or could not
                           be read are listed below the table.
@@ -143,9 +145,11 @@ class ScoutfsCounters(Collector):
 
         Only the sysfs read happens here (the values at the trigger are the point of
         counters-stop.json); the sampler is told to stop, not waited for. The sample
-        row, the JSON file and the details are written by finalize.
+        row, the JSON file and the details are written by finalize. Volume options are
+        read at start only: reading one asks the server, and on the node being fenced
+        (its server unreachable) that read blocks until the phase timeout.
         """
-        self._stop = sysfs.snapshot(self.root)
+        self._stop = sysfs.snapshot(self.root, volume_options=False)
         self._stop_event.set()
 
     def _record_stop(self) -> None:
@@ -332,7 +336,7 @@ class ScoutfsCounters(Collector):
                 lines.append(f"  quorum leader: {state.quorum.get('is_leader', '?')}")
                 for title, values in (
                     ("mount options", state.mount_options),
-                    ("volume options", state.volume_options),
+                    ("volume options (at start)", start[name].volume_options if name in start else {}),
                 ):
                     shown = " ".join(f"{k}={v}" for k, v in values.items()) or "(none)"
                     lines.append(f"  {title}: {shown}")

@@ -250,8 +250,12 @@ class MountState:
         }
 
 
-def read_mount(root: PathLike, name: str) -> MountState:
-    """Read one mount directory completely (counters, ids, quorum, options, fence)."""
+def read_mount(root: PathLike, name: str, volume_options: bool = True) -> MountState:
+    """Read one mount directory completely (counters, ids, quorum, options, fence).
+
+    ``volume_options=False`` skips ``volume_options/*``: reading one asks the server
+    (kmod/src/volopt.c: scoutfs_client_get_volopt), so on a mount whose server does not
+    answer (the node about to be fenced) the read blocks until the connection is back."""
     mount_dir = os.path.join(root, name)
     state = MountState(name=name)
     state.fsid = read_optional(os.path.join(mount_dir, "fsid"))
@@ -261,7 +265,8 @@ def read_mount(root: PathLike, name: str) -> MountState:
     state.counters = read_counters(mount_dir)
     state.quorum = read_values(os.path.join(mount_dir, "quorum"))
     state.mount_options = read_values(os.path.join(mount_dir, "mount_options"))
-    state.volume_options = read_values(os.path.join(mount_dir, "volume_options"))
+    if volume_options:
+        state.volume_options = read_values(os.path.join(mount_dir, "volume_options"))
     for rid in list_fence_requests(mount_dir):
         state.fence[rid] = read_fence_request(mount_dir, rid)
     if not os.path.isdir(mount_dir):
@@ -290,11 +295,12 @@ class Snapshot:
         }
 
 
-def snapshot(root: PathLike) -> Snapshot:
-    """Read every mount under ``root`` (an empty snapshot if root is missing)."""
+def snapshot(root: PathLike, volume_options: bool = True) -> Snapshot:
+    """Read every mount under ``root`` (an empty snapshot if root is missing);
+    ``volume_options``: as :func:`read_mount`."""
     started = time.time()
     t0 = time.perf_counter()
-    mounts = {name: read_mount(root, name) for name in list_mounts(root)}
+    mounts = {name: read_mount(root, name, volume_options) for name in list_mounts(root)}
     return Snapshot(str(root), started, time.perf_counter() - t0, mounts)
 
 

@@ -168,24 +168,59 @@ def arm(inst: TraceInstance, globs: Sequence[str], functions: Sequence[str],
     return out
 
 
+# A probe as set_ftrace_filter lists it (kernel/trace/ftrace.c t_probe_show, the probe's
+# print, trace_functions.c ftrace_probe_print): "%ps:traceoff:unlimited" (or ":count=N").
+# %ps names a module's function with its module: "scoutfs_fence_start [scoutfs]:traceoff:
+# unlimited" (read so on 4.18.0-513.9.1.el8_9); a vmlinux one without. The file may also hold
+# "#### all functions enabled ####", filter functions ("name [mod]") and "*:mod:NAME" lines.
+PROBE_LINE = re.compile(r"^(?P<func>[^\s:\[]+)(?: \[(?P<module>[^\]]+)\])?:(?P<command>[a-z_]+)(?::|$)")
+
+
+@dataclasses.dataclass
+class ListedProbe:
+    """One function probe read back from an instance's ``set_ftrace_filter``."""
+
+    function: str
+    module: str  # "" for a vmlinux function
+    command: str  # traceoff, traceon, snapshot, ...
+
+
+def listed_probes(text: str) -> List[ListedProbe]:
+    """The function probes in a ``set_ftrace_filter`` text (``mod`` lines are not probes)."""
+    out = []
+    for line in text.splitlines():
+        m = PROBE_LINE.match(line.strip())
+        if m and m.group("command") != "mod":
+            out.append(ListedProbe(m.group("func"), m.group("module") or "", m.group("command")))
+    return out
+
+
+def probe_listed(inst: TraceInstance, func: str, command: str = "traceoff") -> bool:
+    """Does the instance's set_ftrace_filter list a ``func:command`` probe?"""
+    return any(p.function == func and p.command == command
+               for p in listed_probes(inst.read("set_ftrace_filter")))
+
+
 def _append_probe(inst: TraceInstance, func: str) -> str:
     try:
         inst.write("set_ftrace_filter", f"{func}:traceoff\n", append=True)
-        listed = inst.read("set_ftrace_filter").splitlines()
+        listed = probe_listed(inst, func)
     except (TracefsError, OSError) as exc:
         return str(exc)
-    if not any(line.strip().split(":")[:2] == [func, "traceoff"] for line in listed):
+    if not listed:
         return "set_ftrace_filter took the probe but does not list it"
     return ""
 
 
 def disarm_probes(inst: TraceInstance, functions: Sequence[str]) -> List[str]:
-    """Remove our probes (``!FUNC:traceoff``); errors, one line each (rmdir of the
-    instance removes them too)."""
+    """Remove our probes (``!FUNC:traceoff``) and check they are no longer listed; errors,
+    one line each (rmdir of the instance removes them too)."""
     errors = []
     for func in functions:
         try:
             inst.write("set_ftrace_filter", f"!{func}:traceoff\n", append=True)
+            if probe_listed(inst, func):
+                errors.append(f"{func}:traceoff still listed in set_ftrace_filter after !{func}:traceoff")
         except (TracefsError, OSError) as exc:
             errors.append(str(exc))
     return errors
