@@ -22,81 +22,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
 import common as c
 from timeline import measure
 
-HEARTBEAT = 0.1  # s: scoutfs's quorum heartbeat interval
-POOL = 32 << 20  # bytes of random message data, beyond zstd's window
-
-
-class Conversation:
-    """The cluster port's traffic on lo: TCP messages one way, short replies the other,
-    UDP heartbeats both ways; :meth:`fill` paces the messages to a byte count."""
-
-    def __init__(self, msg_bytes: int) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(1)
-        self.port = self.listener.getsockname()[1]
-        self.client = socket.create_connection(("127.0.0.1", self.port))
-        self.server, _ = self.listener.accept()
-        for s in (self.client, self.server):  # scoutfs kmod/src/net.c, 24 s user timeout
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 21)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 24000)
-        self.msg = b"m" * msg_bytes
-        self.udp = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
-        self.udp[0].bind(("127.0.0.1", self.port))  # the quorum address is the cluster address
-        self.udp[1].bind(("127.0.0.1", 0))
-        self._stop = threading.Event()
-        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._serve, self._beat)]
-        for t in self.threads:
-            t.start()
-
-    def _serve(self) -> None:
-        try:
-            while self.server.recv(65536):
-                self.server.sendall(b"r" * 20)
-        except OSError:
-            pass
-
-    def _beat(self) -> None:
-        n, a, b = 0, self.udp[0], self.udp[1]
-        while not self._stop.wait(HEARTBEAT):  # the heartbeat's period
-            a.sendto(struct.pack(">Q", n), b.getsockname())
-            b.sendto(struct.pack(">Q", n), a.getsockname())
-            n += 1
-
-    def fill(self, total_bytes: int) -> int:
-        """Send ``total_bytes`` of messages, each after the answer to the one before (a
-        request and its reply: every message is a segment of its own, as on a cluster)."""
-        sent, client, n = 0, self.client, len(self.msg)
-        pool = memoryview(os.urandom(POOL))  # data that compresses as little as real data does
-        while sent < total_bytes:
-            at = sent % (POOL - n)
-            client.sendall(pool[at:at + n])
-            client.recv(65536)
-            sent += n
-        return sent
-
-    def close(self) -> None:
-        self._stop.set()
-        for s in (self.client, self.server, self.listener, *self.udp):
-            s.close()
+from tests.support.loopback_talk import LoopbackTalk
 
 
 def capture(scratch: c.Scratch, env: Dict[str, str], pcap_mb: int, msg_bytes: int) -> Path:
-    conv = Conversation(msg_bytes)
+    conv = LoopbackTalk()
     scratch.cleanups.append(conv.close)
     tag = f"scoutfs-bench-findings-{os.getpid()}"
     files = -(-pcap_mb // 50) + 1
@@ -117,7 +55,7 @@ triggers:
     # pcap bytes per payload byte: 82 bytes of headers (pcap, Ethernet, IP, TCP with
     # timestamps) per message and per reply
     overhead = (msg_bytes + 82 + 20 + 82) / msg_bytes
-    sent = conv.fill(int(pcap_mb * 1.08e6 / overhead))
+    sent = conv.fill(int(pcap_mb * 1.08e6 / overhead), msg_bytes)
     c.kmsg_write(f"{tag}: client 127.0.0.9:40000 reconnect timed out, fencing")
     out, _ = run.communicate(timeout=1800)
     archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])

@@ -10,9 +10,6 @@ by megabytes at each file: hundreds of false retransmissions."""
 from __future__ import annotations
 
 import json
-import socket
-import struct
-import threading
 from pathlib import Path
 from typing import Dict, List
 
@@ -20,60 +17,12 @@ from scoutfs_collect.archive.read import read_manifest
 from tests.support import tshark
 from tests.support.cli import Cli, finish
 from tests.support.helpers import archive_of, extract, kmsg_write, unique, wait_for
-
-
-class Talk:
-    """Client and server on 127.0.0.1:port, and the heartbeat; ``stop()`` ends them."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(1)
-        self.port = self.listener.getsockname()[1]
-        self.client = socket.create_connection(("127.0.0.1", self.port))
-        self.server, _ = self.listener.accept()
-        for s in (self.client, self.server):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 24000)
-        self.udp = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
-        self.udp[0].bind(("127.0.0.1", self.port))
-        self.udp[1].bind(("127.0.0.1", 0))
-        self.done = threading.Event()
-        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._serve, self._beat)]
-        for t in self.threads:
-            t.start()
-
-    def _serve(self) -> None:
-        try:
-            while self.server.recv(65536):
-                self.server.sendall(b"r" * 20)
-        except OSError:
-            pass
-
-    def _beat(self) -> None:
-        n = 0
-        while not self.done.wait(0.1):  # the heartbeat's period
-            self.udp[0].sendto(struct.pack(">Q", n), self.udp[1].getsockname())
-            self.udp[1].sendto(struct.pack(">Q", n), self.udp[0].getsockname())
-            n += 1
-
-    def messages(self, count: int, size: int = 1000) -> None:
-        for i in range(count):
-            self.client.sendall(bytes([i % 251]) * size)
-            self.client.recv(65536)
-
-    def stop(self) -> None:
-        self.done.set()
-        for s in (self.client, self.server, self.listener, *self.udp):
-            s.close()
-        for t in self.threads:
-            t.join(5)
+from tests.support.loopback_talk import LoopbackTalk
 
 
 def test_a_wrapped_ring_is_analysed_in_capture_order(tmp_path):
     cli = Cli(tmp_path)
-    talk = Talk()
+    talk = LoopbackTalk()
     end = unique("sfc-test-ring-end")
     profile = cli.profile("collectors:\n  tcpdump: {interface: lo, file_size_mb: 1, file_count: 3}\n"
                           f"  dmesg: {{}}\ntriggers:\n  end: {{type: kmsg, pattern: '{end}'}}\n")
@@ -93,7 +42,7 @@ def test_a_wrapped_ring_is_analysed_in_capture_order(tmp_path):
         code, out, err = finish(proc)
         assert code == 0, err
     finally:
-        talk.stop()
+        talk.close()
         cli.cleanup()
     archive = Path(archive_of(out))
     order = read_manifest(archive)["plugins"]["tcpdump"]["details"]["files_in_order"]
