@@ -86,6 +86,124 @@ EDITS = [
         "static vm_fault_t\nv9fs_vm_page_mkwrite(struct vm_fault *vmf)",
         "upstream's vm_fault_t conversion (after 1c8f422059ae mm: change return type to vm_fault_t)",
     ),
+    # RHEL 9 does not ship 9p either: its VFS has the 5.18/5.19 folio address_space
+    # operations, its fs/9p still the page ones (no member releasepage, invalidatepage,
+    # launder_page, set_page_dirty). The four edits below are upstream's conversions of 9p;
+    # their old text (page_folio() in page operations) exists only in EL9's fs/9p.
+    # a26d3411bbdd "9p: Convert to release_folio"
+    Edit(
+        "fs/9p/vfs_addr.c",
+        "static int v9fs_release_page(struct page *page, gfp_t gfp)\n"
+        "{\n"
+        "\tstruct folio *folio = page_folio(page);\n"
+        "\tstruct inode *inode = folio_inode(folio);\n"
+        "\n"
+        "\tif (folio_test_private(folio))\n"
+        "\t\treturn 0;\n"
+        "#ifdef CONFIG_9P_FSCACHE\n"
+        "\tif (folio_test_fscache(folio)) {\n"
+        "\t\tif (current_is_kswapd() || !(gfp & __GFP_FS))\n"
+        "\t\t\treturn 0;\n"
+        "\t\tfolio_wait_fscache(folio);\n"
+        "\t}\n"
+        "#endif\n"
+        "\tfscache_note_page_release(v9fs_inode_cookie(V9FS_I(inode)));\n"
+        "\treturn 1;\n"
+        "}\n",
+        "static bool v9fs_release_folio(struct folio *folio, gfp_t gfp)\n"
+        "{\n"
+        "\tstruct inode *inode = folio_inode(folio);\n"
+        "\n"
+        "\tif (folio_test_private(folio))\n"
+        "\t\treturn false;\n"
+        "#ifdef CONFIG_9P_FSCACHE\n"
+        "\tif (folio_test_fscache(folio)) {\n"
+        "\t\tif (current_is_kswapd() || !(gfp & __GFP_FS))\n"
+        "\t\t\treturn false;\n"
+        "\t\tfolio_wait_fscache(folio);\n"
+        "\t}\n"
+        "#endif\n"
+        "\tfscache_note_page_release(v9fs_inode_cookie(V9FS_I(inode)));\n"
+        "\treturn true;\n"
+        "}\n",
+        "a26d3411bbdd 9p: Convert to release_folio",
+    ),
+    # 040cdd4bf90e "9p: Convert to invalidate_folio"
+    Edit(
+        "fs/9p/vfs_addr.c",
+        "static void v9fs_invalidate_page(struct page *page, unsigned int offset,\n"
+        "\t\t\t\t unsigned int length)\n"
+        "{\n"
+        "\tstruct folio *folio = page_folio(page);\n"
+        "\n"
+        "\tfolio_wait_fscache(folio);\n"
+        "}\n",
+        "static void v9fs_invalidate_folio(struct folio *folio, size_t offset,\n"
+        "\t\t\t\t size_t length)\n"
+        "{\n"
+        "\tfolio_wait_fscache(folio);\n"
+        "}\n",
+        "040cdd4bf90e 9p: Convert to invalidate_folio",
+    ),
+    # 76dba927201d "9p: Convert from launder_page to launder_folio"
+    Edit(
+        "fs/9p/vfs_addr.c",
+        "static int v9fs_launder_page(struct page *page)\n"
+        "{\n"
+        "\tstruct folio *folio = page_folio(page);\n"
+        "\tint retval;\n",
+        "static int v9fs_launder_folio(struct folio *folio)\n"
+        "{\n"
+        "\tint retval;\n",
+        "76dba927201d 9p: Convert from launder_page to launder_folio",
+    ),
+    # 8fb72b4a7693 "fscache: Convert fscache_set_page_dirty() to fscache_dirty_folio()"
+    # (9p's part; without FSCACHE, upstream's filemap_dirty_folio), and the operations
+    # table the four conversions change.
+    Edit(
+        "fs/9p/vfs_addr.c",
+        "static int v9fs_set_page_dirty(struct page *page)\n"
+        "{\n"
+        "\tstruct v9fs_inode *v9inode = V9FS_I(page->mapping->host);\n"
+        "\n"
+        "\treturn fscache_set_page_dirty(page, v9fs_inode_cookie(v9inode));\n"
+        "}\n"
+        "#else\n"
+        "#define v9fs_set_page_dirty __set_page_dirty_nobuffers\n"
+        "#endif\n"
+        "\n"
+        "const struct address_space_operations v9fs_addr_operations = {\n"
+        "\t.read_folio = netfs_read_folio,\n"
+        "\t.readahead = netfs_readahead,\n"
+        "\t.set_page_dirty = v9fs_set_page_dirty,\n"
+        "\t.writepage = v9fs_vfs_writepage,\n"
+        "\t.write_begin = v9fs_write_begin,\n"
+        "\t.write_end = v9fs_write_end,\n"
+        "\t.releasepage = v9fs_release_page,\n"
+        "\t.invalidatepage = v9fs_invalidate_page,\n"
+        "\t.launder_page = v9fs_launder_page,\n",
+        "static bool v9fs_dirty_folio(struct address_space *mapping, struct folio *folio)\n"
+        "{\n"
+        "\tstruct v9fs_inode *v9inode = V9FS_I(mapping->host);\n"
+        "\n"
+        "\treturn fscache_dirty_folio(mapping, folio, v9fs_inode_cookie(v9inode));\n"
+        "}\n"
+        "#else\n"
+        "#define v9fs_dirty_folio filemap_dirty_folio\n"
+        "#endif\n"
+        "\n"
+        "const struct address_space_operations v9fs_addr_operations = {\n"
+        "\t.read_folio = netfs_read_folio,\n"
+        "\t.readahead = netfs_readahead,\n"
+        "\t.dirty_folio = v9fs_dirty_folio,\n"
+        "\t.writepage = v9fs_vfs_writepage,\n"
+        "\t.write_begin = v9fs_write_begin,\n"
+        "\t.write_end = v9fs_write_end,\n"
+        "\t.release_folio = v9fs_release_folio,\n"
+        "\t.invalidate_folio = v9fs_invalidate_folio,\n"
+        "\t.launder_folio = v9fs_launder_folio,\n",
+        "8fb72b4a7693 fscache: Convert fscache_set_page_dirty() to fscache_dirty_folio() (9p)",
+    ),
     # gcc >= 10 defaults to -fno-common: "multiple definition of __force_order" when both
     # kaslr_64.c and pgtable_64.c define it. Upstream df6d4f9db79c "x86/boot/compressed:
     # Don't declare __force_order in kaslr_64.c" dropped this one.
