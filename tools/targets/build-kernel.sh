@@ -66,6 +66,7 @@ done
 # 4. Build. RHEL's DISABLE_WERROR=1 turns off -Werror (gcc 12's array-bounds warnings);
 # -k: one failed build shows every error, not only the first.
 echo "$tag: building in $src (log: $log)"
+echo "== build-kernel.sh: make started $(date -u +%FT%TZ)" >>"$log"
 start=$(date +%s)
 if ! nice -n 19 make -k -j"${JOBS:-2}" DISABLE_WERROR=1 >>"$log" 2>&1; then
   grep -E 'error:|Error [0-9]' "$log" | head -n 30 >&2
