@@ -36,7 +36,10 @@ if [[ ! -e $src/.extracted ]]; then
     paste -d' ' - "$listing" | awk '$2 == "missing" { sub(/^[^ ]+ missing [^ ]+ /, ""); print ":(exclude)" $0 }')
   rm -f "$listing"
   [[ ${#excludes[@]} -eq 0 ]] || echo "$tag: ${#excludes[@]} files absent from the mirror, left out"
-  git --git-dir="$git_dir" archive --format=tar "$tag" -- . "${excludes[@]}" | tar -x -C "$src"
+  # git archive still names an excluded missing blob ("error: invalid object ...") while it
+  # fills its index, then leaves it out; any other missing object fails the archive.
+  git --git-dir="$git_dir" archive --format=tar "$tag" -- . "${excludes[@]}" \
+    2> >(grep -v "^error: invalid object " >&2) | tar -x -C "$src"
   touch "$src/.extracted"
 fi
 
@@ -63,6 +66,7 @@ done
 # 4. Build. RHEL's DISABLE_WERROR=1 turns off -Werror (gcc 12's array-bounds warnings);
 # -k: one failed build shows every error, not only the first.
 echo "$tag: building in $src (log: $log)"
+echo "== build-kernel.sh: make started $(date -u +%FT%TZ)" >>"$log"
 start=$(date +%s)
 if ! nice -n 19 make -k -j"${JOBS:-2}" DISABLE_WERROR=1 >>"$log" 2>&1; then
   grep -E 'error:|Error [0-9]' "$log" | head -n 30 >&2
