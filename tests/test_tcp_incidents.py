@@ -164,6 +164,17 @@ def test_a_retransmission_stamped_before_the_segment_it_follows_is_no_out_of_ord
     assert dirs["10.233.0.1:37339"].out_of_order == 0
 
 
+def test_a_segment_one_first_rtt_after_the_highest_is_a_retransmission():
+    """b's capture of a lossy-port run (CI, 13:07) where tshark counted 33 retransmissions
+    from a and we 32: frame 340 (data lost before b saw it) came 51 us after the highest
+    segment, and the first RTT was 51 us. Wireshark subtracts integer times, finds 51 us not
+    below the window and calls it a retransmission; our float epoch seconds made it 50.99 us
+    and out of order."""
+    dirs = assert_agrees(DATA / "lossy-port-b-32-vs-33.pcap")
+    assert dirs["10.233.0.1:53737"].retransmissions == 33
+    assert dirs["10.233.0.1:53737"].out_of_order == 0
+
+
 def test_reset_and_who_sent_it(talk):
     conv = talk()
     net = conv.net

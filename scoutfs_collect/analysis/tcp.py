@@ -241,6 +241,15 @@ class TcpAnalysis:
         return out
 
 
+def _us(seconds: float) -> int:
+    """A time difference in whole microseconds, tcpdump's resolution. Epoch seconds as a
+    float carry ~0.2 us of error, so two differences Wireshark finds equal (it subtracts
+    integers) can compare either way as floats: a segment 51 us after the highest one
+    with a first RTT of 51 us is a retransmission to Wireshark (not below the window),
+    and was out of order here."""
+    return round(seconds * 1e6)
+
+
 def _ooo_window(first_rtt: Optional[float]) -> float:
     """Wireshark's out-of-order window: the first RTT, 3 ms when unknown (or 0), and, as
     its unsigned arithmetic has it, unbounded when the handshake's ACK was stamped
@@ -325,9 +334,9 @@ def _retransmission(fwd: Direction, rev: Direction, seg: Segment, ooo: float) ->
     if seglen > 0 and rev.lastack and not _gt((seq + seglen) & _U32, rev.lastack):
         kind = "spurious"
     elif (not_advanced and (rev.dupacks >= 2 or rev.dupacks == -1) and rev.lastack == seq
-          and 0 <= t - rev.lastack_time < 0.02):
+          and 0 <= _us(t - rev.lastack_time) < 20000):
         kind = "fast"
-    elif (not_advanced and 0 <= t - fwd.nextseq_time < ooo
+    elif (not_advanced and 0 <= _us(t - fwd.nextseq_time) < (_us(ooo) if ooo != float("inf") else ooo)
           and fwd.nextseq != (seq + seglen + (1 if seg.flags & (SYN | FIN) else 0)) & _U32):
         fwd.out_of_order += 1
         fwd._note(t, "out-of-order", f"out of order seq {seq}")
