@@ -31,6 +31,7 @@ if [[ ! -d $git_dir ]]; then
 fi
 ref=${SCOUTFS_REF:-HEAD}
 rev=$(git --git-dir="$git_dir" rev-parse --short=8 "$ref^{commit}") || die "$git_dir: no commit $ref"
+start=$(date +%s)
 rm -rf "$out" && mkdir -p "$out/src"
 git --git-dir="$git_dir" archive --format=tar "$rev" | tar -x -C "$out/src"
 log=$out/build.log
@@ -57,5 +58,7 @@ echo "== utils" >>"$log"
 nice -n 19 make -C "$out/src/utils" >>"$log" 2>&1 ||
   { tail -n 15 "$log" >&2; die "scoutfs utils build failed, see $log"; }
 cp "$out/src/kmod/src/scoutfs.ko" "$out/src/utils/src/scoutfs" "$out/"
-printf 'scoutfs=%s\nkernel=%s\ncompat=%s\n' "$rev" "$(basename "$kdir")" "$compat" >"$out/scoutfs-info"
-echo "$(basename "$kdir"): scoutfs $rev built ($compat): $out/scoutfs.ko $out/scoutfs"
+secs=$(($(date +%s) - start))
+printf 'scoutfs=%s\nkernel=%s\ncompat=%s\nseconds=%s\n' "$rev" "$(basename "$kdir")" "$compat" "$secs" \
+  >"$out/scoutfs-info"
+echo "$(basename "$kdir"): scoutfs $rev built ($compat) in $secs s: $out/scoutfs.ko $out/scoutfs"
