@@ -124,6 +124,24 @@ class Scratch:
 # ------------------------------------------------------------------ the CLI
 
 
+def capture_archive(scratch: Scratch, env: Dict[str, str], profile: Path, port: int,
+                    load: Callable[[], str], end_line: str, timeout: float) -> Path:
+    """A real capture through the CLI on 127.0.0.1:``port``: start it, wait until armed, run
+    ``load`` (which says what it sent), write ``end_line`` into /dev/kmsg (the profile's
+    trigger) and return the archive it packed."""
+    events = scratch.dir / "events.jsonl"
+    run = scratch.popen(cli_argv("--profile", profile, "--output-dir", scratch.dir, "--events-file", events,
+                                 "127.0.0.1", port), env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, text=True)
+    wait_event(events, "armed", run)
+    sent = load()
+    kmsg_write(end_line)
+    out, _ = run.communicate(timeout=timeout)
+    archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])
+    print(f"capture: {archive} ({archive.stat().st_size / 1e6:.0f} MB), {sent}")
+    return archive
+
+
 def wait_event(path: Path, name: str, proc: subprocess.Popen, timeout: float = 60) -> Dict[str, Any]:
     """The first event ``name`` of the events file; raises if the run ends first."""
     deadline = time.monotonic() + timeout

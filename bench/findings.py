@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -47,20 +46,16 @@ collectors:
 triggers:
   fencing: {{type: kmsg, pattern: '{tag}: client 127.0.0.9:40000 reconnect timed out, fencing'}}
 """)
-    events = scratch.dir / "events.jsonl"
-    run = scratch.popen(c.cli_argv("--profile", profile, "--output-dir", scratch.dir, "--events-file", events,
-                                   "127.0.0.1", conv.port), env=env, stdout=subprocess.PIPE,
-                        stderr=subprocess.DEVNULL, text=True)
-    c.wait_event(events, "armed", run)
     # pcap bytes per payload byte: 82 bytes of headers (pcap, Ethernet, IP, TCP with
     # timestamps) per message and per reply
     overhead = (msg_bytes + 82 + 20 + 82) / msg_bytes
-    sent = conv.fill(int(pcap_mb * 1.08e6 / overhead), msg_bytes)
-    c.kmsg_write(f"{tag}: client 127.0.0.9:40000 reconnect timed out, fencing")
-    out, _ = run.communicate(timeout=1800)
-    archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])
-    print(f"capture: {archive} ({archive.stat().st_size / 1e6:.0f} MB), {sent / 1e6:.0f} MB of messages sent")
-    return archive
+
+    def load() -> str:
+        sent = conv.fill(int(pcap_mb * 1.08e6 / overhead), msg_bytes)
+        return f"{sent / 1e6:.0f} MB of messages sent"
+
+    return c.capture_archive(scratch, env, profile, conv.port, load,
+                             f"{tag}: client 127.0.0.9:40000 reconnect timed out, fencing", 1800)
 
 
 def main() -> None:

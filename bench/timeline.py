@@ -126,19 +126,13 @@ collectors:
 triggers:
   end: {{type: kmsg, pattern: '{tag} end'}}
 """)
-    events = scratch.dir / "events.jsonl"
-    run = scratch.popen(c.cli_argv("--profile", profile, "--output-dir", scratch.dir, "--events-file", events,
-                                   "127.0.0.1", load.port), env=env, stdout=subprocess.PIPE,
-                        stderr=subprocess.DEVNULL, text=True)
-    c.wait_event(events, "armed", run)
-    sent = load.fill(fill, mb_per_s=40, size=1400)  # wraps the ring of pcap files: >= pcap_mb kept
-    cpus = tracefs.cpu_ids()
-    fill_ring(instance, cpus, 25 << 20, RING_RATE)
-    c.kmsg_write(f"{tag} end")
-    out, _ = run.communicate(timeout=900)
-    archive = Path(out.strip().splitlines()[-1].split(": ", 1)[1])
-    print(f"capture: {archive} ({archive.stat().st_size / 1e6:.0f} MB), {sent / 1e6:.0f} MB of UDP sent")
-    return archive
+
+    def load_both() -> str:
+        sent = load.fill(fill, mb_per_s=40, size=1400)  # wraps the ring of pcap files: >= pcap_mb kept
+        fill_ring(instance, tracefs.cpu_ids(), 25 << 20, RING_RATE)
+        return f"{sent / 1e6:.0f} MB of UDP sent"
+
+    return c.capture_archive(scratch, env, profile, load.port, load_both, f"{tag} end", 900)
 
 
 def main() -> None:
