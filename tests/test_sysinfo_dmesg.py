@@ -185,3 +185,27 @@ def test_sysinfo_does_not_archive_passwords_from_command_lines(tmp_path):
     assert row["cmd"].endswith("--password *** TOKEN=***")
     for path in c.ctx.workdir.iterdir():
         assert secret not in path.read_text(errors="replace"), path.name
+
+
+def test_sysinfo_never_statfs_a_scoutfs_mount(tmp_path, monkeypatch):
+    """Documented fake (no scoutfs module here): statfs of a scoutfs mount asks its server
+    and, on the node being fenced, waits uninterruptibly: in a target guest such a thread
+    kept a finished run from exiting. psutil lists the host's partitions plus one scoutfs
+    mount, and every statfs is recorded: the scoutfs one is never asked."""
+    from scoutfs_collect.builtin_plugins.collectors import sysinfo
+
+    real = sysinfo.psutil.disk_partitions(all=False)
+    fake = type(real[0])(device="/dev/loop1", mountpoint=str(tmp_path), fstype="scoutfs",
+                         opts="rw", **{f: "" for f in type(real[0])._fields[4:]})
+    asked = []
+    real_usage = sysinfo.psutil.disk_usage
+    monkeypatch.setattr(sysinfo.psutil, "disk_partitions", lambda all=False: [*real, fake])
+    monkeypatch.setattr(sysinfo.psutil, "disk_usage", lambda m: asked.append(m) or real_usage(m))
+    c = make(Sysinfo, tmp_path, port=1)
+    c.start()
+    parts = json.loads((c.ctx.workdir / "sysinfo-start.json").read_text())["disks"]["partitions"]
+    mine = [p for p in parts if p["fstype"] == "scoutfs"]
+    assert str(tmp_path) not in asked and "/" in asked
+    assert mine and mine[0]["usage"]["error"].startswith("not read: statfs of a scoutfs mount")
+    c.stop()
+    c.finalize()

@@ -57,6 +57,14 @@ def _uname() -> Dict[str, str]:
             "version": u.version, "machine": u.machine}
 
 
+SCOUTFS = "scoutfs"
+# kmod/src/super.c scoutfs_statfs asks the server and waits in wait_for_completion: on a
+# node whose server does not answer (the one being fenced) the thread sleeps uninterruptibly
+# and the whole process cannot exit until the server answers (seen in a guest).
+SCOUTFS_STATFS = ("not read: statfs of a scoutfs mount asks its server and cannot be interrupted "
+                  "while the server does not answer (the scoutfs-counters collector has its use)")
+
+
 def _kib(n: int) -> int:
     return n // 1024
 
@@ -186,8 +194,11 @@ class Snapshotter:
 
     def disks(self) -> Dict[str, Any]:
         parts = [p._asdict() for p in psutil.disk_partitions(all=False)]
+        for p in parts:
+            if p["fstype"] == SCOUTFS:
+                p["usage"] = {"error": SCOUTFS_STATFS}
         calls = [(p, TimedCall(lambda m=p["mountpoint"]: psutil.disk_usage(m)._asdict(), "statfs"))
-                 for p in parts]  # all at once: one hung mount must not delay the others
+                 for p in parts if "usage" not in p]  # all at once: one hung mount must not delay the others
         for p, call in calls:
             outcome = call.result(2.0)
             p["usage"] = (outcome.value if outcome.ok else
@@ -300,7 +311,9 @@ class Sysinfo(Collector):
     The stop snapshot is taken at the beginning of finalize, not in stop, so it
     never delays the freeze of the other recorders; it is labeled with the time it
     was actually taken and the time the run stopped. A snapshot gives up on parts
-    that hang (a stuck filesystem) after `budget` seconds and notes it.
+    that hang (a stuck filesystem) after `budget` seconds and notes it. scoutfs mounts
+    get no statfs (disk usage): it asks the server and, when the server does not answer
+    (on the node being fenced), cannot be interrupted: the run could not exit.
 
     Changes on the system: nothing (reads /proc and /sys).
     Overhead: one snapshot costs tens of milliseconds of CPU, twice per run.
