@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import pytest
 
@@ -125,13 +125,17 @@ def test_a_partition_is_a_network_verdict_with_the_victims_own_retransmissions(n
 
 
 def test_the_partition_without_the_victims_archive_is_undetermined(netpair, tmp_path):  # noqa: F811
+    """The server's probes unanswered and nothing from the victim: keepalives are answered
+    by the peer's kernel, so the network or the whole node (a panic, power loss); only
+    the victim's own archive tells them apart."""
     net = netpair()
     archives = partition(net, tmp_path, [])
     doc = findings(tmp_path, archives["node-b"])
     v = doc["verdict"]
     assert v["category"] == "undetermined" and v["keys"] == ["fence.client_reconnect"]
     assert any(m.startswith(f"no archive from the victim ({net.a.address}:") for m in v["missing"]), v
-    assert of(doc, "tcp.silence")  # the server's side is seen, but it alone cannot tell why
+    assert of(doc, "tcp.silence") and of(doc, "tcp.keepalive_unanswered")
+    assert "the network or the whole node" in v["summary"], v
 
 
 def test_a_hung_task_on_the_victim_makes_the_same_partition_a_node_stall(netpair, tmp_path):  # noqa: F811
@@ -146,20 +150,30 @@ def test_a_hung_task_on_the_victim_makes_the_same_partition_a_node_stall(netpair
     assert delay["details"] == {"direction": "recv", "seconds": 5} and delay["category"] == "network"
 
 
-def test_a_stopped_reader_is_a_node_stall_by_its_zero_window(netpair, tmp_path):  # noqa: F811
-    """b's scoutfs stops reading (SIGSTOP) while a keeps writing; a new leader fences b."""
-    net = netpair()
+def stopped_reader(net: NetPair, tmp: Path, fence: Callable[[Conversation], str]) -> Dict[str, Path]:
+    """b's scoutfs stops reading (SIGSTOP) while a keeps writing; once both captures show
+    b's zero windows, the fencing line ``fence(conversation)``; the archives of node-a, node-b."""
     conv = Conversation(net, None, size=16384, interval=0.01)
-    fence = (f"scoutfs f.5c0a11.r.00c0de: fencing previous leader f.5c0a11.r.b0b0b0 at term 7 in slot 1 "
-             f"with address {net.b.address}:{PORT}")
-    recs = record(net, tmp_path, fence.split(": ", 1)[1])
+    line = fence(conv)
+    recs = record(net, tmp, line.split(": ", 1)[1])
     conv.server.send_signal(signal.SIGSTOP)
     server = f"{net.b.address}:{PORT}"
-    wait_for(lambda: tshark.count(recs["b"].pcap(), "tcp.analysis.zero_window")[server] >= 3, 30,
-             "b's zero windows")
-    kmsg_write(fence)
+    for r in recs.values():
+        wait_for(lambda r=r: tshark.count(r.pcap(), "tcp.analysis.zero_window")[server] >= 3, 30,
+                 "b's zero windows")
+    kmsg_write(line)
     archives = {f"node-{n}": r.finish() for n, r in recs.items()}
     conv.server.send_signal(signal.SIGCONT)
+    return archives
+
+
+def test_a_stopped_reader_is_a_node_stall_by_its_zero_window(netpair, tmp_path):  # noqa: F811
+    """b's scoutfs stops reading; a new leader fences b."""
+    net = netpair()
+    server = f"{net.b.address}:{PORT}"
+    archives = stopped_reader(net, tmp_path, lambda conv: (
+        f"scoutfs f.5c0a11.r.00c0de: fencing previous leader f.5c0a11.r.b0b0b0 at term 7 in slot 1 "
+        f"with address {server}"))
     doc = findings(tmp_path, bundle(tmp_path, archives, "node-a"))
     v = doc["verdict"]
     assert v["category"] == "node-stall", v
@@ -169,9 +183,25 @@ def test_a_stopped_reader_is_a_node_stall_by_its_zero_window(netpair, tmp_path):
         assert zw["details"]["src"] == server and zw["category"] == "node-stall"
         theirs = tshark.count(archived_pcap(tmp_path, archives[node]), "tcp.analysis.zero_window")
         assert theirs == {server: zw["details"]["count"]}
-    # without the victim's archive: undetermined, though a's capture shows b's zero window
-    alone = findings(tmp_path, archives["node-a"])
-    assert alone["verdict"]["category"] == "undetermined" and of(alone, "tcp.zero_window")
+    # without the victim's archive: a's capture shows b's zero window, so b's kernel was up
+    # and its reader stopped; b's own log, which could tell why, is named missing
+    v = findings(tmp_path, archives["node-a"])["verdict"]
+    assert v["category"] == "node-stall", v
+    assert {"tcp.zero_window", "fence.quorum_block_leader"} <= set(v["keys"])
+    assert "hung tasks, a soft lockup or an OOM kill cannot be told apart" in v["summary"]
+    (missing,) = v["missing"]
+    assert missing.startswith(f"no archive from the victim ({server}")
+
+
+def test_a_zero_window_from_another_node_is_not_the_victims(netpair, tmp_path):  # noqa: F811
+    """b stops reading, but the fence is a's (the client): b's zero window does not make
+    a node-stall of a, whose own data shows nothing conclusive."""
+    net = netpair()
+    archives = stopped_reader(net, tmp_path, lambda conv: reconnect_fence(net, client_port(conv)))
+    doc = findings(tmp_path, bundle(tmp_path, archives, "node-b"))
+    v = doc["verdict"]
+    assert v["category"] == "undetermined" and v["keys"] == ["fence.client_reconnect"], v
+    assert {f["details"]["src"] for f in of(doc, "tcp.zero_window")} == {f"{net.b.address}:{PORT}"}
 
 
 def test_a_lossy_port_is_not_a_cut(netpair, tmp_path):  # noqa: F811

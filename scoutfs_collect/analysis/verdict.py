@@ -23,8 +23,17 @@ lock           scoutfs lock counters moving far faster than before
 The fence explained is the one whose line stopped a recorder (a trigger's reason), else
 the earliest: another fencing line in the same kernel log (another client fenced
 earlier, the test hosts' shared log) does not take its place. No fencing line anywhere:
-``undetermined``, nothing to explain. No archive from the victim, or nothing of the
-above: ``undetermined``, naming what was missing.
+``undetermined``, nothing to explain.
+
+No archive from the victim: only the zero-window rule can hold, on the other nodes'
+captures (the victim's kernel advertised it, so that kernel was up); the verdict then
+names the missing archive in ``missing`` and says in its summary what the victim's own
+log would have told apart. The network rule does not hold without it: keepalives are
+answered by the peer's kernel, so the server's unanswered segments and silence from the
+victim mean the network *or* the whole node (a panic, a hard lockup, power loss), which
+only the victim's own archive tells apart (its kernel log, and its capture showing its
+own segments going out unanswered); the verdict is ``undetermined`` and says so.
+Nothing of the above: ``undetermined``, naming what was missing.
 """
 
 from __future__ import annotations
@@ -40,16 +49,24 @@ LOOPBACK = ("127.", "::1")
 
 @dataclasses.dataclass
 class Case:
-    """What a rule looks at: the victim, its addresses, and every finding (of any node)
-    from before the fence (those without a time too)."""
+    """What a rule looks at: the victim (None: no node of the input has its address), its
+    addresses, and every finding (of any node) from before the fence (those without a
+    time too)."""
 
-    victim: NodeInfo
+    victim: Optional[NodeInfo]
     ips: Set[str]
     before: List[Finding]
     ctx: AnalysisContext
 
+    @property
+    def archived(self) -> bool:
+        """Whether the input holds the victim's own archive."""
+        return self.victim is not None and self.victim.manifest is not None
+
     def own(self, *keys: str) -> List[Finding]:
         """The victim's own findings of these keys."""
+        if self.victim is None:
+            return []
         return [f for f in self.before if f.node == self.victim.name and f.key in keys]
 
     def sent_by_victim(self, f: Finding) -> bool:
@@ -76,11 +93,12 @@ def _link(case: Case) -> List[Finding]:
 
 
 def _cut(case: Case) -> List[Finding]:
+    victim = case.victim.name if case.victim else None
     unanswered = [f for f in case.before if f.key == "tcp.retransmission" and f.details.get("unanswered")
-                  and ((f.node == case.victim.name and case.sent_by_victim(f)) or case.sent_to_victim(f))]
+                  and ((f.node == victim and case.sent_by_victim(f)) or case.sent_to_victim(f))]
     if not unanswered:
         return []
-    others = {n.name for n in case.ctx.nodes if n.name != case.victim.name and "packets" in n.kinds}
+    others = {n.name for n in case.ctx.nodes if n.name != victim and "packets" in n.kinds}
     silent = [f for f in case.before
               if f.key == "tcp.silence" and f.node in others and case.sent_by_victim(f)]
     if others and not silent:
@@ -88,29 +106,60 @@ def _cut(case: Case) -> List[Finding]:
     return unanswered + silent
 
 
+def _unreachable(case: Case) -> List[Finding]:
+    """Without the victim's archive: segments or keep-alive probes to the victim unanswered,
+    and the victim silent, in the other nodes' captures."""
+    unanswered = [f for f in case.before if case.sent_to_victim(f) and (
+        f.key == "tcp.keepalive_unanswered"
+        or (f.key == "tcp.retransmission" and f.details.get("unanswered")))]
+    silent = [f for f in case.before if f.key == "tcp.silence" and case.sent_by_victim(f)]
+    return unanswered + silent if unanswered and silent else []
+
+
+#: what :func:`_unreachable` means (keepalives are answered by the peer's kernel)
+UNREACHABLE = ("nothing from the victim arrived, not even its kernel's answers to keep-alive probes: "
+               "the network or the whole node (a panic, a hard lockup, power loss); only the victim's "
+               "own archive tells them apart")
+
+
 def _lock(case: Case) -> List[Finding]:
     return case.own("counters.lock")
 
 
-#: (category, the rule: the findings that support it, why in one line), in order
-RULES: Sequence[Tuple[str, Callable[[Case], List[Finding]], str]] = (
-    ("node-stall", _stall, "the victim's kernel reports a stall before the fence: it stopped answering, "
-                           "not the network"),
-    ("node-stall", _zero_window, "the victim advertised a zero window: its kernel was up, scoutfs on it "
-                                 "stopped reading"),
-    ("memory", _memory, "the victim was out of memory before the fence"),
-    ("network", _link, "the victim's network interface failed before the fence"),
-    ("network", _cut, "nothing from the victim reached the server while the victim's segments (or the "
-                      "server's to it) went unanswered, with no stall in its log: the network between them"),
-    ("lock", _lock, "scoutfs lock traffic on the victim stood out before the fence"),
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A verdict rule: its ``category``, its ``test`` (the findings that support it), why
+    in one line; ``blind``: for a rule that also holds on the other nodes' evidence alone
+    (without the victim's archive), what that missing archive leaves open."""
+
+    category: str
+    test: Callable[[Case], List[Finding]]
+    why: str
+    blind: str = ""
+
+
+#: in order: the first that holds wins
+RULES: Sequence[Rule] = (
+    Rule("node-stall", _stall, "the victim's kernel reports a stall before the fence: it stopped answering, "
+                               "not the network"),
+    Rule("node-stall", _zero_window, "the victim advertised a zero window: its kernel was up, scoutfs on it "
+                                     "stopped reading",
+         blind="the victim's own log is missing, so hung tasks, a soft lockup or an OOM kill "
+               "cannot be told apart"),
+    Rule("memory", _memory, "the victim was out of memory before the fence"),
+    Rule("network", _link, "the victim's network interface failed before the fence"),
+    Rule("network", _cut, "nothing from the victim reached the server while the victim's segments (or "
+                          "the server's to it) went unanswered, with no stall in its log: the network "
+                          "between them"),
+    Rule("lock", _lock, "scoutfs lock traffic on the victim stood out before the fence"),
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """``category`` (one of the finding categories, or ``undetermined``), the ``keys`` of
-    the findings that support it, a one-line ``summary``, and for ``undetermined``
-    what data was ``missing``."""
+    the findings that support it, a one-line ``summary``, and what data was ``missing``:
+    for ``undetermined``, and for a verdict reached without the victim's archive."""
 
     category: str
     keys: Tuple[str, ...]
@@ -130,20 +179,35 @@ def decide(findings: List[Finding], ctx: AnalysisContext) -> Verdict:
                        ("no fencing line in any kernel log (no incident in this capture)",))
     fence = min(_triggering(fences, ctx) or fences, key=lambda f: f.time or 0.0)
     victim = _victim(fence, ctx)
-    who = fence.details.get("victim") or "the victim"
-    if victim is None or victim.manifest is None:
-        return Verdict(UNDETERMINED, (fence.key,), f"{fence.summary}; why cannot be told from this input",
-                       (_no_victim_archive(who, victim, ctx),))
     until = fence.time or 0.0
     ip = fence.details.get("victim_ip")
-    ips = {ip} if isinstance(ip, str) and ip else {a for a in victim.addresses if not a.startswith(LOOPBACK)}
+    addresses = victim.addresses if victim else []
+    ips = {ip} if isinstance(ip, str) and ip else {a for a in addresses if not a.startswith(LOOPBACK)}
     case = Case(victim, ips, [f for f in findings if f.time is None or f.time <= until], ctx)
-    for category, rule, why in RULES:
-        hits = [f.key for f in rule(case)]
+    if not case.archived:
+        return _without_victim(fence, case)
+    for rule in RULES:
+        hits = [f.key for f in rule.test(case)]
         if hits:
-            return Verdict(category, tuple(dict.fromkeys(hits + [fence.key])), why)
+            return Verdict(rule.category, tuple(dict.fromkeys(hits + [fence.key])), rule.why)
+    assert victim is not None  # archived
     return Verdict(UNDETERMINED, (fence.key,), f"{fence.summary}; nothing conclusive in the victim's data",
                    tuple(_what_is_missing(victim, findings)))
+
+
+def _without_victim(fence: Finding, case: Case) -> Verdict:
+    """The verdict when the input holds no archive of the victim: a rule that holds on the
+    other nodes' evidence alone (its summary saying what stays open), else
+    ``undetermined``, saying what the others' evidence narrows it down to."""
+    missing = (_no_victim_archive(fence.details.get("victim") or "the victim", case.victim, case.ctx),)
+    for rule in RULES:
+        if rule.blind:
+            hits = [f.key for f in rule.test(case)]
+            if hits:
+                return Verdict(rule.category, tuple(dict.fromkeys(hits + [fence.key])),
+                               f"{rule.why}; {rule.blind}", missing)
+    why = UNREACHABLE if _unreachable(case) else "why cannot be told from this input"
+    return Verdict(UNDETERMINED, (fence.key,), f"{fence.summary}; {why}", missing)
 
 
 def _triggering(fences: List[Finding], ctx: AnalysisContext) -> List[Finding]:
