@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from scoutfs_collect import ChildProcess, Collector, Problem, fsync_path, hookimpl, option, run_command
-from scoutfs_collect.system import selinux
+from scoutfs_collect.system import netif, selinux
 from scoutfs_collect.system.pcap import summarize
 
 PCAP_NAME = "tcpdump.pcap"  # ring files are tcpdump.pcap0 .. tcpdump.pcap{N-1}
@@ -244,7 +244,7 @@ class Tcpdump(Collector):
 
     def _interface_problem(self) -> Optional[Problem]:
         name = self.options.interface
-        if name == "any" or os.path.isdir(os.path.join("/sys/class/net", name)):
+        if name == "any" or netif.exists(name):  # in this namespace: not /sys/class/net's
             return None
         return Problem(f"interface {name!r} does not exist on this host",
                        "set interface to a name listed by 'ip link', or 'any'")

@@ -10,17 +10,17 @@ filter expects (pcap link type 1).
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import re
 import socket
 import struct
 import subprocess
 from typing import Iterator, List, Optional, Tuple
 
+from scoutfs_collect.system.netif import interface_type
+
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
-SIOCGIFHWADDR = 0x8927
 LINKTYPE_ETHERNET = 1
 _ETHER_LIKE = {1, 772}  # ARPHRD_ETHER, ARPHRD_LOOPBACK
 _KINDS = {32: "InfiniBand (IPoIB)", 512: "PPP", 768: "IPIP tunnel", 776: "SIT tunnel",
@@ -44,22 +44,9 @@ def route_interface(ip: str) -> str:
     return m.group(1)
 
 
-def interface_type(iface: str) -> Optional[int]:
-    """The ARPHRD type of ``iface`` in this thread's network namespace (SIOCGIFHWADDR on a
-    socket: /sys/class/net shows the namespace sysfs was mounted in), or None if there is
-    no such interface."""
-    if not 0 < len(iface.encode()) < 16:
-        return None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            ifreq = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, struct.pack("16s16x", iface.encode()))
-        except OSError:
-            return None
-    return struct.unpack_from("H", ifreq, 16)[0]
-
-
 def interface_problem(iface: str) -> Optional[str]:
-    """Why ``iface`` cannot be watched, or None."""
+    """Why ``iface`` (of this thread's network namespace: :mod:`.netif`) cannot be
+    watched, or None."""
     kind = interface_type(iface)
     if kind is None:
         return f"no network interface {iface!r}"
