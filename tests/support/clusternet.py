@@ -15,41 +15,29 @@ still see the server's ACKs) and before them for what leaves (they would not see
 retransmissions); a failed port shows the host its own segments leaving and nothing
 arriving. :meth:`ClusterNet.heal` removes both tables.
 
-:meth:`ClusterNet.close` (also at exit) deletes the switch namespace (the ``cl0`` links
-go with it) and the tables in the hosts; a later run removes the switch of a killed one
-(its pid is gone).
+:meth:`ClusterNet.close` (also at exit and on SIGTERM: tests/support/netns.py) deletes
+the switch namespace (the ``cl0`` links go with it) and the tables in the hosts; a later
+run removes the switch of a killed one (its pid is gone).
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
-import subprocess
-import time
-from typing import List, Optional
+from typing import List
 
-from tests.support.testhosts import Host, TestHosts, _alive, remove_namespace
+from tests.support import netns
+from tests.support.netns import run as _run
+from tests.support.testhosts import Host, TestHosts
 
 PREFIX = "sfc-cn-"
 CUT_TABLE = "sfc_cut"
 _TAGS = itertools.cycle("abcdefghijklmnopqrstuvwxyz")
 
 
-def _run(*argv: str, check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, input=input)
-
-
 def remove_leftovers() -> List[str]:
     """Delete the switch namespaces of earlier runs whose owner is gone."""
-    removed = []
-    listed = _run("ip", "netns", "list", check=False).stdout
-    for ns in [line.split()[0] for line in listed.splitlines() if line.startswith(PREFIX)]:
-        owner = ns[len(PREFIX):].split("-")[0]
-        if owner.isdigit() and not _alive(int(owner)):
-            remove_namespace(ns)
-            removed.append(ns)
-    return removed
+    return netns.remove_leftovers(PREFIX)
 
 
 class ClusterNet:
@@ -61,12 +49,7 @@ class ClusterNet:
         self.switch = f"{PREFIX}{os.getpid()}-{next(_TAGS)}{os.urandom(2).hex()}"
         self.cut_hosts: List[Host] = []
         self._closed = False
-        atexit.register(self.close)
-        try:
-            self._make()
-        except BaseException:
-            self.close()
-            raise
+        netns.set_up(self._make, self.close)
 
     def address(self, name: str) -> str:
         """``name``'s address on the cluster network."""
@@ -76,23 +59,10 @@ class ClusterNet:
         return f"cp{self.hosts.names.index(host.name) + 1}"
 
     def _make(self) -> None:
-        sw = self.switch
-        _run("ip", "netns", "add", sw)
-        _run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
-        _run("ip", "-n", sw, "link", "set", "br0", "up")
+        netns.make_switch(self.switch)
         for host in self.hosts:
-            port = self._port(host)
-            _run("ip", "-n", sw, "link", "add", port, "type", "veth", "peer", "name", "cl0",
-                 "netns", host.ns)
-            _run("ip", "-n", sw, "link", "set", port, "master", "br0", "up")
-            _run("ip", "-n", host.ns, "addr", "add", f"{self.address(host.name)}/24", "dev", "cl0")
-            _run("ip", "-n", host.ns, "link", "set", "cl0", "up")
-        deadline = time.monotonic() + 10
-        count = len(self.hosts.names)
-        while _run("bridge", "-n", sw, "link", "show", check=False).stdout.count("state forwarding") < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the switch ports did not start forwarding")
-            time.sleep(0.01)  # polling for the bridge ports' state
+            netns.plug(self.switch, self._port(host), host.ns, "cl0", f"{self.address(host.name)}/24")
+        netns.wait_forwarding(self.switch, len(self.hosts.names))
 
     def cut(self, name: str) -> None:
         """Take ``name`` off the cluster network (its switch port) and the management network."""
@@ -123,8 +93,5 @@ class ClusterNet:
             return
         self._closed = True
         self.heal()
-        remove_namespace(self.switch)
-        try:
-            atexit.unregister(self.close)
-        except (ValueError, TypeError):
-            pass
+        netns.remove(self.switch)
+        netns.untrack(self.close)

@@ -10,8 +10,8 @@ remounts /sys).
 
 Names carry the owner's pid (``sfc-np-PID-TAG-sw``/``-a``/``-b``), so a later run
 removes the leftovers of a killed one (its pid is gone) and never a concurrent one's;
-:meth:`NetPair.close` (also at exit and on SIGTERM) ends every process in the
-namespaces and deletes them, their links and the nftables tables in them.
+:meth:`NetPair.close` (also at exit and on SIGTERM: tests/support/netns.py) ends every
+process in the namespaces and deletes them, their links and the nftables tables in them.
 
 Usage::
 
@@ -24,7 +24,6 @@ Usage::
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import itertools
 import os
@@ -32,35 +31,25 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 import pytest
 
-from tests.support.testhosts import _alive, remove_namespace
+from tests.support import netns
+from tests.support.netns import run as _run
 
 PREFIX = "sfc-np-"
 CUT_TABLE = "sfc_cut"
 _TAGS = itertools.cycle("abcdefghijklmnopqrstuvwxyz")
 
 
-def _run(*argv: str, check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, input=input)
-
-
 def namespaces() -> List[str]:
-    out = _run("ip", "netns", "list", check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+    return netns.namespaces(PREFIX)
 
 
 def remove_leftovers() -> List[str]:
     """Delete the namespaces of earlier runs whose owner is gone."""
-    removed = []
-    for ns in namespaces():
-        owner = ns[len(PREFIX):].split("-")[0]
-        if owner.isdigit() and not _alive(int(owner)):
-            remove_namespace(ns)
-            removed.append(ns)
-    return removed
+    return netns.remove_leftovers(PREFIX)
 
 
 @dataclasses.dataclass
@@ -121,32 +110,15 @@ class NetPair:
         self.b = NetHost("b", f"{PREFIX}{tag}-b", "10.233.0.2", "pb")
         self.procs: List[subprocess.Popen] = []
         self._closed = False
-        atexit.register(self.close)
-        self._old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
-        try:
-            self._make()
-        except BaseException:
-            self.close()
-            raise
+        netns.set_up(self._make, self.close)
 
     def _make(self) -> None:
-        sw = self.switch
-        _run("ip", "netns", "add", sw)
-        _run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
-        _run("ip", "-n", sw, "link", "set", "br0", "up")
+        netns.make_switch(self.switch)
         for host in (self.a, self.b):
             _run("ip", "netns", "add", host.ns)
-            _run("ip", "-n", sw, "link", "add", host.port, "type", "veth", "peer", "name", "eth0",
-                 "netns", host.ns)
-            _run("ip", "-n", sw, "link", "set", host.port, "master", "br0", "up")
-            _run("ip", "-n", host.ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
-            _run("ip", "-n", host.ns, "link", "set", "eth0", "up")
+            netns.plug(self.switch, host.port, host.ns, "eth0", f"{host.address}/24")
             _run("ip", "-n", host.ns, "link", "set", "lo", "up")
-        deadline = time.monotonic() + 10
-        while _run("bridge", "-n", sw, "link", "show", check=False).stdout.count("state forwarding") < 2:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the switch ports did not start forwarding")
-            time.sleep(0.01)  # polling for the bridge ports' state
+        netns.wait_forwarding(self.switch, 2)
 
     # -- use --------------------------------------------------------------------------
 
@@ -191,11 +163,6 @@ class NetPair:
 
     # -- teardown ---------------------------------------------------------------------
 
-    def _on_sigterm(self, signum, frame) -> None:
-        self.close()
-        signal.signal(signal.SIGTERM, self._old_term or signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
     def close(self) -> None:
         if self._closed:
             return
@@ -206,13 +173,8 @@ class NetPair:
                 proc.kill()
             proc.wait()
         for ns in (self.a.ns, self.b.ns, self.switch):
-            remove_namespace(ns)
-        try:
-            atexit.unregister(self.close)
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.signal(signal.SIGTERM, self._old_term or signal.SIG_DFL)
-        except (ValueError, TypeError):
-            pass
+            netns.remove(ns)
+        netns.untrack(self.close)
 
 
 @pytest.fixture

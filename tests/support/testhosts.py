@@ -16,7 +16,7 @@ namespace and these namespaces.
 Names carry the owning process id (``sfc-th-PID-I`` for namespaces, ``sfthPIDhI`` for
 root-side veths) so a later run removes the leftovers of a killed run (its pid is gone)
 and never touches a concurrent one. Teardown runs on every exit path: the fixture's
-finalizer, ``atexit`` and SIGTERM.
+finalizer, ``atexit`` and SIGTERM (tests/support/netns.py).
 
 Usage::
 
@@ -30,7 +30,6 @@ Usage::
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import itertools
 import os
@@ -47,6 +46,8 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
+from tests.support import netns
+
 PREFIX = "sfc-th-"
 VETH_PREFIX = "sfth"
 SUBNET = "10.231"
@@ -58,49 +59,9 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def namespaces() -> List[str]:
     """Names of the network namespaces made by this helper (any run)."""
-    out = _ip("netns", "list", check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
-
-
-def _ns_pids(ns: str) -> List[int]:
-    out = _ip("netns", "pids", ns, check=False).stdout
-    return [int(p) for p in out.split() if p.isdigit()]
-
-
-def _end_processes(ns: str, grace: float = 10.0) -> None:
-    """SIGTERM every process in the namespace (scoutfs-collect then packs and gives its
-    tracefs instance back), SIGKILL what is left after ``grace`` seconds."""
-    for pid in _ns_pids(ns):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while _ns_pids(ns) and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling for the processes to be gone, not a delay
-    for pid in _ns_pids(ns):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def remove_namespace(ns: str) -> None:
-    """End every process in ``ns`` and delete it (its veth pair goes with it)."""
-    _end_processes(ns)
-    _ip("netns", "delete", ns, check=False)
+    return netns.namespaces(PREFIX)
 
 
 def _remove_stale_gateways() -> None:
@@ -108,7 +69,7 @@ def _remove_stale_gateways() -> None:
         return
     for entry in GATEWAY_PIDS.iterdir():
         owner, _, pid = entry.name.partition("-")
-        if not (owner.isdigit() and pid.isdigit()) or _alive(int(owner)):
+        if not (owner.isdigit() and pid.isdigit()) or netns.alive(int(owner)):
             continue
         try:  # only if that pid is still the sshd started with that config
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -129,13 +90,7 @@ def _next_tag() -> str:
 def remove_leftovers() -> List[str]:
     """Remove the namespaces (and gateway sshds) of earlier runs whose owner is gone."""
     _remove_stale_gateways()
-    removed = []
-    for ns in namespaces():
-        parts = ns[len(PREFIX):].split("-")
-        if parts and parts[0].isdigit() and not _alive(int(parts[0])):
-            remove_namespace(ns)
-            removed.append(ns)
-    return removed
+    return netns.remove_leftovers(PREFIX)
 
 
 def _free_port() -> int:
@@ -203,7 +158,7 @@ class Host:
 
     def pids(self) -> List[int]:
         """Every process running in the host (its sshd, sessions and their children)."""
-        return _ns_pids(self.ns)
+        return netns.pids(self.ns)
 
     def kill(self) -> None:
         """Power the host off: SIGKILL every process in it; the namespace stays (no route
@@ -229,13 +184,7 @@ class TestHosts:
         self.hosts: Dict[str, Host] = {}
         self.gateways: Dict[str, Host] = {}
         self._closed = False
-        atexit.register(self.close)
-        self._old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
-        try:
-            self._make(count)
-        except BaseException:
-            self.close()
-            raise
+        netns.set_up(lambda: self._make(count), self.close)
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -383,11 +332,6 @@ class TestHosts:
 
     # -- teardown ---------------------------------------------------------------------
 
-    def _on_sigterm(self, signum, frame) -> None:
-        self.close()
-        signal.signal(signal.SIGTERM, self._old_term or signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
     def close(self) -> None:
         """End every process in every host, delete the namespaces and the files."""
         if self._closed:
@@ -396,7 +340,7 @@ class TestHosts:
         for host in self.gateways.values():
             _end_gateway(host)
         for host in self.hosts.values():
-            remove_namespace(host.ns)
+            netns.remove(host.ns)
             if host.sshd is not None:
                 try:
                     host.sshd.wait(timeout=10)
@@ -404,12 +348,7 @@ class TestHosts:
                     host.sshd.kill()
                     host.sshd.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
-        try:
-            atexit.unregister(self.close)
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.signal(signal.SIGTERM, self._old_term or signal.SIG_DFL)
-        except (ValueError, TypeError):  # not the main thread
-            pass
+        netns.untrack(self.close)
 
 
 @pytest.fixture
