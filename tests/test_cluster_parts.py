@@ -68,10 +68,14 @@ def test_bad_control_lines_are_refused_with_a_reason(line):
 def test_clock_offset_takes_the_shortest_round_trip():
     clock = ClockOffset()
     clock.event(node_time=100.0, received=100.5)  # one-way bound: offset >= -0.5
-    assert clock.seconds == -0.5
+    assert clock.seconds == -0.5 and clock.error is None  # a bound: its error is unknown
     clock.pong(sent=10.0, node_time=12.1, received=10.2)  # rtt 0.2 -> offset 2.0
     clock.pong(sent=20.0, node_time=23.0, received=21.0)  # rtt 1.0 -> ignored
     assert abs(clock.seconds - 2.0) < 1e-9
+    assert abs(clock.error - 0.1) < 1e-9  # half the round trip it came from
+    node = NodeState("n1")
+    node.clock = clock
+    assert node.as_json(None, 0.0)["clock_error_ms"] == 100.0
 
 
 def test_percent_h_becomes_the_node_name_or_its_hostname_in_tree_mode():

@@ -45,6 +45,7 @@ class NodeRecord:
     stop_lag_ms: Optional[float]
     clock_offset_ms: Optional[float]
     error: Optional[str]
+    clock_error_ms: Optional[float] = None  # absent in bundles of before 2026-12-06
 
     @classmethod
     def of(cls, name: str, rec: Dict[str, Any]) -> NodeRecord:
@@ -52,7 +53,8 @@ class NodeRecord:
         return cls(name, str(rec.get("status", "?")), exit_ if isinstance(exit_, int) else None,
                    archive.strip("/") if isinstance(archive, str) and archive.strip("/") else None,
                    trig if isinstance(trig, dict) else None, _num(rec.get("stop_lag_ms")),
-                   _num(rec.get("clock_offset_ms")), error if isinstance(error, str) else None)
+                   _num(rec.get("clock_offset_ms")), error if isinstance(error, str) else None,
+                   _num(rec.get("clock_error_ms")))
 
 
 def node_records(doc: Dict[str, Any]) -> List[NodeRecord]:

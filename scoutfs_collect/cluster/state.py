@@ -5,10 +5,13 @@
 ``triggered``, ``gathered``}, ``nodes`` {NODE: {``status`` ok|failed|missing|lost,
 ``exit``, ``archive`` (path in the bundle), ``sha256``, ``trigger`` {``name``, ``type``,
 ``reason``, ``time``}, ``stopped`` (epoch, node clock), ``stop_lag_ms`` (stopped minus the
-origin's trigger time, both moved to the coordinator's clock), ``clock_offset_ms`` (node
-clock minus coordinator clock), ``error``, ``recovered`` (null, or {``by``, ``workdir``,
-``packed_at``, ``note``} when the archive was packed from the work dir of a run that never
-finished: killed, or its node powered off)}}.
+origin's trigger time, both moved to the coordinator's clock: good to the two nodes'
+``clock_error_ms``, so a peer that stopped within that of the trigger may read below 0),
+``clock_offset_ms`` (node clock minus coordinator clock), ``clock_error_ms`` (how far off
+that estimate may be: half the shortest round trip it came from; null for a one-way
+estimate, which is only a bound), ``error``, ``recovered`` (null, or {``by``,
+``workdir``, ``packed_at``, ``note``} when the archive was packed from the work dir of a
+run that never finished: killed, or its node powered off)}}.
 
 Statuses: ``ok`` the node's archive is in the bundle (its ``exit`` may be 1: a plugin
 failed, its manifest says which); ``failed`` the node ran or was asked but no archive came
@@ -77,6 +80,12 @@ class ClockOffset:
     def seconds(self) -> Optional[float]:
         return self.round_trip if self.round_trip is not None else self.one_way
 
+    @property
+    def error(self) -> Optional[float]:
+        """How far :attr:`seconds` may be off the true offset (half the shortest round
+        trip), or None for the one-way estimate (a bound, its error unknown)."""
+        return self.best_rtt / 2 if self.round_trip is not None and self.best_rtt is not None else None
+
 
 @dataclasses.dataclass
 class Recovered:
@@ -131,6 +140,7 @@ class NodeState:
             "trigger": dataclasses.asdict(self.trigger) if self.trigger else None,
             "stopped": self.stopped, "stop_lag_ms": self.stop_lag_ms(origin, origin_offset),
             "clock_offset_ms": round(offset * 1000, 3) if offset is not None else None,
+            "clock_error_ms": round(self.clock.error * 1000, 3) if self.clock.error is not None else None,
             "error": self.error,
             "recovered": dataclasses.asdict(self.recovered) if self.recovered else None,
         }

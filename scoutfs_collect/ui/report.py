@@ -33,6 +33,13 @@ def _e(x: Any) -> str:
     return escape(escape_controls(str(x)), quote=True)
 
 
+def _offset(ms: Optional[float], error_ms: Optional[float]) -> str:
+    """A node's clock offset as the report shows it: ``+0.412 ms ± 0.180``, or ``-``."""
+    if ms is None:
+        return "-"
+    return f"{ms:+.3f} ms" + ("" if error_ms is None else f" ± {error_ms:.3f}")
+
+
 def _table(head: List[str], rows: List[List[str]], cls: str = "") -> str:
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -62,7 +69,7 @@ def _header(a: Analysis) -> str:
         out = f"<p>Cluster bundle: origin <b>{_e(where)}</b>{what}</p>" + out
         head = ["node", "status", "clock offset", "stop after origin's trigger", "error"]
         out += "<p></p>" + _table(head, [
-            [_e(r.name), _e(r.status), "-" if r.clock_offset_ms is None else f"{r.clock_offset_ms:+.3f} ms",
+            [_e(r.name), _e(r.status), _offset(r.clock_offset_ms, r.clock_error_ms),
              "-" if r.stop_lag_ms is None else f"{r.stop_lag_ms:.1f} ms", _e(r.error or "")]
             for r in (b.record for b in a.bundle.nodes)])
     return out
