@@ -59,13 +59,13 @@ tar -C dist -czf "$wheels.tar.gz" "$(basename "$wheels")"
 rm -f dist/scoutfs-collect.raw.pex
 rm -rf "$wheels"
 
-"$build/bin/argparse-manpage" --module scoutfs_collect.core.cli --function build_parser \
+"$build/bin/argparse-manpage" --module scoutfs_collect.core.arguments --function build_parser \
   --prog scoutfs-collect --project-name scoutfs-collect --version "$version" --manual-section 8 \
   --description "flight recorder for the scoutfs clustered filesystem" \
   --manual-title "System Administration" --output dist/scoutfs-collect.8
-"$build/bin/shtab" --shell=bash --prog scoutfs-collect scoutfs_collect.core.cli.build_parser \
+"$build/bin/shtab" --shell=bash --prog scoutfs-collect scoutfs_collect.core.arguments.build_parser \
   > dist/completion/scoutfs-collect.bash
-"$build/bin/shtab" --shell=zsh --prog scoutfs-collect scoutfs_collect.core.cli.build_parser \
+"$build/bin/shtab" --shell=zsh --prog scoutfs-collect scoutfs_collect.core.arguments.build_parser \
   > dist/completion/_scoutfs-collect
 
 ls -l dist/scoutfs-collect.pex "$wheels.tar.gz" dist/scoutfs-collect.8 dist/completion/* >&2
