@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.helpers import new_venv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,11 +29,12 @@ sys.exit(p.returncode)
 
 def test_a_bench_run_from_the_checkout_uses_a_normal_install(tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = new_venv(venv)
     py = venv / "bin" / "python"
     src = tmp_path / "src"  # pip builds in the source tree: keep the checkout clean
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".*", "build", "__pycache__", "*.egg-info"))
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".*", "build", "dist", "__pycache__",
+                                                             "*.egg-info"))
+    subprocess.run([*pip, "install", "-q", "--disable-pip-version-check", str(src)],
                    check=True, capture_output=True, cwd=tmp_path)
     run = subprocess.run([str(py), "-c", BENCH_LIKE, str(tmp_path)], cwd=REPO, capture_output=True,
                          text=True, timeout=120)

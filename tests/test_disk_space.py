@@ -45,9 +45,9 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def fs_64(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB tmpfs."""
-    with mounted_tmpfs(tmp_path / "small", 64) as mnt:
+def fs_30(tmp_path: Path) -> Iterator[Path]:
+    """A 30 MiB tmpfs."""
+    with mounted_tmpfs(tmp_path / "small", 30) as mnt:
         yield mnt
 
 
@@ -152,30 +152,31 @@ def test_output_dir_without_room_for_the_floor_is_refused_at_preflight(cli, smal
 @pytest.mark.once  # the compressor programs' hold-back is the subject
 @pytest.mark.parametrize("compression", ["zstd", "xz", "gz"])
 def test_archive_that_misses_by_less_than_the_compressor_holds_back_stops_at_the_floor(
-        cli, fs_64, compression):
-    # 33 MiB of incompressible data, 31 MiB free, min_free_mb 8: a packing floor of 2 MiB,
+        cli, fs_30, compression):
+    # 16 MiB of incompressible data, 14 MiB free, min_free_mb 8: a packing floor of 2 MiB,
     # so the archive misses by ~4 MiB. zstd -T0 and xz -T0 hold back more than that and
-    # write it after their input has ended: a guard that only looks at what goes *into*
-    # the compressor lets them fill the disk. What is written must stop at the floor.
+    # write it after their input has ended (of 16 MiB, zstd -3 holds back ~10 MiB, xz -6
+    # all of it: one block): a guard that only looks at what goes *into* the compressor
+    # lets them fill the disk. What is written must stop at the floor.
     profile = cli.profile(f"""\
 settings: {{compression: {compression}, min_free_mb: 8}}
 collectors:
-  fill: {{type: test-writer, finalize_mb: 33, random: true}}
+  fill: {{type: test-writer, finalize_mb: 16, random: true}}
 triggers:
   now: {{type: timer, after: 0}}
 """)
     proc = cli.start("--plugin-dir", str(cli.plugin_dir()), "--profile", str(profile),
-                     "--output-dir", str(fs_64), "--events-file", str(cli.events),
+                     "--output-dir", str(fs_30), "--events-file", str(cli.events),
                      "127.0.0.1", "7001")
-    with LowestFree(fs_64, interval=0.0002) as lowest:
+    with LowestFree(fs_30, interval=0.0002) as lowest:
         code, out, err = finish(proc, timeout=120)
     assert code == 3, err
     assert "No space left on device" not in err  # the compressor never hit the full disk
     assert "stopped packing" in err and "below the floor of 2 MiB" in err
     # Never under the floor, give or take the pages of the run's own last log lines.
     assert lowest.mib > 2 - 0.1, f"free space fell to {lowest.mib:.2f} MiB"
-    (workdir,) = list(fs_64.iterdir())  # the temporary archive is gone
+    (workdir,) = list(fs_30.iterdir())  # the temporary archive is gone
     assert f"no archive written; work dir kept: {workdir}" in err
     assert f"scoutfs-collect pack {workdir}" in err
-    assert (workdir / "fill" / "blob.bin").stat().st_size == 33 * MIB
-    assert free_mib(fs_64) > 25
+    assert (workdir / "fill" / "blob.bin").stat().st_size == 16 * MIB
+    assert free_mib(fs_30) > 10  # ~14 MiB; the partial archive would have left ~2

@@ -20,7 +20,7 @@ from typing import Dict, List
 
 import pytest
 
-from scoutfs_collect.core import cli
+from scoutfs_collect.core import arguments
 from tests.support.dist import Dist, NodePath, build_dist, make_node_path, node_env, pyenv_python
 from tests.support.helpers import wait_for
 
@@ -160,7 +160,7 @@ def test_wheelhouse_installs_offline_into_a_fresh_python313_venv(dist, tmp_path)
 def test_man_page_names_every_subcommand_and_renders_cleanly(dist):
     text = dist.man_page.read_text()
     assert text.startswith('.TH SCOUTFS\\-COLLECT "8"')
-    for command in cli.COMMANDS:
+    for command in arguments.COMMANDS:
         roff = command.replace("-", "\\-")  # roff escapes every hyphen
         assert f"'scoutfs\\-collect {roff}'" in text, command
     rendered = subprocess.run(["man", "--warnings", "-l", str(dist.man_page)], capture_output=True,
@@ -180,7 +180,7 @@ def _complete(script: Path, words: List[str]) -> List[str]:
 
 
 def test_bash_completion_offers_every_subcommand_and_their_options(dist):
-    assert set(_complete(dist.bash_completion, ["scoutfs-collect", ""])) >= set(cli.COMMANDS)
+    assert set(_complete(dist.bash_completion, ["scoutfs-collect", ""])) >= set(arguments.COMMANDS)
     assert "--output-dir" in _complete(dist.bash_completion, ["scoutfs-collect", "run", "--o"])
 
 

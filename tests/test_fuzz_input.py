@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from scoutfs_collect.core import cli, profile, registry
+from scoutfs_collect.core import arguments, profile, registry
 from scoutfs_collect.core.errors import UsageError
 from scoutfs_collect.core.instances import build_instances
 from scoutfs_collect.plugin import options
@@ -87,7 +87,7 @@ def test_generated_set_without_equals_or_empty_parts(raw):
 def test_generated_ip_and_port(ip, port):
     assume(not ip.startswith("-") and not port.startswith("-"))
     try:
-        ns = cli.parse(["check", ip, port])
+        ns = arguments.parse(["check", ip, port])
     except UsageError as exc:
         one_line(exc)
         return

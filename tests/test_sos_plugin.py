@@ -21,6 +21,10 @@ import pytest
 
 from scoutfs_collect.demo import fixture
 
+# once: sos (an outside program) runs the plugin with the system sos command's interpreter,
+# whichever Python runs pytest; a second Python would run the same sos on the same plugin.
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "contrib" / "sos" / "scoutfs.py"
 ARCHIVE_BYTES = 26 * 1024 * 1024  # over sos's default 25 MiB log size: must not be cut

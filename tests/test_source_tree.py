@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from scoutfs_collect import source_tree
 from scoutfs_collect.core import registry
 from tests.support.cli import cli_env
+from tests.support.helpers import new_venv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,11 +32,11 @@ def deps_only(tmp_path_factory):
     copy of the checkout (what a clone is: no build, no egg-info, no venvs)."""
     where = tmp_path_factory.mktemp("checkout")
     venv = where / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = new_venv(venv)
     py = venv / "bin" / "python"
     reqs = runtime_requirements()
     assert any(r.lower().startswith("pluggy") for r in reqs), reqs
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *reqs],
+    subprocess.run([*pip, "install", "-q", "--disable-pip-version-check", *reqs],
                    check=True, capture_output=True, cwd=where)
     checkout = where / "scoutfs-collect"
     shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(

@@ -34,16 +34,23 @@ mkdir -p "$wheels"
 "${pip[@]}" wheel --no-deps -w "$wheels" . 2>&1 | grep -v "^WARNING: Location" >&2 || true
 project_wheel=$(ls "$wheels"/scoutfs_collect-"$version"-*.whl)
 
+# One resolver run per platform and Python, all at once (each mostly waits on the index),
+# each into its own directory; then the wheels are merged (pure ones come from every run).
 platforms=()
 for arch in "${ARCHES[@]}"; do
   for py in "${PYTHONS[@]}"; do
     nodot=${py//./}
-    "${pip[@]}" download --only-binary=:all: --dest "$wheels" \
-      --platform "manylinux_${GLIBC}_${arch}" --implementation cp --python-version "$py" \
-      "$project_wheel" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    { "${pip[@]}" download --only-binary=:all: --dest "$wheels.parts/$arch-$nodot" \
+        --platform "manylinux_${GLIBC}_${arch}" --implementation cp --python-version "$py" \
+        "$project_wheel" 2>&1 | grep -v "^WARNING: Location" >&2 || true; } &
     platforms+=(--platform "manylinux_${GLIBC}_${arch}-cp-${nodot}-cp${nodot}")
   done
 done
+wait
+for whl in "$wheels.parts"/*/*.whl; do
+  [ -e "$wheels/${whl##*/}" ] || cp "$whl" "$wheels/"
+done
+rm -rf "$wheels.parts"
 tar -C dist -czf "$wheels.tar.gz" "$(basename "$wheels")"
 
 # --venv: the first run lays out a venv under PEX_ROOT, later runs exec it directly (the start-up
@@ -59,13 +66,13 @@ tar -C dist -czf "$wheels.tar.gz" "$(basename "$wheels")"
 rm -f dist/scoutfs-collect.raw.pex
 rm -rf "$wheels"
 
-"$build/bin/argparse-manpage" --module scoutfs_collect.core.cli --function build_parser \
+"$build/bin/argparse-manpage" --module scoutfs_collect.core.arguments --function build_parser \
   --prog scoutfs-collect --project-name scoutfs-collect --version "$version" --manual-section 8 \
   --description "flight recorder for the scoutfs clustered filesystem" \
   --manual-title "System Administration" --output dist/scoutfs-collect.8
-"$build/bin/shtab" --shell=bash --prog scoutfs-collect scoutfs_collect.core.cli.build_parser \
+"$build/bin/shtab" --shell=bash --prog scoutfs-collect scoutfs_collect.core.arguments.build_parser \
   > dist/completion/scoutfs-collect.bash
-"$build/bin/shtab" --shell=zsh --prog scoutfs-collect scoutfs_collect.core.cli.build_parser \
+"$build/bin/shtab" --shell=zsh --prog scoutfs-collect scoutfs_collect.core.arguments.build_parser \
   > dist/completion/_scoutfs-collect
 
 ls -l dist/scoutfs-collect.pex "$wheels.tar.gz" dist/scoutfs-collect.8 dist/completion/* >&2

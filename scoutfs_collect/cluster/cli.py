@@ -1,4 +1,4 @@
-"""The ``cluster`` command's arguments (registered by :mod:`scoutfs_collect.core.cli`).
+"""The ``cluster`` command's arguments (registered by :mod:`scoutfs_collect.core.arguments`).
 
 ::
 

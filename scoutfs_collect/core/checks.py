@@ -1,16 +1,41 @@
-"""The runner's own preflight checks: root, the host lock, the output directory, disk space."""
+"""The runner's own preflight checks: root, the host lock, the output directory, disk space,
+the compressor."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
+from scoutfs_collect.archive.compress import compression_problem
 from scoutfs_collect.plugin.api import Problem
 from scoutfs_collect.system.lock import HostLock
 from scoutfs_collect.system.mounts import mount_of, read_mounts
 
+if TYPE_CHECKING:
+    from scoutfs_collect.core.instances import PluginInstance
+    from scoutfs_collect.core.lifecycle import Invoker
+    from scoutfs_collect.core.profile import Settings
+
 MIB = 1024 * 1024
+
+
+def core_problems(collectors: Sequence[PluginInstance], invoker: Invoker,
+                  settings: Settings) -> List[Problem]:
+    """What the run itself needs, before any plugin's ``prepare``: root, an output dir with
+    room for what the collectors may write (each one's ``disk_estimate``, called through
+    ``invoker``), the compressor of ``settings.compression``."""
+    problems = check_root()
+    estimate = 0
+    for inst in collectors:
+        outcome = invoker.call(inst.name, "disk_estimate", inst.plugin.disk_estimate, inst.timeout)
+        if outcome.ok:
+            estimate += int(outcome.value or 0)
+    problems += check_output_dir(Path(settings.output_dir), estimate, settings.min_free_mb)
+    problem = compression_problem(settings.compression)
+    if problem:
+        problems.append(Problem(problem))
+    return problems
 
 
 def check_root() -> List[Problem]:

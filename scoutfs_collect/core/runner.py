@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from scoutfs_collect.archive import manifest
-from scoutfs_collect.archive import write as archive
 from scoutfs_collect.archive.manifest import TriggerRecord
 from scoutfs_collect.archive.recover import remove_stale_partials
 from scoutfs_collect.core import record
-from scoutfs_collect.core.checks import check_lock, check_output_dir, check_root
+from scoutfs_collect.core.checks import check_lock, core_problems
 from scoutfs_collect.core.control import ControlServer
 from scoutfs_collect.core.errors import EXIT_NO_ARCHIVE, EXIT_OK, EXIT_PLUGIN_FAILED
 from scoutfs_collect.core.events import EventLog
@@ -106,18 +105,7 @@ class Runner:
         """Every problem found, fatal or not, each tagged with who found it. In a real run
         the host lock is held (``lock_host``), so a plugin may repair a leftover whose owner
         is provably dead."""
-        found: List[Tuple[str, Problem]] = [("core", p) for p in check_root()]
-        estimate = 0
-        for inst in self.collectors:
-            outcome = self.invoker.call(inst.name, "disk_estimate", inst.plugin.disk_estimate,
-                                        inst.timeout)
-            if outcome.ok:
-                estimate += int(outcome.value or 0)
-        found += [("core", p) for p in check_output_dir(
-            self.output_dir, estimate, self.settings.min_free_mb)]
-        problem = archive.compression_problem(self.settings.compression)
-        if problem:
-            found.append(("core", Problem(problem)))
+        found = [("core", p) for p in core_problems(self.collectors, self.invoker, self.settings)]
         # In profile order, one at a time: prepare everything, then check everything.
         for inst, outcome in self._advance(self.instances, Phase.PREPARE):
             if not outcome.ok:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +34,19 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+def new_venv(venv: Path) -> List[str]:
+    """Make a venv at ``venv``; the argv of a pip that installs into it. With pip 22.3 or
+    newer the venv gets no pip of its own (ensurepip takes seconds): this interpreter's pip
+    installs into it (``pip --python``)."""
+    import pip
+
+    if tuple(int(x) for x in pip.__version__.split(".")[:2]) >= (22, 3):
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        return [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    return [str(venv / "bin" / "python"), "-m", "pip"]
 
 
 def unique(prefix: str) -> str:
