@@ -150,19 +150,25 @@ class Feed:
 
     def _frame_sink(self, name: str, source: str) -> sources.FrameSink:
         readers = [pair for pair in self.live if "packets" in pair[0].cls.sources]
-        decode, failed = packets.segment, self.failed
+        calls = [(pair[0].type_name, pair[1].record) for pair in readers]
+        decoders: Dict[int, packets.FrameDecoder] = {}
+        failed = self.failed
 
-        def sink(t: float, linktype: Optional[int], data: bytes) -> None:
-            seg = decode(t, linktype, data)
-            text = seg.text() if seg is not None else packets.decode(t, linktype, data, len(data)).text()
+        def sink(t: float, linktype: int, buf: bytes, start: int, end: int) -> None:
+            decoder = decoders.get(linktype)
+            if decoder is None:
+                decoder = decoders[linktype] = packets.FrameDecoder(linktype)
+            seg = decoder.at(t, buf, start, end)
+            text = seg.text() if seg is not None else \
+                packets.decode(t, linktype, buf[start:end], end - start).text()
             rec = Record(name, source, "packets", t, text, seg)
-            for pair in readers:
+            for type_name, record in calls:
                 try:
-                    pair[1].record(rec)
+                    record(rec)
                 except Exception as exc:  # one analyzer's failure costs only its own findings
-                    failed[pair[0].type_name] = f"failed on a packets record: {type(exc).__name__}: {exc}"
+                    failed[type_name] = f"failed on a packets record: {type(exc).__name__}: {exc}"
             if failed:
-                readers[:] = [p for p in readers if p[0].type_name not in failed]
+                calls[:] = [c for c in calls if c[0] not in failed]
                 self.live[:] = [p for p in self.live if p[0].type_name not in failed]
         return sink
 
