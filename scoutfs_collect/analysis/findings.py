@@ -151,13 +151,13 @@ class Feed:
     def _frame_sink(self, name: str, source: str) -> sources.FrameSink:
         readers = [pair for pair in self.live if "packets" in pair[0].cls.sources]
         calls = [(pair[0].type_name, pair[1].record) for pair in readers]
-        decoders: Dict[int, packets.FrameDecoder] = {}
+        decoder = packets.FrameDecoder(None)
         failed = self.failed
 
         def sink(t: float, linktype: int, buf: bytes, start: int, end: int) -> None:
-            decoder = decoders.get(linktype)
-            if decoder is None:
-                decoder = decoders[linktype] = packets.FrameDecoder(linktype)
+            nonlocal decoder
+            if linktype != decoder.linktype:
+                decoder = packets.FrameDecoder(linktype)
             seg = decoder.at(t, buf, start, end)
             text = seg.text() if seg is not None else \
                 packets.decode(t, linktype, buf[start:end], end - start).text()

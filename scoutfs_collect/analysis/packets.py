@@ -141,6 +141,7 @@ def segment(time: float, linktype: Optional[int], data: bytes) -> Optional[Segme
 
 
 _FLOWS: Dict[bytes, Tuple[str, str, int, int]] = {}  # IPv4 addresses and ports -> endpoints
+_new = tuple.__new__
 
 
 class FrameDecoder:
@@ -191,9 +192,9 @@ class FrameDecoder:
                 else:
                     seq = ack = flags = window = 0
                     length = total - 28
-                if length >= 0:
-                    return Segment(time, flow[0], flow[1], flow[2], flow[3], seq, ack, flags, window, length,
-                                   proto)
+                if length >= 0:  # Segment(...) without its Python __new__
+                    return _new(Segment, (time, flow[0], flow[1], flow[2], flow[3], seq, ack, flags, window,
+                                          length, proto))
         return segment(time, self.linktype, buf[start:end])
 
 

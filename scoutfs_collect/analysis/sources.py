@@ -237,9 +237,11 @@ def _frame_records(offset: float, stream: IO[bytes], span: Span, on_frame: Frame
     start, end = span
     inside: List[packets.Packet] = []
     decode = packets.decode
+    kept: List[Tuple[int, bytes, int]] = []
     try:
-        for t, linktype, data, origlen in pcap.frames(stream, "pcap", offset, on_frame, span):  # type: ignore
-            if start <= t <= end:
+        for t in pcap.frames(stream, "pcap", offset, on_frame, span, kept):  # type: ignore[arg-type]
+            if kept:
+                linktype, data, origlen = kept.pop()
                 inside.append(decode(t, linktype, data, origlen))
                 if len(inside) >= 4096:  # a slot's burst may span the flush: lines() keeps order
                     yield from packets.lines(inside)

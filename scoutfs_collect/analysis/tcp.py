@@ -250,7 +250,14 @@ class TcpAnalysis:
         conn.last = t
         if t > self.last_time:
             self.last_time = t
-        self._count(fwd, seg)
+        fwd.segments += 1  # _count, inline (fwd.first is set: fwd sent a segment before)
+        fwd.payload_bytes += seglen
+        until = self.until
+        if until is None or t <= until:
+            last = fwd.last
+            if last is not None and t - last > fwd.longest_silence:
+                fwd.longest_silence, fwd.silence_from = t - last, last
+            fwd.last = t
         rev.keepalive_pending = None
         rev.unanswered_retransmissions = 0
         if ack != fwd.lastack:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import struct
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple
 
 _MAGIC = {  # first 4 bytes of the file -> (byte order, fraction units per second)
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -47,11 +47,12 @@ def file_header(head: bytes, path: Path) -> Tuple[str, int, int, int]:
 
 
 def frames(stream: BinaryIO, path: Path, offset: float, sink: Callable[[float, int, bytes, int, int], None],
-           keep: Tuple[float, float] = (math.inf, -math.inf)) -> Iterator[Tuple[float, int, bytes, int]]:
-    """``(time, linktype, data, origlen)`` of each record of a pcap stream (``time`` with
-    ``offset`` added), ``data`` empty but for the records whose time is in ``keep``
-    (inclusive); every frame also handed to ``sink(time, linktype, buffer, start, end)``
-    first (the captured bytes are ``buffer[start:end]``, not copied). What
+           keep: Tuple[float, float] = (math.inf, -math.inf),
+           kept: Optional[List[Tuple[int, bytes, int]]] = None) -> Iterator[float]:
+    """The time of each record of a pcap stream (``offset`` added), its frame handed to
+    ``sink(time, linktype, buffer, start, end)`` first (the captured bytes are
+    ``buffer[start:end]``, not copied), and, if its time is in ``keep`` (inclusive),
+    ``(linktype, captured bytes, original length)`` appended to ``kept``. What
     :class:`PcapReader` reads, in one loop over CHUNK-sized reads, for the analyzers'
     pass over every frame; a partial last record or an impossible length ends it."""
     order, units, limit, linktype = file_header(stream.read(24), path)
@@ -71,7 +72,9 @@ def frames(stream: BinaryIO, path: Path, offset: float, sink: Callable[[float, i
                 break
             t = sec + frac / units + offset
             sink(t, linktype, buf, pos + 16, end)
-            yield t, linktype, buf[pos + 16:end] if lo <= t <= hi else b"", origlen
+            if lo <= t <= hi and kept is not None:
+                kept.append((linktype, buf[pos + 16:end], origlen))
+            yield t
             pos = end
 
 
