@@ -60,6 +60,25 @@ class Result:
                 "skipped": [s.as_dict() for s in self.skipped]}
 
 
+class _FrameRecord(Record):
+    """The Record of a TCP or UDP frame: its ``text`` (``src → dst TCP len N``) is made
+    from ``data`` (the Segment) when first read; the analyzers of a million frames
+    mostly read only ``data``. Otherwise a Record like any other."""
+
+    def __init__(self, node: str, source: str, kind: str, time: float, text: Optional[str],
+                 data: Any = None) -> None:
+        d = self.__dict__
+        d["node"], d["source"], d["kind"], d["time"], d["data"] = node, source, kind, time, data
+        if text is not None:
+            d["text"] = text
+
+    def __getattr__(self, name: str) -> Any:  # only for an attribute not in __dict__
+        if name != "text" or "data" not in self.__dict__:
+            raise AttributeError(name)
+        text = self.__dict__["text"] = self.data.text()
+        return text
+
+
 class Feed:
     """The analyzers' side of the scan: built from the registered analyzer types,
     told of the bundle (:meth:`open`) and of each node's manifest (:meth:`begin`), then
@@ -159,9 +178,11 @@ class Feed:
             if linktype != decoder.linktype:
                 decoder = packets.FrameDecoder(linktype)
             seg = decoder.at(t, buf, start, end)
-            text = seg.text() if seg is not None else \
-                packets.decode(t, linktype, buf[start:end], end - start).text()
-            rec = Record(name, source, "packets", t, text, seg)
+            if seg is not None:
+                rec: Record = _FrameRecord(name, source, "packets", t, None, seg)
+            else:
+                rec = Record(name, source, "packets", t, packets.decode(t, linktype, buf[start:end],
+                                                                        end - start).text(), None)
             for type_name, record in calls:
                 try:
                     record(rec)
