@@ -112,7 +112,7 @@ def read(spec: SourceSpec, stream: IO[bytes], span: Span, on_counter: Optional[C
     if spec.kind == "ftrace" and share is not None:
         return ftrace_records(spec.offset, stream, span, share)
     if spec.kind == "packets" and on_frame is not None:
-        return packet_records(spec.offset, stream, span, on_frame)
+        return _frame_records(spec.offset, stream, span, on_frame)  # not through packet_records: a layer less
     reader: Callable[[float, IO[bytes], Span], Iterator[TimedText]] = _READERS[spec.kind]
     return reader(spec.offset, stream, span)
 

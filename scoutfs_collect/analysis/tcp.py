@@ -235,7 +235,7 @@ class TcpAnalysis:
         not below ``nextseq``), so what they do reduces to the updates below, in the
         same order (tests/test_fast_paths.py compares the two on captures)."""
         conn, fwd, rev = sides
-        seq, ack, window, seglen = seg.seq, seg.ack, seg.window, seg.length
+        t, _, _, _, _, seq, ack, _, window, seglen, _ = seg
         nextseq = fwd.nextseq
         if (seq != nextseq or not nextseq or not window or rev.window == 0
                 or (not seglen and window == fwd.window and ack == fwd.lastack)):
@@ -246,7 +246,6 @@ class TcpAnalysis:
         lastack = rev.lastack
         if seglen and lastack and not 0 < ((seq + seglen - lastack) & _U32) < 0x80000000:
             return False  # spurious retransmission
-        t = seg.time
         conn.last = t
         if t > self.last_time:
             self.last_time = t
