@@ -3,7 +3,7 @@ and direction (:mod:`scoutfs_collect.analysis.tcp`), as findings."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, List, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Tuple
 
 from scoutfs_collect import Analyzer, Evidence, Finding, Record, hookimpl
 from scoutfs_collect.analysis.packets import ip_of
@@ -42,15 +42,18 @@ class Tcp(Analyzer):
         super().__init__(ctx)
         self.port = ctx.port
         self.analyses: Dict[Tuple[str, str], TcpAnalysis] = {}  # (node, source)
+        self._last: Tuple[Any, Any, Any] = (None, None, None)  # (source, node, its analysis)
 
     def record(self, rec: Record) -> None:
         seg = rec.data
         if seg is None or seg.proto != 6:
             return
-        analysis = self.analyses.get((rec.node, rec.source))
-        if analysis is None:
-            analysis = self.analyses[(rec.node, rec.source)] = TcpAnalysis(self.port, self.ctx.trigger)
-        analysis.feed(seg)
+        if rec.source is not self._last[0] or rec.node is not self._last[1]:  # frames come by capture
+            analysis = self.analyses.get((rec.node, rec.source))
+            if analysis is None:
+                analysis = self.analyses[(rec.node, rec.source)] = TcpAnalysis(self.port, self.ctx.trigger)
+            self._last = (rec.source, rec.node, analysis)
+        self._last[2].feed(seg)
 
     def finish(self) -> Iterable[Finding]:
         for (node, source), analysis in self.analyses.items():

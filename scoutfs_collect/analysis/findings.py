@@ -60,6 +60,25 @@ class Result:
                 "skipped": [s.as_dict() for s in self.skipped]}
 
 
+class _FrameRecord(Record):
+    """The Record of a TCP or UDP frame: its ``text`` (``src → dst TCP len N``) is made
+    from ``data`` (the Segment) when first read; the analyzers of a million frames
+    mostly read only ``data``. Otherwise a Record like any other."""
+
+    def __init__(self, node: str, source: str, kind: str, time: float, text: Optional[str],
+                 data: Any = None) -> None:
+        d = self.__dict__
+        d["node"], d["source"], d["kind"], d["time"], d["data"] = node, source, kind, time, data
+        if text is not None:
+            d["text"] = text
+
+    def __getattr__(self, name: str) -> Any:  # only for an attribute not in __dict__
+        if name != "text" or "data" not in self.__dict__:
+            raise AttributeError(name)
+        text = self.__dict__["text"] = self.data.text()
+        return text
+
+
 class Feed:
     """The analyzers' side of the scan: built from the registered analyzer types,
     told of the bundle (:meth:`open`) and of each node's manifest (:meth:`begin`), then
@@ -150,19 +169,27 @@ class Feed:
 
     def _frame_sink(self, name: str, source: str) -> sources.FrameSink:
         readers = [pair for pair in self.live if "packets" in pair[0].cls.sources]
-        decode, failed = packets.segment, self.failed
+        calls = [(pair[0].type_name, pair[1].record) for pair in readers]
+        decoder = packets.FrameDecoder(None)
+        failed = self.failed
 
-        def sink(t: float, linktype: Optional[int], data: bytes) -> None:
-            seg = decode(t, linktype, data)
-            text = seg.text() if seg is not None else packets.decode(t, linktype, data, len(data)).text()
-            rec = Record(name, source, "packets", t, text, seg)
-            for pair in readers:
+        def sink(t: float, linktype: int, buf: bytes, start: int, end: int) -> None:
+            nonlocal decoder
+            if linktype != decoder.linktype:
+                decoder = packets.FrameDecoder(linktype)
+            seg = decoder.at(t, buf, start, end)
+            if seg is not None:
+                rec: Record = _FrameRecord(name, source, "packets", t, None, seg)
+            else:
+                rec = Record(name, source, "packets", t, packets.decode(t, linktype, buf[start:end],
+                                                                        end - start).text(), None)
+            for type_name, record in calls:
                 try:
-                    pair[1].record(rec)
+                    record(rec)
                 except Exception as exc:  # one analyzer's failure costs only its own findings
-                    failed[pair[0].type_name] = f"failed on a packets record: {type(exc).__name__}: {exc}"
+                    failed[type_name] = f"failed on a packets record: {type(exc).__name__}: {exc}"
             if failed:
-                readers[:] = [p for p in readers if p[0].type_name not in failed]
+                calls[:] = [c for c in calls if c[0] not in failed]
                 self.live[:] = [p for p in self.live if p[0].type_name not in failed]
         return sink
 

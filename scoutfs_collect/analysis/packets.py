@@ -140,6 +140,64 @@ def segment(time: float, linktype: Optional[int], data: bytes) -> Optional[Segme
         return None
 
 
+_FLOWS: Dict[bytes, Tuple[str, str, int, int]] = {}  # IPv4 addresses and ports -> endpoints
+_new = tuple.__new__
+
+
+class FrameDecoder:
+    """:func:`segment` for the frames of one link type, read in place from a buffer
+    (:meth:`at`: no copy of the frame). The common frame, IPv4 without options carrying
+    TCP or UDP (over Ethernet without a VLAN tag, Linux cooked, loopback or raw IP), is
+    unpacked with one struct call and its endpoints looked up by the 12 bytes of its
+    addresses and ports; any other frame goes through :func:`segment`, so the result is
+    :func:`segment`'s for every frame."""
+
+    def __init__(self, linktype: Optional[int]) -> None:
+        self.linktype = linktype
+        ether_at, net = (None, 4) if linktype == 0 else _LINK.get(linktype, (None, None))
+        self.net = net
+        # ethertype, IP version/IHL, total length, fragment, protocol, then (after the
+        # 12 bytes of addresses and ports) TCP seq, ack, data offset, flags, window
+        ip_tcp = "BxH2xHxB2x12xIIBBH"
+        if net is None:
+            self.fast = None
+        elif ether_at is None:
+            self.fast = struct.Struct(f">{net}x{ip_tcp}" if net else f">{ip_tcp}")
+        else:
+            pad = net - ether_at - 2
+            self.fast = struct.Struct(f">{ether_at}xH{pad}x{ip_tcp}" if ether_at else f">H{pad}x{ip_tcp}")
+        self.raw = ether_at is None
+
+    def at(self, time: float, buf: bytes, start: int, end: int) -> Optional[Segment]:
+        """:func:`segment` of the frame ``buf[start:end]``."""
+        fast = self.fast
+        if fast is not None and end - start >= fast.size:
+            if self.raw:
+                ether, (vihl, total, frag, proto, seq, ack, off, flags, window) = 0x0800, \
+                    fast.unpack_from(buf, start)
+            else:
+                ether, vihl, total, frag, proto, seq, ack, off, flags, window = fast.unpack_from(buf, start)
+            if ether == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and (proto == TCP or proto == UDP):
+                at = start + self.net + 12
+                key = buf[at:at + 12]
+                flow = _FLOWS.get(key)
+                if flow is None:
+                    if len(_FLOWS) > 4096:
+                        _FLOWS.clear()
+                    sport, dport = struct.unpack_from(">HH", key, 8)
+                    flow = _FLOWS[key] = (_cached_endpoint(key[:4], sport), _cached_endpoint(key[4:8], dport),
+                                          sport, dport)
+                if proto == TCP:
+                    length = total - 20 - (off >> 4) * 4
+                else:
+                    seq = ack = flags = window = 0
+                    length = total - 28
+                if length >= 0:  # Segment(...) without its Python __new__
+                    return _new(Segment, (time, flow[0], flow[1], flow[2], flow[3], seq, ack, flags, window,
+                                          length, proto))
+        return segment(time, self.linktype, buf[start:end])
+
+
 def decode(time: float, linktype: Optional[int], data: bytes, length: int) -> Packet:
     """Addresses, ports and protocol of an Ethernet, Linux cooked (SLL, SLL2), loopback
     or raw IP frame; ``?`` fields where the capture is too short or not IP."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Dict, List, Optional, Tuple
 
 from scoutfs_collect.analysis.sources import FrameSink
-from scoutfs_collect.system.pcap import PcapError, PcapReader
+from scoutfs_collect.system.pcap import PcapError, frames
 
 
 class _Tee:
@@ -82,10 +82,10 @@ class RingOrder:
 
     def _replay(self, name: str) -> None:
         path = self.held.pop(name)
-        reader = PcapReader(path, with_data=True)
         try:
-            for r in reader:
-                self.sink(r.time + self.offset, reader.linktype, r.data)
+            with open(path, "rb") as f:
+                for _ in frames(f, path, self.offset, self.sink):
+                    pass
         except (OSError, PcapError):
             pass
         finally:

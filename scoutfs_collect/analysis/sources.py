@@ -27,7 +27,7 @@ from typing import IO, Any, Callable, Dict, FrozenSet, Iterator, List, Optional,
 
 from scoutfs_collect.analysis import packets
 from scoutfs_collect.analysis.clocks import ClockMap
-from scoutfs_collect.system import tracefs
+from scoutfs_collect.system import pcap, tracefs
 from scoutfs_collect.system.kernel_text import escape_controls, escape_controls_in_lines, has_controls
 from scoutfs_collect.system.pcap import PcapError, PcapReader
 
@@ -80,7 +80,8 @@ def specs(manifest: Dict[str, Any], clocks: ClockMap) -> List[SourceSpec]:
 
 
 CounterSink = Callable[[float, str, str, int], None]  # (time, mount, counter, value)
-FrameSink = Callable[[float, Optional[int], bytes], None]  # (aligned time, linktype, captured bytes)
+#: (aligned time, linktype, buffer, start, end): the captured bytes are buffer[start:end]
+FrameSink = Callable[[float, int, bytes, int, int], None]
 
 
 Span = Tuple[float, float]  # the window: records outside it get "" as text (not formatted)
@@ -111,7 +112,7 @@ def read(spec: SourceSpec, stream: IO[bytes], span: Span, on_counter: Optional[C
     if spec.kind == "ftrace" and share is not None:
         return ftrace_records(spec.offset, stream, span, share)
     if spec.kind == "packets" and on_frame is not None:
-        return packet_records(spec.offset, stream, span, on_frame)
+        return _frame_records(spec.offset, stream, span, on_frame)  # not through packet_records: a layer less
     reader: Callable[[float, IO[bytes], Span], Iterator[TimedText]] = _READERS[spec.kind]
     return reader(spec.offset, stream, span)
 
@@ -203,7 +204,10 @@ def packet_records(offset: float, stream: IO[bytes], span: Span, on_frame: Optio
     (one line each, or burst lines); with ``on_frame``, each packet's frame also goes there,
     in file order, as it is read."""
     start, end = span
-    between = None if on_frame is not None else (start - offset - 1e-3, end - offset + 1e-3)  # margin
+    if on_frame is not None:
+        yield from _frame_records(offset, stream, span, on_frame)
+        return
+    between = (start - offset - 1e-3, end - offset + 1e-3)  # margin
     reader = PcapReader("pcap", with_data=True, stream=stream,  # type: ignore[arg-type]
                         data_between=between)
     inside: List[packets.Packet] = []
@@ -211,10 +215,34 @@ def packet_records(offset: float, stream: IO[bytes], span: Span, on_frame: Optio
     try:
         for r in reader:
             t = r.time + offset
-            if on_frame is not None:
-                on_frame(t, reader.linktype, r.data)
             if start <= t <= end:
                 inside.append(decode(t, reader.linktype, r.data, r.origlen))
+                if len(inside) >= 4096:  # a slot's burst may span the flush: lines() keeps order
+                    yield from packets.lines(inside)
+                    inside = []
+            else:
+                if inside:
+                    yield from packets.lines(inside)
+                    inside = []
+                yield t, ""
+    except PcapError:
+        pass
+    if inside:
+        yield from packets.lines(inside)
+
+
+def _frame_records(offset: float, stream: IO[bytes], span: Span, on_frame: FrameSink) -> Iterator[TimedText]:
+    """:func:`packet_records` with every frame handed to ``on_frame`` (:func:`pcap.frames`:
+    the frames read in place; only those inside ``span`` are copied, for their lines)."""
+    start, end = span
+    inside: List[packets.Packet] = []
+    decode = packets.decode
+    kept: List[Tuple[int, bytes, int]] = []
+    try:
+        for t in pcap.frames(stream, "pcap", offset, on_frame, span, kept):  # type: ignore[arg-type]
+            if kept:
+                linktype, data, origlen = kept.pop()
+                inside.append(decode(t, linktype, data, origlen))
                 if len(inside) >= 4096:  # a slot's burst may span the flush: lines() keeps order
                     yield from packets.lines(inside)
                     inside = []

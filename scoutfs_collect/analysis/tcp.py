@@ -173,6 +173,8 @@ class TcpAnalysis:
         self.forgotten = 0  # connections dropped beyond MAX_CONNECTIONS
         self._live: Dict[Tuple[str, str], Connection] = {}
         self._all: collections.OrderedDict[int, Connection] = collections.OrderedDict()
+        # (src, dst) -> (connection, that direction, the other) of every live connection
+        self._sides: Dict[Tuple[str, str], Tuple[Connection, Direction, Direction]] = {}
 
     def feed_frame(self, time: float, linktype: Optional[int], data: bytes) -> None:
         """One captured frame (anything not TCP is skipped)."""
@@ -185,6 +187,10 @@ class TcpAnalysis:
         """One parsed segment (UDP and those not on ``port`` are skipped)."""
         if seg.proto != TCP or (self.port is not None and self.port not in (seg.sport, seg.dport)):
             return
+        if seg.flags & (SYN | FIN | RST | ACK) == ACK:
+            sides = self._sides.get((seg.src, seg.dst))
+            if sides is not None and self._in_order(sides, seg):
+                return
         key = (seg.src, seg.dst) if seg.src < seg.dst else (seg.dst, seg.src)
         conn = self._live.get(key)
         if conn is not None and seg.flags & (SYN | ACK) == SYN:
@@ -196,6 +202,8 @@ class TcpAnalysis:
         if conn is None:
             conn = Connection(Direction(seg.src, seg.dst), Direction(seg.dst, seg.src), seg.time, seg.time)
             self._live[key] = conn
+            self._sides[(seg.dst, seg.src)] = (conn, conn.b, conn.a)
+            self._sides[(seg.src, seg.dst)] = (conn, conn.a, conn.b)  # src == dst: as direction()
             self._all[id(conn)] = conn
             if len(self._all) > MAX_CONNECTIONS:
                 _, old = self._all.popitem(last=False)
@@ -203,6 +211,8 @@ class TcpAnalysis:
                 for k, v in list(self._live.items()):
                     if v is old:
                         del self._live[k]
+                        self._sides.pop(k, None)
+                        self._sides.pop((k[1], k[0]), None)
         conn.last = seg.time
         self.last_time = max(self.last_time, seg.time)
         fwd = conn.direction(seg.src)
@@ -213,6 +223,52 @@ class TcpAnalysis:
             conn.syn_time = seg.time
         elif seg.flags & (SYN | ACK) == ACK and conn.syn_time is not None and conn.first_rtt is None:
             conn.first_rtt = seg.time - conn.syn_time  # Wireshark's ts_first_rtt
+
+    def _in_order(self, sides: Tuple[Connection, Direction, Direction], seg: Segment) -> bool:
+        """The common segment, done at less cost; False (nothing changed) for any other.
+        Common: ACK without SYN, FIN or RST (the caller checks), at its direction's
+        ``nextseq``, neither window 0, not a duplicate-ACK candidate (no data and the same
+        window and ACK as before), ACKing nothing beyond what the other side is known to
+        have sent, and not only data already ACKed. For such a segment every test of
+        :func:`_analyze` and :func:`_retransmission` is false (not a zero-window probe
+        nor a keep-alive: seq is ``nextseq``; no lost segment; no retransmission: seq is
+        not below ``nextseq``), so what they do reduces to the updates below, in the
+        same order (tests/test_fast_paths.py compares the two on captures)."""
+        conn, fwd, rev = sides
+        t, _, _, _, _, seq, ack, _, window, seglen, _ = seg
+        nextseq = fwd.nextseq
+        if (seq != nextseq or not nextseq or not window or rev.window == 0
+                or (not seglen and window == fwd.window and ack == fwd.lastack)):
+            return False
+        acked = rev.maxseqtobeacked
+        if acked and 0 < ((ack - acked) & _U32) < 0x80000000:
+            return False
+        lastack = rev.lastack
+        if seglen and lastack and not 0 < ((seq + seglen - lastack) & _U32) < 0x80000000:
+            return False  # spurious retransmission
+        conn.last = t
+        if t > self.last_time:
+            self.last_time = t
+        fwd.segments += 1  # _count, inline (fwd.first is set: fwd sent a segment before)
+        fwd.payload_bytes += seglen
+        until = self.until
+        if until is None or t <= until:
+            last = fwd.last
+            if last is not None and t - last > fwd.longest_silence:
+                fwd.longest_silence, fwd.silence_from = t - last, last
+            fwd.last = t
+        rev.keepalive_pending = None
+        rev.unanswered_retransmissions = 0
+        if ack != fwd.lastack:
+            fwd.dupacks = 0
+        if seglen:  # 0 < seglen < 2**31: seq + seglen is after seq
+            fwd.nextseq, fwd.nextseq_time = (seq + seglen) & _U32, t
+        if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+            fwd.maxseqtobeacked = fwd.nextseq
+        fwd.window, fwd.lastack, fwd.lastack_time, fwd.last_flags = window, ack, t, 0
+        if conn.syn_time is not None and conn.first_rtt is None:
+            conn.first_rtt = t - conn.syn_time  # Wireshark's ts_first_rtt
+        return True
 
     def _count(self, fwd: Direction, seg: Segment) -> None:
         fwd.segments += 1

@@ -80,6 +80,13 @@ class Record:
     text: str
     data: Any = None
 
+    def __init__(self, node: str, source: str, kind: str, time: float, text: str, data: Any = None) -> None:
+        # the generated __init__ of a frozen dataclass sets each field through
+        # object.__setattr__: 3x the cost, for one Record per captured frame
+        d = self.__dict__
+        d["node"], d["source"], d["kind"] = node, source, kind
+        d["time"], d["text"], d["data"] = time, text, data
+
 
 @dataclasses.dataclass
 class NodeInfo:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import struct
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Callable, Iterator, List, NamedTuple, Optional, Tuple
 
 _MAGIC = {  # first 4 bytes of the file -> (byte order, fraction units per second)
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -34,6 +34,48 @@ class PcapRecord(NamedTuple):
     caplen: int
     origlen: int
     data: bytes = b""
+
+
+def file_header(head: bytes, path: Path) -> Tuple[str, int, int, int]:
+    """``(byte order, fraction units per second, the largest caplen taken as sane, link
+    type)`` of a pcap file's first 24 bytes; PcapError naming ``path`` if it is none."""
+    if len(head) < 24 or head[:4] not in _MAGIC:
+        raise PcapError(f"{path}: not a pcap file")
+    order, units = _MAGIC[head[:4]]
+    *_version, snaplen, linktype = struct.unpack(order + "HHiIII", head[4:])
+    return order, units, max(snaplen, _MAX_CAPLEN), linktype
+
+
+def frames(stream: BinaryIO, path: Path, offset: float, sink: Callable[[float, int, bytes, int, int], None],
+           keep: Tuple[float, float] = (math.inf, -math.inf),
+           kept: Optional[List[Tuple[int, bytes, int]]] = None) -> Iterator[float]:
+    """The time of each record of a pcap stream (``offset`` added), its frame handed to
+    ``sink(time, linktype, buffer, start, end)`` first (the captured bytes are
+    ``buffer[start:end]``, not copied), and, if its time is in ``keep`` (inclusive),
+    ``(linktype, captured bytes, original length)`` appended to ``kept``. What
+    :class:`PcapReader` reads, in one loop over CHUNK-sized reads, for the analyzers'
+    pass over every frame; a partial last record or an impossible length ends it."""
+    order, units, limit, linktype = file_header(stream.read(24), path)
+    unpack = struct.Struct(order + "IIII").unpack_from
+    lo, hi = keep
+    buf, pos, eof = b"", 0, False
+    while not eof:
+        more = stream.read(CHUNK)
+        buf, pos, eof = buf[pos:] + more, 0, not more
+        size = len(buf)
+        while pos + 16 <= size:
+            sec, frac, caplen, origlen = unpack(buf, pos)
+            end = pos + 16 + caplen
+            if caplen > limit:
+                return
+            if end > size:
+                break
+            t = sec + frac / units + offset
+            sink(t, linktype, buf, pos + 16, end)
+            if lo <= t <= hi and kept is not None:
+                kept.append((linktype, buf[pos + 16:end], origlen))
+            yield t
+            pos = end
 
 
 class PcapReader:
@@ -67,12 +109,8 @@ class PcapReader:
     def _records(self, f: BinaryIO) -> Iterator[PcapRecord]:
         """Records parsed from CHUNK-sized reads (two small reads per packet cost more
         than the parsing on a tar member stream)."""
-        head = f.read(24)
-        if len(head) < 24 or head[:4] not in _MAGIC:
-            raise PcapError(f"{self.path}: not a pcap file")
-        order, units = _MAGIC[head[:4]]
-        *_version, snaplen, self.linktype = struct.unpack(order + "HHiIII", head[4:])
-        limit, unpack = max(snaplen, _MAX_CAPLEN), struct.Struct(order + "IIII").unpack_from
+        order, units, limit, self.linktype = file_header(f.read(24), self.path)
+        unpack = struct.Struct(order + "IIII").unpack_from
         buf, pos, eof = b"", 0, False
         lo, hi = self.data_between or (-math.inf, math.inf)
         if not self.with_data:
