@@ -29,7 +29,7 @@ from scoutfs_collect.analysis import packets
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.system import pcap, tracefs
 from scoutfs_collect.system.kernel_text import escape_controls, escape_controls_in_lines, has_controls
-from scoutfs_collect.system.pcap import PcapError, PcapReader
+from scoutfs_collect.system.pcap import PcapError
 
 KINDS = ("kmsg", "ftrace", "packets", "counters")
 #: The kinds an analyzer may declare (``Analyzer.sources``): the timeline's, the sysinfo
@@ -203,32 +203,11 @@ def packet_records(offset: float, stream: IO[bytes], span: Span, on_frame: Optio
     """Packets outside ``span`` as (time, ""), those inside through :func:`packets.lines`
     (one line each, or burst lines); with ``on_frame``, each packet's frame also goes there,
     in file order, as it is read."""
-    start, end = span
-    if on_frame is not None:
-        yield from _frame_records(offset, stream, span, on_frame)
-        return
-    between = (start - offset - 1e-3, end - offset + 1e-3)  # margin
-    reader = PcapReader("pcap", with_data=True, stream=stream,  # type: ignore[arg-type]
-                        data_between=between)
-    inside: List[packets.Packet] = []
-    decode = packets.decode
-    try:
-        for r in reader:
-            t = r.time + offset
-            if start <= t <= end:
-                inside.append(decode(t, reader.linktype, r.data, r.origlen))
-                if len(inside) >= 4096:  # a slot's burst may span the flush: lines() keeps order
-                    yield from packets.lines(inside)
-                    inside = []
-            else:
-                if inside:
-                    yield from packets.lines(inside)
-                    inside = []
-                yield t, ""
-    except PcapError:
-        pass
-    if inside:
-        yield from packets.lines(inside)
+    return _frame_records(offset, stream, span, on_frame or _no_frame)
+
+
+def _no_frame(t: float, linktype: int, buf: bytes, start: int, end: int) -> None:
+    """The frame sink of a pass without analyzers (the timeline's own)."""
 
 
 def _frame_records(offset: float, stream: IO[bytes], span: Span, on_frame: FrameSink) -> Iterator[TimedText]:
