@@ -24,10 +24,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict
 
 import common as c
-from timeline import measure
+from timeline import medians
 
 from tests.support.loopback_talk import LoopbackTalk
 
@@ -78,12 +78,7 @@ def main() -> None:
         }
         for p in pcaps:
             commands[f"tshark -z expert {p.name}"] = ["tshark", "-n", "-r", str(p), "-q", "-z", "expert"]
-        results: Dict[str, List[Dict[str, Any]]] = {k: [] for k in commands}
-        for _ in range(args.runs):
-            for name, argv in commands.items():
-                results[name].append(measure(argv, env, scratch.dir))
-        med = {k: {f: c.median(r[f] for r in v) for f in ("wall_s", "cpu_s", "tree_rss_mb", "maxrss_mb")}
-               for k, v in results.items()}
+        med, results = medians(commands, args.runs, env, scratch.dir)
         tshark = [k for k in med if k.startswith("tshark")]
         base_wall = sum(med[k]["wall_s"] for k in tshark)
         base_cpu = sum(med[k]["cpu_s"] for k in tshark)

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import common as c
 import psutil
@@ -51,6 +51,19 @@ def _tree_rss(pid: int) -> int:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def medians(commands: Dict[str, Sequence[str]], runs: int, env: Dict[str, str], cwd: Path
+            ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, List[Dict[str, Any]]]]:
+    """Each command measured ``runs`` times, the commands alternating (so a change of the
+    machine's load falls on all of them alike): per command the median of each figure,
+    and every run's figures."""
+    results: Dict[str, List[Dict[str, Any]]] = {k: [] for k in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            results[name].append(measure(argv, env, cwd))
+    return {k: {f: c.median(r[f] for r in v) for f in ("wall_s", "cpu_s", "tree_rss_mb", "maxrss_mb")}
+            for k, v in results.items()}, results
 
 
 def measure(argv: Sequence[str], env: Dict[str, str], cwd: Path) -> Dict[str, Any]:
@@ -158,12 +171,7 @@ def main() -> None:
         }
         for i, p in enumerate(pcaps):
             commands[f"tcpdump -n -r pcap{i}"] = ["tcpdump", "-n", "-r", str(p)]
-        results: Dict[str, List[Dict[str, Any]]] = {k: [] for k in commands}
-        for _ in range(args.runs):
-            for name, argv in commands.items():
-                results[name].append(measure(argv, env, scratch.dir))
-        med = {k: {f: c.median(r[f] for r in v) for f in ("wall_s", "cpu_s", "tree_rss_mb", "maxrss_mb")}
-               for k, v in results.items()}
+        med, results = medians(commands, args.runs, env, scratch.dir)
         baseline = [k for k in med if k.startswith(("trace-cmd", "tcpdump"))]
         base_wall = sum(med[k]["wall_s"] for k in baseline)
         base_cpu = sum(med[k]["cpu_s"] for k in baseline)
