@@ -75,7 +75,6 @@ class Runner:
         self.events = EventLog(request.events_file, console=True)
         self.invoker = Invoker(self._on_plugin_failure)
         self.inbox = StopInbox(self._on_first_stop, self._on_later_stop)
-        self.trigger: Optional[TriggerRecord] = None
         self.state = RunState.PREFLIGHT
         self.workdir: Optional[Path] = None
         self.times: Dict[str, Any] = {}
@@ -179,11 +178,18 @@ class Runner:
             raise KeyboardInterrupt(signal.Signals(signum).name)
         self.inbox.post_signal(signum)
 
+    @property
+    def trigger(self) -> Optional[TriggerRecord]:
+        """What ended the run: the inbox's first request (None before any)."""
+        first = self.inbox.first
+        if first is None:
+            return None
+        return TriggerRecord(name=first.trigger_name, type=first.type, reason=first.reason,
+                             time=first.time)
+
     def _on_first_stop(self, request: StopRequest) -> None:
-        self.trigger = TriggerRecord(name=request.trigger_name, type=request.type,
-                                     reason=request.reason, time=request.time)
-        self.times["clocks_at_trigger"] = manifest.clocks()
-        # at once: a cluster coordinator stops the other nodes on this event
+        """In the posting thread, after the main thread was woken to stop the rings: a
+        cluster coordinator stops the other nodes on this event."""
         self.events.emit("triggered", trigger=request.trigger_name, type=request.type,
                          reason=request.reason, trigger_time=request.time)
 
@@ -271,14 +277,22 @@ class Runner:
         t, extra = self.trigger, self.settings.post_trigger_seconds
         self.state = RunState.STOPPING
         self.times["triggered"] = t.time
+        self.times["clocks_at_trigger"] = manifest.clocks()
         if extra <= 0 or t.type == "disk-space" or self.inbox.urgent:
             return
+        self._await_announcement()
         self.events.emit("post_trigger", seconds=extra, trigger=t.name)
         self.state = RunState.RUNNING
-        deadline, seen = time.monotonic() + extra, len(self.inbox.later)
-        while time.monotonic() < deadline and len(self.inbox.later) == seen and not self.inbox.urgent:
+        deadline, seen = time.monotonic() + extra, self.inbox.later
+        while time.monotonic() < deadline and self.inbox.later == seen and not self.inbox.urgent:
             self.inbox.wait(deadline - time.monotonic())
         self.state = RunState.STOPPING
+
+    def _await_announcement(self) -> None:
+        """The ``triggered`` event goes out in the posting thread while this one stops the
+        rings; wait for it (5 s at most) before the next event, so events stay in order."""
+        if not self.inbox.announced.wait(5.0):
+            log.warning("the triggered event is still being sent after 5 s; going on")
 
     def _stop_and_persist(self) -> None:
         """Stop every started collector at once (newest first) and disarm the triggers; then
@@ -291,6 +305,7 @@ class Runner:
             inst.record.stopped_at = outcome.ended_at
         self._advance(self.triggers, Phase.DISARM, at_once=True)
         self.times["stopped"] = time.time()
+        self._await_announcement()
         self.events.emit("stopped")
         self.inbox.pending()  # signals received meanwhile are noted
         self._advance(self.collectors, Phase.PERSIST, at_once=True)

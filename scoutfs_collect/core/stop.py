@@ -27,7 +27,7 @@ import json
 import signal
 import threading
 import time
-from typing import Callable, Deque, List, Optional, Tuple, Union
+from typing import Callable, Deque, Optional, Tuple, Union
 
 from scoutfs_collect.system.wakeup import Wakeup
 
@@ -95,11 +95,13 @@ def encode_command(command: Command) -> bytes:
 class StopInbox:
     """Where stop requests arrive, from any thread or a signal handler.
 
-    ``on_first(request)`` is called once, for the request that decides the trigger, in
-    the thread that posted it (the ``triggered`` event goes out at once: a cluster
-    coordinator stops the other nodes on it). Later requests go to ``on_later`` and are
-    kept in ``later``; each one still wakes :meth:`wait` (a Ctrl-C during post_trigger_seconds
-    stops at once).
+    The first request decides the trigger (``first``). Posting wakes the main thread
+    *before* anything else happens in the poster's thread, so the rings stop as soon as
+    they can; then ``on_first(request)`` runs in the posting thread (the ``triggered``
+    event: a cluster coordinator stops the other nodes on it) and :attr:`announced` is
+    set, which the runner waits for before it says ``stopped`` (events stay in order).
+    Later requests go to ``on_later`` and are counted in ``later``; each one still wakes
+    :meth:`wait` (a Ctrl-C during post_trigger_seconds stops at once).
     """
 
     def __init__(self, on_first: Callable[[StopRequest], None],
@@ -110,8 +112,9 @@ class StopInbox:
         self._signals: Deque[Tuple[int, float]] = collections.deque()
         self._pipe = Wakeup()  # poked for every request and signal; never set
         self.first: Optional[StopRequest] = None
-        self.later: List[StopRequest] = []
+        self.later = 0  # how many requests came after the first
         self.urgent = False  # some request asked for durable data: no post_trigger_seconds
+        self.announced = threading.Event()  # on_first(first) has returned
 
     def post(self, request: StopRequest) -> StopRequest:
         """Record ``request``; the first decides the trigger. Returns the first."""
@@ -122,13 +125,16 @@ class StopInbox:
             if first:
                 self.first = request
             else:
-                self.later.append(request)
+                self.later += 1
             self.urgent = self.urgent or request.durable
+        self._wake()  # the main thread first: it stops the rings
         if first:
-            self._on_first(request)
+            try:
+                self._on_first(request)
+            finally:
+                self.announced.set()
         else:
             self._on_later(request)
-        self._wake()
         assert self.first is not None
         return self.first
 
