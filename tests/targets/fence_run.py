@@ -101,6 +101,7 @@ class Agent:
 class FenceRun:
     cluster: Cluster
     fencing_lines: List[str]
+    not_serviced: List[str]  # scoutfs's "fence request ... was not serviced in 30000ms" lines
     requests: Dict[str, Dict[str, str]]  # as first seen in sysfs
     fenced_log: str
     reclaimed: bool
@@ -365,6 +366,7 @@ def run_fence(stack: contextlib.ExitStack, tmp: Path, root: Path) -> FenceRun:
         reclaimed = within(lambda: reclaimed_line in dmesg(), 300, "the server reclaiming the client")
         step(f"reclaimed: {reclaimed}")
         fencing_lines = [ln for ln in dmesg().splitlines() if FENCING in ln]
+        not_serviced = [ln for ln in dmesg().splitlines() if "was not serviced in" in ln]
         keep("scoutfs-fenced.log", fenced_log.read_text(errors="replace"))
         # the victim's recorder ends only when the hook's stop reaches it, which may come
         # after the grace (ssh killed) or never: 30 s more at most, then SIGTERM
@@ -380,7 +382,7 @@ def run_fence(stack: contextlib.ExitStack, tmp: Path, root: Path) -> FenceRun:
         keep(f"{name}-events.jsonl", c.events.read_text() if c.events.exists() else "")
     durable = [e["time"] for e in rec.clis["victim"].event_list() if e["event"] == "durable"]
     return FenceRun(
-        cluster=cluster, fencing_lines=fencing_lines,
+        cluster=cluster, fencing_lines=fencing_lines, not_serviced=not_serviced,
         requests=requests, fenced_log=log_text, reclaimed=reclaimed,
         enabled_while_armed=enabled_while_armed, enabled_after=enabled_probe_lines(root),
         top_tracing_on=(root / "tracing_on").read_text().strip(),

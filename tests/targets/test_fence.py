@@ -40,6 +40,7 @@ def test_the_server_fences_the_cut_client(fence, observe):
     it and the server reclaiming the client's resources."""
     c = fence.cluster
     observe("fencing_lines", fence.fencing_lines)
+    observe("fence_requests_not_serviced_in_time", fence.not_serviced)
     assert fence.fencing_lines == [ln for ln in fence.fencing_lines
                                    if f"scoutfs {c.server.fs_id}: client {c.ip}:{c.client.local_port} " in ln]
     assert list(fence.requests) == [c.client.rid], fence.requests
