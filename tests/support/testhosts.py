@@ -140,6 +140,7 @@ class Host:
     address: str
     dir: Path
     sshd: Optional[subprocess.Popen] = None
+    port: int = 22  # its sshd's
 
     @property
     def runtime(self) -> Path:
@@ -175,7 +176,14 @@ class TestHosts:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, count: int, venv_bin: Optional[Path] = None, base: Optional[Path] = None) -> None:
+    def __init__(self, count: int, venv_bin: Optional[Path] = None, base: Optional[Path] = None,
+                 in_guest: bool = False) -> None:
+        """``in_guest``: sshds for a virtme-ng guest of the target tier: UsePAM yes (sshd
+        without PAM refuses every login to a locked account, and root's is locked there:
+        /etc/shadow ``root:!``) and HOME the host's dir (bash run by sshd sources
+        ~/.bashrc, and the build machine's root .bashrc, seen by the guest, spends ~10 s
+        of emulated CPU in pyenv's set-up before every command)."""
+        self.in_guest = in_guest
         remove_leftovers()
         self.token = uuid.uuid4().hex[:6]
         self.dir = Path(tempfile.mkdtemp(prefix="sfc-th.", dir=base))
@@ -234,6 +242,7 @@ class TestHosts:
         path = f"{host.bin}:{self.venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         config = host.dir / "sshd_config"
         config.write_text(
+            self._guest_config(host, path) +
             f"ListenAddress {host.address}\nPort {port}\nHostKey {hostkey}\n"
             f"PidFile {host.dir / 'sshd.pid'}\nAuthorizedKeysFile {host.dir / 'authorized_keys'}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
@@ -255,6 +264,17 @@ class TestHosts:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
 
+    def _guest_config(self, host: Host, path: str) -> str:
+        """For an ``in_guest`` sshd, lines put before the others (sshd keeps the first
+        UsePAM and the first SetEnv it reads): UsePAM yes, and the SetEnv with HOME (and
+        PYTHONPYCACHEPREFIX when set, so the guest's Pythons share one bytecode cache)."""
+        if not self.in_guest:
+            return ""
+        prefix = os.environ.get("PYTHONPYCACHEPREFIX")
+        return ("UsePAM yes\n"
+                f"SetEnv SCOUTFS_COLLECT_RUNTIME={host.runtime} SCOUTFS_COLLECT_ETC={host.dir / 'etc'} "
+                f"PATH={path} HOME={host.dir}{f' PYTHONPYCACHEPREFIX={prefix}' if prefix else ''}\n")
+
     def _wait_sshd(self, host: Host, timeout: float = 20.0, port: int = 22) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -274,7 +294,7 @@ class TestHosts:
         turning on IP forwarding, a system-wide setting), hostname ``name``. Its pid file
         is kept under GATEWAY_PIDS so a later run ends it if this one is killed."""
         port = _free_port()
-        host = Host(name=name, ns="", address="127.0.0.1", dir=self.dir / name)
+        host = Host(name=name, ns="", address="127.0.0.1", dir=self.dir / name, port=port)
         self._start_sshd(host, netns=False, port=port)
         GATEWAY_PIDS.mkdir(mode=0o700, exist_ok=True)
         assert host.sshd is not None

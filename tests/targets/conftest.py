@@ -4,7 +4,8 @@ SCOUTFS_COLLECT_TARGET_GUEST is set), and each guest kind runs only its own file
 
 - ``main`` (--cpus 2): the demo profile, the freeze self-test at two console levels,
   ``stop --wait durable``, and scoutfs itself when SCOUTFS_COLLECT_TARGET_SCOUTFS names a
-  directory with ``scoutfs.ko`` and the ``scoutfs`` utility built for this kernel;
+  directory with ``scoutfs.ko`` and the ``scoutfs`` utility built for this kernel (one
+  mount; then a real fence between two mounts, test_fence.py);
 - ``hotplug`` (-smp 2,maxcpus=8): a capture with more possible than online CPUs.
 
 What a test saw that the compatibility table needs (freeze mode, events past the fencing
@@ -27,14 +28,14 @@ SCOUTFS_DIR = os.environ.get("SCOUTFS_COLLECT_TARGET_SCOUTFS", "")
 RESULTS = os.environ.get("SCOUTFS_COLLECT_TARGET_RESULTS", "")
 
 _FILES = {
-    "main": ["test_demo.py", "test_freeze.py", "test_stop_durable.py", "test_scoutfs.py"],
+    "main": ["test_demo.py", "test_freeze.py", "test_stop_durable.py", "test_scoutfs.py", "test_fence.py"],
     "hotplug": ["test_hotplug.py"],
 }
 if GUEST not in _FILES:
     raise pytest.UsageError(f"SCOUTFS_COLLECT_TARGET_GUEST={GUEST!r}: expected main or hotplug")
 _wanted = set(_FILES[GUEST])
 if not (SCOUTFS_DIR and (Path(SCOUTFS_DIR) / "scoutfs.ko").is_file()):
-    _wanted.discard("test_scoutfs.py")  # test-targets.sh says "scoutfs: not built" instead
+    _wanted -= {"test_scoutfs.py", "test_fence.py"}  # test-targets.sh says "scoutfs: not built" instead
 collect_ignore = sorted(p.name for p in Path(__file__).parent.glob("test_*.py") if p.name not in _wanted)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,9 @@ import pytest
 from tests.support.cli import Cli, finish
 from tests.support.helpers import archive_of, extract, kmsg_write, wait_for
 from tests.targets.conftest import RESULTS, SCOUTFS_DIR
+from tests.targets.scoutfs_cluster import free_port, server_starting, sh
 
-SERVER_STARTING = re.compile(r"scoutfs (f\.[0-9a-f]+\.r\.[0-9a-f]+): server starting at ([0-9.]+):(\d+)")
+PROBE = "scoutfs_fence_start"
 
 
 @dataclass
@@ -34,19 +34,9 @@ class Node:
     mnt: Path
 
 
-def sh(*argv: object) -> str:
-    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True,
-                          timeout=300).stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_starting() -> List[re.Match]:
-    return list(SERVER_STARTING.finditer(sh("dmesg")))
+def enabled_probe(root: Path) -> List[str]:
+    """The top-level enabled_functions lines of our probe's function (read only)."""
+    return [ln for ln in (root / "enabled_functions").read_text().splitlines() if ln.startswith(PROBE)]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +77,7 @@ def write_files(mnt: Path, tag: str, count: int = 5) -> None:
 
 
 def test_default_profile_records_scoutfs_events_and_counters(node, tmp_path, printk_levels,
-                                                             top_tracing_on, observe):
+                                                             top_tracing_on, tracing_root, observe):
     printk_levels("4 4 1 7")  # RHEL's console level with `quiet`
     cli = Cli(tmp_path)
     # The default profile's rings want ~1.1 GB free; the guest's /tmp is RAM: the archive goes
@@ -102,6 +92,7 @@ def test_default_profile_records_scoutfs_events_and_counters(node, tmp_path, pri
                          "--set", "settings.phase_timeout=600",
                          node.ip, str(node.port))
         cli.wait_event("armed", proc, timeout=300)
+        armed = enabled_probe(tracing_root)
         write_files(node.mnt, "before")
         fencing = f"scoutfs {node.fs_id}: client 127.0.0.1:{node.port + 1} reconnect timed out, fencing"
         kmsg_write(fencing)
@@ -109,6 +100,7 @@ def test_default_profile_records_scoutfs_events_and_counters(node, tmp_path, pri
         code, out, err = finish(proc, timeout=600)
     finally:
         cli.cleanup()
+    after = enabled_probe(tracing_root)
     assert code == 0, err
     top = extract(archive_of(out), tmp_path / "x")
     m = json.loads((top / "manifest.json").read_text())
@@ -134,4 +126,12 @@ def test_default_profile_records_scoutfs_events_and_counters(node, tmp_path, pri
     assert node.fs_id in (counters / "mounts.txt").read_text()
     if ft["freeze_mode"] == "in-kernel":
         assert past == [], past[:5]
+    # With the module loaded the function probe on scoutfs_fence_start is armed (listed in the
+    # top-level enabled_functions while the run records) and gone after it. The line of this
+    # test calls no scoutfs function: the run stops from user space (test_fence.py has the
+    # real fence).
+    assert ft["freeze_mode"] == "function-probe", ft["freeze_why"]
+    assert ft["freeze_probes"] == [PROBE] and ft["frozen_by"] == "stop", ft
+    assert [ln.split()[:2] for ln in armed] == [[PROBE, "[scoutfs]"]], armed
+    assert after == [], after
     assert top_tracing_on.read_text().strip() == "1"

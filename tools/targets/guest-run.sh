@@ -24,7 +24,12 @@ if [[ -n $nics || -n $addrs ]]; then
 fi
 ip link set lo up
 export SCOUTFS_COLLECT_TARGET_GUEST=$kind SCOUTFS_COLLECT_TARGET_RESULTS=$results
-export SCOUTFS_COLLECT_TARGET_SCOUTFS=$scoutfs PYTHONDONTWRITEBYTECODE=1
+export SCOUTFS_COLLECT_TARGET_SCOUTFS=$scoutfs
+# Bytecode written in the guest's own /tmp (RAM), never into the host's checkout: without it
+# every Python the tier starts compiled our modules again (seconds each under emulation, on
+# the fence hook's clock too).
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/sfc-pycache
 python=${SCOUTFS_COLLECT_TARGET_PYTHON:-$repo/.venv-3.9/bin/python}
 cd "$repo" || exit 3
 "$python" -m pytest -p no:cacheprovider -q -rA --basetemp="/tmp/targets-$kind" \

@@ -5,8 +5,11 @@
 
 KIND.rc (pytest's exit status per guest kind), KIND-junit.xml (per-test outcome) and
 observations.jsonl (freeze mode, events past the fencing line...). Prints
-``TAG: PASS|FAIL ...; log: RESULTS_DIR`` and writes RESULTS_DIR/summary.json; exit 0 on
-PASS, 1 on FAIL."""
+``TAG: PASS|FAIL ...; log: RESULTS_DIR`` and, when the real fence ran (test_fence.py), a
+second line with its figures: per freeze mode the scoutfs events each ring kept after the
+server's fencing line (``TAG: fence: function-probe 0, user-space 41, old-script 230 scoutfs
+events past the fencing line (emulated guest: semantics, not ms)``). Writes
+RESULTS_DIR/summary.json; exit 0 on PASS, 1 on FAIL."""
 
 from __future__ import annotations
 
@@ -65,7 +68,22 @@ def main(argv: List[str]) -> int:
     if problems:
         detail += "; " + ", ".join(problems)
     print(f"{tag}: {verdict} ({detail}; scoutfs: {scoutfs}); log: {res}")
+    figures = fence_figures(seen)
+    if figures:
+        print(f"{tag}: fence: {figures}")
     return 0 if verdict == "PASS" else 1
+
+
+def fence_figures(seen: List[Dict]) -> str:
+    """``MODE N, ...`` from the fence_events_past_fencing observations, or ""."""
+    past: Dict[str, object] = {}
+    for o in seen:
+        if o.get("key") == "fence_events_past_fencing" and isinstance(o.get("value"), dict):
+            past.update(o["value"])
+    if not past:
+        return ""
+    shown = ", ".join(f"{mode} {'line not in ring' if n is None else n}" for mode, n in past.items())
+    return f"{shown} scoutfs events past the fencing line (emulated guest: semantics, not ms)"
 
 
 if __name__ == "__main__":
