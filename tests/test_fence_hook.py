@@ -25,6 +25,7 @@ import pytest
 
 from scoutfs_collect.demo import fixture
 from tests.support.cli import finish
+from tests.support.fence_agent import Agent
 from tests.support.helpers import archive_of, inspect, unique, wait_for
 from tests.support.testhosts import Host, TestHosts
 
@@ -79,30 +80,6 @@ triggers:
             os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.send_signal(signal.SIGTERM)
         self.proc.communicate(timeout=60)
-
-
-class Agent:
-    """What the stand-in agent recorded."""
-
-    def __init__(self, record: Path) -> None:
-        self.record = record
-
-    @property
-    def ran(self) -> bool:
-        return (self.record / "started").exists()
-
-    @property
-    def started(self) -> float:
-        return float((self.record / "started").read_text())
-
-    @property
-    def argv(self) -> List[str]:
-        return (self.record / "argv").read_text().splitlines()
-
-    @property
-    def env(self) -> Dict[str, str]:
-        lines = (self.record / "env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from scoutfs_collect.system import tracefs
 from tests.support.cli import Cli, finish
+from tests.support.fence_agent import Agent
 from tests.support.helpers import archive_of, extract, unique, wait_for
 from tests.support.testhosts import TestHosts
 from tests.targets.conftest import RESULTS, SCOUTFS_DIR
@@ -77,24 +78,6 @@ def past_fencing(trace: List[str]) -> Past:
     if not hits:
         return Past(None, [])
     return Past(trace[hits[0]], trace[hits[0] + 1:])
-
-
-@dataclass
-class Agent:
-    record: Path
-
-    @property
-    def ran(self) -> bool:
-        return (self.record / "started").exists()
-
-    @property
-    def started(self) -> float:
-        return float((self.record / "started").read_text())
-
-    @property
-    def env(self) -> Dict[str, str]:
-        lines = (self.record / "env").read_text().splitlines()
-        return dict(ln.split("=", 1) for ln in lines if "=" in ln)
 
 
 @dataclass
