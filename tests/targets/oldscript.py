@@ -10,13 +10,13 @@ guest): this stops *earlier* than the script would, never later."""
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from pathlib import Path
 from typing import List, Optional
 
+from scoutfs_collect.system.kernel_log import KmsgReader
 from scoutfs_collect.system.tracefs import TraceInstance
 
 POLL_S = 0.5  # the script's spinner loop
@@ -34,26 +34,14 @@ class OldScriptStop:
         self.stopped_at: Optional[float] = None
         self.line: Optional[str] = None
         self._end = threading.Event()
-        self._kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self._kmsg, 0, os.SEEK_END)  # like `-n 1 -S now`: only new lines
+        self._kmsg = KmsgReader(from_end=True)  # like `-n 1 -S now`: only new lines
         self.inst.tracing_on = True
         self._thread = threading.Thread(target=self._loop, name="oldscript", daemon=True)
         self._thread.start()
 
-    def _new_lines(self) -> List[str]:
-        lines = []
-        while True:
-            try:
-                rec = os.read(self._kmsg, 8192)
-            except BlockingIOError:
-                return lines
-            except BrokenPipeError:  # overwritten records: go on with the next
-                continue
-            lines.append(rec.decode(errors="replace").split(";", 1)[-1])
-
     def _loop(self) -> None:
         while not self._end.wait(POLL_S):
-            hit = next((ln for ln in self._new_lines() if self.pattern.search(ln)), None)
+            hit = next((r.text for r in self._kmsg.read_available() if self.pattern.search(r.text)), None)
             if hit is not None:
                 self.inst.tracing_on = False
                 self.stopped_at, self.line = time.time(), hit.strip()
@@ -70,6 +58,6 @@ class OldScriptStop:
     def close(self) -> None:
         self._end.set()
         self._thread.join(10)
-        os.close(self._kmsg)
+        self._kmsg.close()
         if self.inst.exists():
             self.inst.remove()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
+from scoutfs_collect.system.kernel_log import KmsgReader
 from tests.support.helpers import wait_for
 
 SERVER_STARTING = re.compile(r"scoutfs (f\.[0-9a-f]+\.r\.[0-9a-f]+): server starting at ([0-9.]+):(\d+)")
@@ -44,24 +45,11 @@ class KernelLog:
     for the whole wait, the fence hook's window included."""
 
     def __init__(self) -> None:
-        self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        self._reader = KmsgReader()  # from the oldest record still in the ring
         self._text = ""
 
     def text(self) -> str:
-        new = []
-        while True:
-            try:
-                rec = os.read(self._fd, 8192)
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # records overwritten before we read them: go on
-                continue
-            if not rec:
-                break
-            head, _, msg = rec.decode(errors="replace").partition(";")
-            fields = head.split(",")
-            usec = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 0
-            new.append(f"[{usec / 1e6:12.6f}] {msg.split(chr(10), 1)[0]}\n")
+        new = [f"[{r.usec / 1e6:12.6f}] {r.text}\n" for r in self._reader.read_available()]
         if new:
             self._text += "".join(new)
         return self._text
