@@ -12,7 +12,7 @@
 # kernel, PASS or FAIL and where its logs are; exit 0 when every kernel passed.
 # Uses software emulation (--disable-kvm) unless the CPU has VMX/SVM and /dev/kvm is usable
 # (on PVM hosts stock kernels fail under KVM); SCOUTFS_COLLECT_TARGETS_KVM=0|1 forces it.
-# SCOUTFS_COLLECT_TARGETS_TIMEOUT (s, default 1800) bounds each guest;
+# SCOUTFS_COLLECT_TARGETS_TIMEOUT (s, default 1800 main, 900 hotplug) bounds each guest;
 # SCOUTFS_COLLECT_TARGETS_GUESTS="main" runs one guest kind only (the other shows as not run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +63,10 @@ accel=()
 # fence test needs: its chain (scoutfs-fenced, the hook, the victim's `stop` over ssh, the
 # agent) has 30 s. The results dir (--rwdir) is a mount of its own, not cached.
 rootflags=(--append "rootflags=version=9p2000.L,trans=virtio,access=any,msize=524288,cache=loose")
+# The guest's console goes to KIND.console.log (--verbose: without it virtme-ng sends it to
+# /dev/null) at the console level the guests are tested at (loglevel=1, as virtme-ng boots
+# them quiet: printk "1 4 1 7"): a hung guest's task dump (guest-run.sh) lands there.
+console=(--verbose --append loglevel=1)
 
 status=0
 for kdir in "${kernels[@]}"; do
@@ -83,12 +87,15 @@ for kdir in "${kernels[@]}"; do
   share=()
   [[ -z $scoutfs_dir ]] || share=(--rodir="$scoutfs_dir")
   for kind in ${SCOUTFS_COLLECT_TARGETS_GUESTS:-main hotplug}; do
-    smp=()
-    [[ $kind == hotplug ]] && smp=(--qemu-opts="-smp 2,maxcpus=8")
-    timeout --kill-after=30 "${SCOUTFS_COLLECT_TARGETS_TIMEOUT:-1800}" \
-      "$VNG" --run "$kdir/bzImage" "${accel[@]}" --force-9p "${rootflags[@]}" --user root --memory 2G --cpus 2 \
+    # watchdog: the guest's own bound on its tests (guest-run.sh writes KIND.stuck and ends
+    # pytest past it; the main guest takes 6-9 min, hotplug 1-2 min under emulation); the
+    # host's timeout is the bound on the whole guest, boot and power-off included.
+    smp=() watchdog=1500
+    [[ $kind == hotplug ]] && smp=(--qemu-opts="-smp 2,maxcpus=8") watchdog=600
+    timeout --kill-after=30 "${SCOUTFS_COLLECT_TARGETS_TIMEOUT:-$((watchdog + 300))}" \
+      "$VNG" --run "$kdir/bzImage" "${accel[@]}" --force-9p "${rootflags[@]}" "${console[@]}" --user root --memory 2G --cpus 2 \
       "${smp[@]}" "${share[@]}" --rwdir="$res" --cwd "$repo" \
-      --exec "bash $repo/tools/targets/guest-run.sh $res $kind $scoutfs_dir" \
+      --exec "SCOUTFS_COLLECT_TARGET_WATCHDOG=$watchdog bash $repo/tools/targets/guest-run.sh $res $kind $scoutfs_dir" \
       </dev/null >"$res/$kind.console.log" 2>&1 || true
   done
   python3 tools/targets/summarize.py "$res" "$tag" "$scoutfs_state" || status=1

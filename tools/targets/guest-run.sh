@@ -32,6 +32,56 @@ unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=/tmp/sfc-pycache
 python=${SCOUTFS_COLLECT_TARGET_PYTHON:-$repo/.venv-3.9/bin/python}
 cd "$repo" || exit 3
-"$python" -m pytest -p no:cacheprovider -q -rA --basetemp="/tmp/targets-$kind" \
-  --junitxml="$results/$kind-junit.xml" tests/targets
+
+# stuck_console: the kernel's own account of every blocked task (sysrq-w, with kernel stacks)
+# and of each CPU (sysrq-l), on the console that the host keeps in KIND.console.log. Bash
+# builtins and /proc only: it works when what hangs is the root file system (9p).
+stuck_console() {
+  echo 8 >/proc/sys/kernel/printk  # every level to the console (the guest ends after this)
+  echo w >/proc/sysrq-trigger
+  echo l >/proc/sysrq-trigger
+}
+
+# stuck_report: what every task is doing, for a tier that hangs. ps with wait channels, the
+# kernel stacks of tasks in uninterruptible sleep, and the kernel log.
+stuck_report() {
+  echo "== $(date -u +%FT%TZ): the $kind guest's tests ran past ${watchdog}s"
+  ps -eo pid,ppid,stat,wchan:32,etime,args
+  for d in /proc/[0-9]*; do
+    if [[ $(awk '{print $3}' "$d/stat" 2>/dev/null) == D ]]; then
+      echo "== kernel stack of $(basename "$d") ($(tr '\0' ' ' <"$d/cmdline"))"
+      cat "$d/stack" 2>/dev/null
+    fi
+  done
+  echo "== kernel log"
+  dmesg
+}
+
+# A guest whose tests hang dumps its tasks to the console (stuck_console), writes KIND.stuck
+# (stuck_report) and ends pytest after the watchdog, instead of holding the host's timeout
+# with nothing to show; pytest dumps its own threads' Python stacks into KIND.log when one
+# test runs past faulthandler_timeout.
+watchdog=${SCOUTFS_COLLECT_TARGET_WATCHDOG:-1500}
+# (a background job of a script starts with SIGINT ignored: env gives pytest its default back)
+env --default-signal=INT "$python" -m pytest -p no:cacheprovider -q -rA --basetemp="/tmp/targets-$kind" \
+  -o faulthandler_timeout=600 --junitxml="$results/$kind-junit.xml" tests/targets &
+pytest_pid=$!
+(
+  deadline=""
+  trap 'kill $deadline 2>/dev/null; exit 0' TERM  # pytest ended: no report
+  sleep "$watchdog" &
+  deadline=$!
+  wait "$deadline"
+  stuck_console
+  stuck_report >"$results/$kind.stuck" 2>&1
+  kill -INT "$pytest_pid"  # pytest prints where each test was and writes its junit file
+  sleep 30 & deadline=$!
+  wait "$deadline"
+  kill -KILL "$pytest_pid" 2>/dev/null
+) &
+watcher_pid=$!
+wait "$pytest_pid"
 echo $? >"$results/$kind.rc"
+kill "$watcher_pid" 2>/dev/null
+wait "$watcher_pid" 2>/dev/null
+true

@@ -55,7 +55,9 @@ def main(argv: List[str]) -> int:
                 if state != "passed":
                     failed += 1
                     problems.append(f"{name} {state}")
-        if rc != "0" and not failed:
+        if (res / f"{kind}.stuck").is_file():
+            problems.append(f"{kind} guest's tests hung: ended by the watchdog (see {kind}.stuck)")
+        elif rc != "0" and not failed:
             problems.append(f"{kind} guest: exit {rc} (see {kind}.log)")
     obs = res / "observations.jsonl"
     seen = [json.loads(line) for line in obs.read_text().splitlines()] if obs.is_file() else []
