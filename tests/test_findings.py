@@ -170,6 +170,45 @@ def test_the_report_starts_with_the_findings(stall):
     assert "Verdict: node-stall" in text and "kernel.hung_task" in text
 
 
+# A site analyzer breaking the documented rule that ``details`` are JSON-able facts: its
+# finding holds a lock, which pickle cannot carry out of the report's findings process.
+LOCK_HOLDER = '''
+import threading
+
+from scoutfs_collect import Analyzer, Finding, hookimpl
+
+
+class LockHolder(Analyzer):
+    type_name = "lock-holder"
+    sources = ("kmsg",)
+
+    def finish(self):
+        yield Finding("site.lock_holder", "info", "capture", "a finding holding a lock",
+                      "this node", None, (), {"lock": threading.Lock()})
+
+
+@hookimpl
+def scoutfs_collect_register(register):
+    register.add_analyzer(LockHolder)
+'''
+
+
+def test_the_report_keeps_a_finding_its_findings_process_cannot_send_back(stall, tmp_path):
+    """The report's analyzers run in a process of their own beside the timeline's reader;
+    a result that cannot travel back is computed again in the report's own process."""
+    _, archive = stall
+    d = tmp_path / "plugins.d"
+    d.mkdir(mode=0o755)
+    (d / "lock_holder.py").write_text(LOCK_HOLDER)
+    os.chmod(d, 0o755)
+    os.chmod(d / "lock_holder.py", 0o644)
+    html = tmp_path / "r.html"
+    result = _cli(tmp_path).run("report", archive, "-o", str(html), "--plugin-dir", str(d))
+    assert result.returncode == 0, result.stderr
+    text = html.read_text()
+    assert "site.lock_holder" in text and "Verdict: node-stall" in text
+
+
 @pytest.mark.parametrize("lines, category, key", [
     ([OOM], "memory", "kernel.oom_kill"),
     ([NETDEV, LINK_UP], "network", "kernel.netdev_watchdog"),

@@ -60,15 +60,14 @@ def wants_analysis(ns: argparse.Namespace) -> bool:
     return bool(ns.timeline or ns.export or getattr(ns, "findings", False))
 
 
-def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False,
-             feed: Any = None):
+def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False):
     from scoutfs_collect.analysis import timeline
 
     if not ns.archive.is_file():
         raise UsageError(f"{command}: {ns.archive}: no such archive")
     try:
         return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters,
-                                text, feed)
+                                text)
     except ValueError as exc:
         raise UsageError(f"{command}: {exc}") from None
 
@@ -109,7 +108,7 @@ def findings(ns: argparse.Namespace) -> int:
     if not ns.archive.is_file():
         raise UsageError(f"inspect: {ns.archive}: no such archive")
     try:
-        result = run_findings.run(ns.archive, ns.plugin_dir)
+        result = run_findings.run(ns.archive, run_findings.analyzer_types(ns.plugin_dir))
     except ValueError as exc:
         raise UsageError(f"inspect: {exc}") from None
     if ns.json:
@@ -134,9 +133,14 @@ def report(ns: argparse.Namespace) -> int:
         raise UsageError(f"report: -o {out}: no such directory {out.parent}")
     from scoutfs_collect.analysis import findings as run_findings
 
-    feed = run_findings.Feed(run_findings.analyzer_types(ns.plugin_dir))
-    with _analyse(ns, "report", counters=True, feed=feed) as a:
-        html_report.write(a, out, feed.finish())
+    types = run_findings.analyzer_types(ns.plugin_dir)
+    with run_findings.Beside(ns.archive, types) as findings_pass:  # on a CPU of its own
+        with _analyse(ns, "report", counters=True) as a:
+            try:
+                result = findings_pass.result()
+            except ValueError as exc:
+                raise UsageError(f"report: {exc}") from None
+            html_report.write(a, out, result)
     print(f"report: {out}")
     return EXIT_OK
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import time
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Set, TextIO, Tuple
@@ -171,13 +172,15 @@ class Feed:
         readers = [pair for pair in self.live if "packets" in pair[0].cls.sources]
         calls = [(pair[0].type_name, pair[1].record) for pair in readers]
         decoder = packets.FrameDecoder(None)
+        at = decoder.at
         failed = self.failed
 
         def sink(t: float, linktype: int, buf: bytes, start: int, end: int) -> None:
-            nonlocal decoder
+            nonlocal decoder, at
             if linktype != decoder.linktype:
                 decoder = packets.FrameDecoder(linktype)
-            seg = decoder.at(t, buf, start, end)
+                at = decoder.at
+            seg = at(t, buf, start, end)
             if seg is not None:
                 rec: Record = _FrameRecord(name, source, "packets", t, None, seg)
             else:
@@ -287,14 +290,70 @@ def analyzer_types(plugin_dirs: List[str]) -> List[Any]:
     return registry.load(plugin_dirs).of_kind("analyzer")
 
 
-def run(path: Path, plugin_dirs: List[str]) -> Result:
-    """Scan ``path`` once with every analyzer; only the sources they read are read."""
+def run(path: Path, types: List[Any]) -> Result:
+    """Scan ``path`` once with the analyzers ``types`` (:func:`analyzer_types`); only the
+    sources they read are read."""
     from scoutfs_collect.analysis import timeline
 
-    feed = Feed(analyzer_types(plugin_dirs))
+    feed = Feed(types)
     wanted = ",".join(feed.timeline_kinds()) or "kmsg"
-    with timeline.analyse(path, 0.0, 0.0, wanted, feed=feed):
+    with timeline.analyse(path, 0.0, 0.0, wanted, feed=feed, lines=False):
         return feed.finish()
+
+
+class Beside:
+    """:func:`run` in a forked child process while this one reads the same archive for
+    the report's timeline: the analyzers' pass over every captured frame is the longest
+    part of a report, and it gets a CPU of its own. :meth:`result` waits for it; leaving
+    the ``with`` block ends the child. A result the child cannot send back (a site
+    analyzer's finding holding something pickle cannot carry) is computed again here."""
+
+    def __init__(self, path: Path, types: List[Any]) -> None:
+        self.path, self.types = path, types
+        context = multiprocessing.get_context("fork")
+        self._conn, theirs = context.Pipe(duplex=False)
+        self._child = context.Process(target=_run_child, name="scoutfs-collect-findings",
+                                      args=(theirs, path, types))
+        self._child.start()
+        theirs.close()
+
+    def __enter__(self) -> Beside:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._conn.close()
+        if self._child.is_alive():
+            self._child.terminate()
+        self._child.join()
+
+    def result(self) -> Result:
+        """The child's result; its ValueError (bad input) raised here as a ValueError."""
+        try:
+            status, payload = self._conn.recv()
+        except EOFError:
+            self._child.join()
+            raise RuntimeError(f"{self.path}: the findings process died "
+                               f"(exit status {self._child.exitcode})") from None
+        if status == "ok":
+            return payload
+        if status == "unsendable":
+            return run(self.path, self.types)
+        raise ValueError(payload) if status == "ValueError" else RuntimeError(payload)
+
+
+def _run_child(conn: Any, path: Path, types: List[Any]) -> None:
+    try:
+        try:
+            result = run(path, types)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+            conn.send((type(exc).__name__, str(exc) or type(exc).__name__))
+            return
+        try:
+            conn.send(("ok", result))
+        except Exception:  # noqa: BLE001 - pickling failed before anything was sent
+            conn.send(("unsendable", ""))
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------- output
