@@ -5,6 +5,7 @@ file per member, in time order (:mod:`.spool`), for :mod:`.timeline` to merge.""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import multiprocessing
@@ -152,14 +153,15 @@ def label_width(node: str, chosen: Sequence[sources.SourceSpec]) -> int:
 def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
          wanted: Optional[Sequence[str]] = None, counters: bool = False,
          text: Optional[TextSpool] = None, only: Optional[Set[str]] = None,
-         share: Optional[Split] = None, feed: Any = None) -> NodeScan:
+         share: Optional[Split] = None, feed: Any = None, lines: bool = True) -> NodeScan:
     """Read ``archive`` once. ``window_of(manifest, clocks)`` gives the :class:`Window`
     (it is known only once the manifest, the first member, has been read). ``counters``
     (the report): also keep each counter's values and every source's density. ``text``:
     spool rendered lines (see :class:`TextSpool`) instead of data lines. ``only``: read
     just the sources of these instance names (of those ``wanted`` selects); ``share``:
     just this process's part of the text traces and packet files (:func:`scan_split`).
-    ``feed``: the analyzers' :class:`~.findings.Feed`, handed the records as they pass."""
+    ``feed``: the analyzers' :class:`~.findings.Feed`, handed the records as they pass;
+    ``lines=False``: only the feed reads the records (no spools, no source stats)."""
     with archive_read.open_stream(archive) as tar:
         manifest: Optional[Dict[str, Any]] = None
         result: Optional[NodeScan] = None
@@ -207,20 +209,26 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
             frames = None
             if feed is not None:  # the analyzers' frames of a pcap file (see Feed.member)
                 stream, frames = feed.member(node, spec, parts[2], stream)
+            if not lines and feed is not None and frames is None and spec.kind == "packets":
+                _drain(stream)  # a ring file that came early: the feed replays its copy in turn
+                feed.member_done(node, spec, parts[2], stream)
+                continue
             sink = _counter_sink(result.counters) if counters and spec.kind == "counters" else None
-            path = spool_dir / f"{len(os.listdir(spool_dir)):05d}.spool"
-            stats = result.stats[spec.name]
-            tag = f"\t{node}\t{spec.name}\t" if text is None else f"{stats.label:<{text.width}}"
-            fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, counters)
             records = sources.read(spec, stream, (window.start, window.end), sink,
                                    share.blocks if share is not None else None, frames)
             if feed is not None:
                 records = feed.tap(node, spec, records)
-            tally = spool.spool(records, fmt, path)
+            if lines:
+                path = spool_dir / f"{len(os.listdir(spool_dir)):05d}.spool"
+                stats = result.stats[spec.name]
+                tag = f"\t{node}\t{spec.name}\t" if text is None else f"{stats.label:<{text.width}}"
+                fmt = spool.LineFormat(window.start, window.end, window.ref, tag, text is not None, counters)
+                stats.absorb(spool.spool(records, fmt, path))
+                result.spools.append((spec.name, path))
+            else:
+                collections.deque(records, maxlen=0)  # the feed's pass alone, at C speed
             if feed is not None:
                 feed.member_done(node, spec, parts[2], stream)
-            stats.absorb(tally)
-            result.spools.append((spec.name, path))
             if needed is not None:
                 needed.discard((spec.name, parts[2]))
                 if not needed:  # the child's part is read: no need to decompress the rest
@@ -231,6 +239,11 @@ def scan(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset:
         feed.end(node)
     fallback.finish(result, window, counters)  # ftrace events of a directory without trace.txt
     return result
+
+
+def _drain(stream: Any) -> None:
+    while stream.read(sources.CHUNK):
+        pass
 
 
 def _child_members(manifest: Dict[str, Any], by_dir: Dict[str, sources.SourceSpec],
@@ -292,7 +305,7 @@ def plan_split(manifest: Dict[str, Any], shared: Set[str]) -> Tuple[Split, Split
 
 def scan_split(archive: Path, spool_dir: Path, window_of, node: str = "", node_offset: float = 0.0,
                wanted: Optional[Sequence[str]] = None, counters: bool = False,
-               text: Optional[TextSpool] = None, feed: Any = None) -> NodeScan:
+               text: Optional[TextSpool] = None, feed: Any = None, lines: bool = True) -> NodeScan:
     """:func:`scan` on two CPUs, when the archive's text traces and pcap files hold more
     than SPLIT_ABOVE bytes (a full ring's trace is most of a timeline's lines, and one
     CPython process formats ~0.4 M lines/s): a forked child reads a second stream of the
@@ -307,9 +320,11 @@ def scan_split(archive: Path, spool_dir: Path, window_of, node: str = "", node_o
     if text is not None:  # one width for both processes' lines
         text = TextSpool(max(text.width, label_width(node, chosen)))
     shared = {s.name for s in chosen if s.kind in ("ftrace", "packets") and s.offset is not None}
-    if not shared or (os.cpu_count() or 1) < 2 or (feed is not None and feed.wants_split_kinds()) or \
+    alone = not lines or not shared or (os.cpu_count() or 1) < 2
+    if alone or (feed is not None and feed.wants_split_kinds()) or \
             sum(size for _, _, size in _shared_files(manifest, shared)) <= SPLIT_ABOVE:
-        return scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text, feed=feed)
+        return scan(archive, spool_dir, window_of, node, node_offset, wanted, counters, text, feed=feed,
+                    lines=lines)
     parent_part, child_part = plan_split(manifest, shared)
     child_dir = Path(tempfile.mkdtemp(prefix="shared.", dir=spool_dir))
     context = multiprocessing.get_context("fork")

@@ -1,5 +1,4 @@
 """The merged timeline of an archive or a cluster bundle: every source's records in the
-window around the trigger, on one clock, in order (``heapq.merge`` over the per-member
 spools of :mod:`.scan`: memory stays flat whatever the archive's size)."""
 
 from __future__ import annotations
@@ -100,12 +99,13 @@ def _parse_sources(text: Optional[str]) -> Optional[List[str]]:
 
 
 def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optional[str] = None,
-            counters: bool = False, text: bool = False, feed: Any = None) -> Analysis:
+            counters: bool = False, text: bool = False, feed: Any = None, lines: bool = True) -> Analysis:
     """Scan ``path`` (an archive or a bundle). ``wanted``: comma-separated source kinds
     (kmsg, ftrace, packets, counters) or plugin instance names. ``text``: the analysis is
     only for :func:`render` (its spools hold the printed lines; :meth:`Analysis.events`
     is then not available). ``feed``: the analyzers' :class:`~.findings.Feed`, handed
-    every record on the way. Raises ValueError with a one-line message for bad input."""
+    every record on the way; ``lines=False``: for the feed alone (no lines, no source
+    stats). Raises ValueError with a one-line message for bad input."""
     if before < 0 or after < 0:
         raise ValueError("--before and --after must be 0 or more seconds")
     names = _parse_sources(wanted)
@@ -132,7 +132,7 @@ def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optiona
         nodes = []
         for node, archive, offset in archives:
             nodes.append(scan.scan_split(archive, root / "spool", window_of, node.name if node else "",
-                                         offset, names, counters, text_spool, feed))
+                                         offset, names, counters, text_spool, feed, lines))
         if names:
             known = {s.kind for n in nodes for s in sources.specs(n.manifest, n.clocks)}
             known |= {s.name for n in nodes for s in sources.specs(n.manifest, n.clocks)}
