@@ -1,4 +1,5 @@
 """The merged timeline of an archive or a cluster bundle: every source's records in the
+window around the trigger, on one clock, in order (``heapq.merge`` over the per-member
 spools of :mod:`.scan`: memory stays flat whatever the archive's size)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from scoutfs_collect.analysis.bundle import Bundle, open_bundle
 from scoutfs_collect.analysis.clocks import ClockMap
 from scoutfs_collect.analysis.lines import Printer, micros, utc_us
 from scoutfs_collect.archive import read as archive_read
+from scoutfs_collect.system import heap
 from scoutfs_collect.system.kernel_text import escape_controls_in_lines
 
 
@@ -109,6 +111,7 @@ def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optiona
     if before < 0 or after < 0:
         raise ValueError("--before and --after must be 0 or more seconds")
     names = _parse_sources(wanted)
+    heap.keep_freed_memory()  # 1 MiB reads without a page fault each
     tmp = tempfile.TemporaryDirectory(prefix="scoutfs-collect-analysis.")
     try:
         root = Path(tmp.name)
