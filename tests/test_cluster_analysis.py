@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -149,6 +150,20 @@ def test_report_lanes_per_node_and_source_and_each_stop_after_the_origin_trigger
         assert stops[node] >= -(bundle.clock_error_ms(node) + bundle.clock_error_ms(bundle.origin)), node
         lag = bundle.doc["nodes"][node]["stop_lag_ms"]  # and cluster.json's figure, in the table
         assert f"<td>{node}</td><td>ok</td>" in dom and f"<td>{lag:.1f} ms</td>" in dom
+
+
+def test_report_of_a_bundle_leaves_nothing_in_tmpdir(bundle, tmp_path):
+    """The report's two processes (timeline, findings) share one copy of the node archives
+    and remove it, and their spools, when done."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    html = tmp_path / "r.html"
+    argv = [sys.executable, "-m", "scoutfs_collect", "report", str(bundle.path), "-o", str(html)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmpdir)))
+    assert result.returncode == 0, result.stderr
+    assert "<h2>Findings</h2>" in html.read_text()
+    assert list(tmpdir.iterdir()) == []
 
 
 def test_perfetto_export_has_one_track_per_node_and_source(bundle):

@@ -6,6 +6,7 @@ and ``report ARCHIVE|BUNDLE [-o FILE.html]``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -60,14 +61,15 @@ def wants_analysis(ns: argparse.Namespace) -> bool:
     return bool(ns.timeline or ns.export or getattr(ns, "findings", False))
 
 
-def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False):
+def _analyse(ns: argparse.Namespace, command: str, counters: bool = False, text: bool = False,
+             opened: Any = None):
     from scoutfs_collect.analysis import timeline
 
     if not ns.archive.is_file():
         raise UsageError(f"{command}: {ns.archive}: no such archive")
     try:
         return timeline.analyse(ns.archive, ns.before, ns.after, getattr(ns, "sources", None), counters,
-                                text)
+                                text, opened=opened)
     except ValueError as exc:
         raise UsageError(f"{command}: {exc}") from None
 
@@ -132,15 +134,24 @@ def report(ns: argparse.Namespace) -> int:
     if out.parent and not out.parent.is_dir():
         raise UsageError(f"report: -o {out}: no such directory {out.parent}")
     from scoutfs_collect.analysis import findings as run_findings
+    from scoutfs_collect.analysis import timeline
 
+    if not ns.archive.is_file():
+        raise UsageError(f"report: {ns.archive}: no such archive")
     types = run_findings.analyzer_types(ns.plugin_dir)
-    with run_findings.Beside(ns.archive, types) as findings_pass:  # on a CPU of its own
-        with _analyse(ns, "report", counters=True) as a:
-            try:
-                result = findings_pass.result()
-            except ValueError as exc:
-                raise UsageError(f"report: {exc}") from None
-            html_report.write(a, out, result)
+    with contextlib.ExitStack() as stack:
+        try:  # a bundle's node archives copied out once, for both passes
+            opened = stack.enter_context(timeline.open_input(ns.archive))
+        except ValueError as exc:
+            raise UsageError(f"report: {exc}") from None
+        # the analyzers' pass on a CPU of its own, beside this process's timeline
+        findings_pass = stack.enter_context(run_findings.Beside(ns.archive, types, opened))
+        a = stack.enter_context(_analyse(ns, "report", counters=True, opened=opened))
+        try:
+            result = findings_pass.result()
+        except ValueError as exc:
+            raise UsageError(f"report: {exc}") from None
+        html_report.write(a, out, result)
     print(f"report: {out}")
     return EXIT_OK
 

@@ -290,14 +290,15 @@ def analyzer_types(plugin_dirs: List[str]) -> List[Any]:
     return registry.load(plugin_dirs).of_kind("analyzer")
 
 
-def run(path: Path, types: List[Any]) -> Result:
+def run(path: Path, types: List[Any], opened: Any = None) -> Result:
     """Scan ``path`` once with the analyzers ``types`` (:func:`analyzer_types`); only the
-    sources they read are read."""
+    sources they read are read. ``opened``: ``path`` as :func:`.timeline.open_input`
+    opened it."""
     from scoutfs_collect.analysis import timeline
 
     feed = Feed(types)
     wanted = ",".join(feed.timeline_kinds()) or "kmsg"
-    with timeline.analyse(path, 0.0, 0.0, wanted, feed=feed, lines=False):
+    with timeline.analyse(path, 0.0, 0.0, wanted, feed=feed, lines=False, opened=opened):
         return feed.finish()
 
 
@@ -306,14 +307,15 @@ class Beside:
     the report's timeline: the analyzers' pass over every captured frame is the longest
     part of a report, and it gets a CPU of its own. :meth:`result` waits for it; leaving
     the ``with`` block ends the child. A result the child cannot send back (a site
-    analyzer's finding holding something pickle cannot carry) is computed again here."""
+    analyzer's finding holding something pickle cannot carry) is computed again here.
+    ``opened``: as for :func:`run` (a bundle's archives copied out once for both)."""
 
-    def __init__(self, path: Path, types: List[Any]) -> None:
-        self.path, self.types = path, types
+    def __init__(self, path: Path, types: List[Any], opened: Any = None) -> None:
+        self.path, self.types, self.opened = path, types, opened
         context = multiprocessing.get_context("fork")
         self._conn, theirs = context.Pipe(duplex=False)
         self._child = context.Process(target=_run_child, name="scoutfs-collect-findings",
-                                      args=(theirs, path, types))
+                                      args=(theirs, path, types, opened))
         self._child.start()
         theirs.close()
 
@@ -337,14 +339,14 @@ class Beside:
         if status == "ok":
             return payload
         if status == "unsendable":
-            return run(self.path, self.types)
+            return run(self.path, self.types, self.opened)
         raise ValueError(payload) if status == "ValueError" else RuntimeError(payload)
 
 
-def _run_child(conn: Any, path: Path, types: List[Any]) -> None:
+def _run_child(conn: Any, path: Path, types: List[Any], opened: Any) -> None:
     try:
         try:
-            result = run(path, types)
+            result = run(path, types, opened)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
             conn.send((type(exc).__name__, str(exc) or type(exc).__name__))
             return

@@ -4,6 +4,7 @@ spools of :mod:`.scan`: memory stays flat whatever the archive's size)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -100,14 +101,34 @@ def _parse_sources(text: Optional[str]) -> Optional[List[str]]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """An archive or bundle opened once for several passes over it (the report's timeline
+    and its findings): a bundle's node archives are copied out once; ``bundle`` is None
+    for a single archive."""
+
+    path: Path
+    bundle: Optional[Bundle]
+
+
+@contextlib.contextmanager
+def open_input(path: Path) -> Iterator[Input]:
+    """:class:`Input` of ``path``; a bundle's copies are removed on exit. Raises
+    ValueError naming the file and key when a bundle's cluster.json is unusable."""
+    with tempfile.TemporaryDirectory(prefix="scoutfs-collect-input.") as copies:
+        yield Input(Path(path), open_bundle(path, Path(copies)))
+
+
 def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optional[str] = None,
-            counters: bool = False, text: bool = False, feed: Any = None, lines: bool = True) -> Analysis:
+            counters: bool = False, text: bool = False, feed: Any = None, lines: bool = True,
+            opened: Optional[Input] = None) -> Analysis:
     """Scan ``path`` (an archive or a bundle). ``wanted``: comma-separated source kinds
     (kmsg, ftrace, packets, counters) or plugin instance names. ``text``: the analysis is
     only for :func:`render` (its spools hold the printed lines; :meth:`Analysis.events`
     is then not available). ``feed``: the analyzers' :class:`~.findings.Feed`, handed
     every record on the way; ``lines=False``: for the feed alone (no lines, no source
-    stats). Raises ValueError with a one-line message for bad input."""
+    stats); ``opened``: ``path`` as :func:`open_input` opened it (else it is opened here).
+    Raises ValueError with a one-line message for bad input."""
     if before < 0 or after < 0:
         raise ValueError("--before and --after must be 0 or more seconds")
     names = _parse_sources(wanted)
@@ -116,7 +137,7 @@ def analyse(path: Path, before: float = 2.0, after: float = 0.1, wanted: Optiona
     try:
         root = Path(tmp.name)
         (root / "spool").mkdir()
-        bundle = open_bundle(path, root)
+        bundle = opened.bundle if opened is not None else open_bundle(path, root)
         archives = [(None, Path(path), 0.0)] if bundle is None else \
             [(n, n.archive, n.clock_offset_ms / 1000) for n in bundle.nodes if n.archive is not None]
         ref = bundle.reference() if bundle is not None else None
