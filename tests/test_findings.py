@@ -10,12 +10,15 @@ import csv
 import json
 import os
 import random
+import signal
 import socket
+import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import List, Optional
 
+import psutil
 import pytest
 
 from scoutfs_collect import AnalysisContext, Record
@@ -207,6 +210,72 @@ def test_the_report_keeps_a_finding_its_findings_process_cannot_send_back(stall,
     assert result.returncode == 0, result.stderr
     text = html.read_text()
     assert "site.lock_holder" in text and "Verdict: node-stall" in text
+
+
+# A site analyzer that blocks on a FIFO nobody writes to: the report's findings process is
+# busy (as on a large archive) when the report itself is interrupted.
+BLOCKER = '''
+import os
+
+from scoutfs_collect import Analyzer, hookimpl
+
+
+class Blocker(Analyzer):
+    type_name = "blocker"
+    sources = ("kmsg",)
+
+    def record(self, rec):
+        with open(os.environ["BLOCKER_FIFO"]) as f:
+            f.read()
+
+
+@hookimpl
+def scoutfs_collect_register(register):
+    register.add_analyzer(Blocker)
+'''
+
+
+def test_an_interrupted_report_leaves_no_process_and_no_temporary_file(stall, tmp_path):
+    """Ctrl-C while the findings process is still reading: it is ended (it unwinds on
+    SIGTERM), and both processes' temporary directories are gone."""
+    _, archive = stall
+    d = tmp_path / "plugins.d"
+    d.mkdir(mode=0o755)
+    (d / "blocker.py").write_text(BLOCKER)
+    os.chmod(d, 0o755)
+    os.chmod(d / "blocker.py", 0o644)
+    fifo, tmpdir = tmp_path / "fifo", tmp_path / "tmp"
+    os.mkfifo(fifo)
+    tmpdir.mkdir()
+    cli = _cli(tmp_path)
+    env = dict(cli.env, BLOCKER_FIFO=str(fifo), TMPDIR=str(tmpdir))
+    argv = cli.argv("report", archive, "-o", str(tmp_path / "r.html"), "--plugin-dir", str(d))
+    proc = subprocess.Popen(argv, env=env, cwd=cli.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    writer = None
+    try:
+        def blocked() -> bool:  # the findings process has the FIFO open for reading
+            nonlocal writer
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader yet
+                return proc.poll() is not None
+            return True
+        wait_for(blocked, 60, "the findings process reading the FIFO")
+        assert proc.poll() is None, proc.communicate()
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        code, _, err = finish(proc, timeout=60)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code != 0 and "Traceback" not in err
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert list(tmpdir.iterdir()) == []
+    assert not (tmp_path / "r.html").exists()
 
 
 @pytest.mark.parametrize("lines, category, key", [

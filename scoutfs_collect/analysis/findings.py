@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import signal
 import time
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Set, TextIO, Tuple
@@ -324,8 +325,11 @@ class Beside:
 
     def __exit__(self, *exc: Any) -> None:
         self._conn.close()
-        if self._child.is_alive():
-            self._child.terminate()
+        if self._child.is_alive():  # this process failed first: SIGTERM, which the child
+            self._child.terminate()  # turns into SystemExit, so it removes its temporary files
+            self._child.join(10)
+            if self._child.is_alive():
+                self._child.kill()
         self._child.join()
 
     def result(self) -> Result:
@@ -343,17 +347,27 @@ class Beside:
         raise ValueError(payload) if status == "ValueError" else RuntimeError(payload)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _run_child(conn: Any, path: Path, types: List[Any], opened: Any) -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # Beside.__exit__: unwind, clean up
     try:
         try:
-            result = run(path, types, opened)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-            conn.send((type(exc).__name__, str(exc) or type(exc).__name__))
+            message: Tuple[str, Any] = ("ok", run(path, types, opened))
+        except KeyboardInterrupt:  # Ctrl-C reached the whole process group: the parent ends too
             return
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+            message = (type(exc).__name__, str(exc) or type(exc).__name__)
         try:
-            conn.send(("ok", result))
+            conn.send(message)
+        except OSError:  # the parent is gone
+            pass
         except Exception:  # noqa: BLE001 - pickling failed before anything was sent
             conn.send(("unsendable", ""))
+    except OSError:
+        pass
     finally:
         conn.close()
 
