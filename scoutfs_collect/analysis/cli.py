@@ -135,6 +135,7 @@ def report(ns: argparse.Namespace) -> int:
         raise UsageError(f"report: -o {out}: no such directory {out.parent}")
     from scoutfs_collect.analysis import findings as run_findings
     from scoutfs_collect.analysis import timeline
+    from scoutfs_collect.analysis.findings_process import FindingsProcess
 
     if not ns.archive.is_file():
         raise UsageError(f"report: {ns.archive}: no such archive")
@@ -145,7 +146,7 @@ def report(ns: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"report: {exc}") from None
         # the analyzers' pass on a CPU of its own, beside this process's timeline
-        findings_pass = stack.enter_context(run_findings.Beside(ns.archive, types, opened))
+        findings_pass = stack.enter_context(FindingsProcess(ns.archive, types, opened))
         a = stack.enter_context(_analyse(ns, "report", counters=True, opened=opened))
         try:
             result = findings_pass.result()
