@@ -115,6 +115,17 @@ def keys(doc: dict) -> set:
     return {f["key"] for f in doc["findings"]}
 
 
+def plugin_dir(tmp: Path, name: str, text: str) -> Path:
+    """A site plugin directory holding ``name`` with ``text``, with the modes the loader
+    requires (not writable by others)."""
+    d = tmp / "plugins.d"
+    d.mkdir(mode=0o755)
+    (d / name).write_text(text)
+    os.chmod(d, 0o755)
+    os.chmod(d / name, 0o644)
+    return d
+
+
 @pytest.fixture(scope="module")
 def stall(tmp_path_factory):
     """Hung task and soft lockup on the node, then the server's fencing line naming a
@@ -200,11 +211,7 @@ def test_the_report_keeps_a_finding_its_findings_process_cannot_send_back(stall,
     """The report's analyzers run in a process of their own beside the timeline's reader;
     a result that cannot travel back is computed again in the report's own process."""
     _, archive = stall
-    d = tmp_path / "plugins.d"
-    d.mkdir(mode=0o755)
-    (d / "lock_holder.py").write_text(LOCK_HOLDER)
-    os.chmod(d, 0o755)
-    os.chmod(d / "lock_holder.py", 0o644)
+    d = plugin_dir(tmp_path, "lock_holder.py", LOCK_HOLDER)
     html = tmp_path / "r.html"
     result = _cli(tmp_path).run("report", archive, "-o", str(html), "--plugin-dir", str(d))
     assert result.returncode == 0, result.stderr
@@ -239,11 +246,7 @@ def test_an_interrupted_report_leaves_no_process_and_no_temporary_file(stall, tm
     """Ctrl-C while the findings process is still reading: it is ended (it unwinds on
     SIGTERM), and both processes' temporary directories are gone."""
     _, archive = stall
-    d = tmp_path / "plugins.d"
-    d.mkdir(mode=0o755)
-    (d / "blocker.py").write_text(BLOCKER)
-    os.chmod(d, 0o755)
-    os.chmod(d / "blocker.py", 0o644)
+    d = plugin_dir(tmp_path, "blocker.py", BLOCKER)
     fifo, tmpdir = tmp_path / "fifo", tmp_path / "tmp"
     os.mkfifo(fifo)
     tmpdir.mkdir()
@@ -391,11 +394,7 @@ def readme_analyzer() -> str:
 
 def test_the_readme_site_analyzer_runs_verbatim(stall, tmp_path):
     _, archive = stall
-    d = tmp_path / "plugins.d"
-    d.mkdir(mode=0o755)
-    (d / "stor_agent.py").write_text(readme_analyzer())
-    os.chmod(d, 0o755)
-    os.chmod(d / "stor_agent.py", 0o644)
+    d = plugin_dir(tmp_path, "stor_agent.py", readme_analyzer())
     doc = findings(tmp_path, archive, "--plugin-dir", str(d))
     site = next(f for f in doc["findings"] if f["key"] == "site.stor_agent")
     assert site["category"] == "node-stall" and site["relative"] < 0
