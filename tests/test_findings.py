@@ -447,15 +447,11 @@ def test_a_bundle_names_its_nodes_their_clocks_and_the_node_without_an_archive(s
 
 
 def test_an_analyzer_declaring_an_unknown_source_kind_is_refused_naming_it(tmp_path):
-    d = tmp_path / "plugins.d"
-    d.mkdir(mode=0o755)
-    (d / "bad.py").write_text(
-        "from scoutfs_collect import Analyzer, hookimpl\n\n\n"
-        "class Bad(Analyzer):\n    '''Reads the journal.'''\n    type_name = 'bad'\n"
-        "    sources = ('journal',)\n\n\n"
-        "@hookimpl\ndef scoutfs_collect_register(register):\n    register.add_analyzer(Bad)\n")
-    os.chmod(d, 0o755)
-    os.chmod(d / "bad.py", 0o644)
+    d = plugin_dir(tmp_path, "bad.py",
+                   "from scoutfs_collect import Analyzer, hookimpl\n\n\n"
+                   "class Bad(Analyzer):\n    '''Reads the journal.'''\n    type_name = 'bad'\n"
+                   "    sources = ('journal',)\n\n\n"
+                   "@hookimpl\ndef scoutfs_collect_register(register):\n    register.add_analyzer(Bad)\n")
     reg = registry.load([str(d)])
     assert "bad" not in reg.types
     assert any("unknown source kind 'journal'" in err for _, err in reg.load_errors), reg.load_errors
